@@ -1,0 +1,106 @@
+"""Safe extraction of model package archives.
+
+A zip from the internet or a USB stick is untrusted: members with absolute paths,
+``..`` components, links, or sizes far beyond reason are refused before anything is
+written, and nothing is ever written outside the destination folder.
+"""
+
+from __future__ import annotations
+
+import shutil
+import stat
+import zipfile
+from pathlib import Path, PurePosixPath
+
+from zoodesk.errors import ModelPackageError
+from zoodesk.fileutils import temporary_sibling
+
+#: Refuse archives that would unpack to more than this (a zoo model is < 1 GB).
+MAX_UNPACKED_BYTES = 8 * 1024**3
+#: Refuse members compressed more than this ratio (zip bombs).
+MAX_COMPRESSION_RATIO = 200
+MAX_MEMBERS = 10_000
+
+
+def check_member_name(archive: Path, name: str) -> PurePosixPath:
+    """Return the member's safe relative path or raise naming the offending member."""
+    normalized = name.replace("\\", "/")
+    path = PurePosixPath(normalized)
+    if (
+        normalized.startswith("/")
+        or (len(normalized) > 1 and normalized[1] == ":")
+        or any(part == ".." for part in path.parts)
+    ):
+        raise ModelPackageError(f"{archive}: refused member {name!r}: path leaves the package")
+    return path
+
+
+def validate_zip(archive: Path, max_bytes: int = MAX_UNPACKED_BYTES) -> list[zipfile.ZipInfo]:
+    """Check every member of ``archive``; return the file members to extract."""
+    try:
+        zf = zipfile.ZipFile(archive)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise ModelPackageError(f"{archive}: not a readable zip file ({exc})") from exc
+    with zf:
+        infos = zf.infolist()
+    if len(infos) > MAX_MEMBERS:
+        raise ModelPackageError(f"{archive}: refused: {len(infos)} members is far too many")
+    total = 0
+    files: list[zipfile.ZipInfo] = []
+    for info in infos:
+        check_member_name(archive, info.filename)
+        mode = info.external_attr >> 16
+        if stat.S_ISLNK(mode):
+            raise ModelPackageError(f"{archive}: refused member {info.filename!r}: it is a link")
+        if info.is_dir():
+            continue
+        if info.compress_size and info.file_size / max(info.compress_size, 1) > MAX_COMPRESSION_RATIO:
+            raise ModelPackageError(
+                f"{archive}: refused member {info.filename!r}: implausible compression ratio"
+            )
+        total += info.file_size
+        if total > max_bytes:
+            raise ModelPackageError(
+                f"{archive}: refused: unpacks to more than {max_bytes / 1024**3:.1f} GB"
+            )
+        files.append(info)
+    return files
+
+
+def safe_extract_zip(archive: Path, destination: Path, max_bytes: int = MAX_UNPACKED_BYTES) -> Path:
+    """Extract ``archive`` into the new folder ``destination`` after validating it.
+
+    Extraction goes to a temporary sibling folder that is renamed at the end, so a
+    failure never leaves a half-extracted package under the final name.
+    """
+    archive = Path(archive)
+    destination = Path(destination)
+    members = validate_zip(archive, max_bytes)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    staging = temporary_sibling(destination)
+    staging.unlink()
+    staging.mkdir()
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            for info in members:
+                rel = check_member_name(archive, info.filename)
+                target = staging.joinpath(*rel.parts)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                written = 0
+                with zf.open(info) as src, target.open("wb") as dst:
+                    while chunk := src.read(1 << 20):
+                        written += len(chunk)
+                        # The header's size may lie; count what really comes out.
+                        if written > info.file_size:
+                            raise ModelPackageError(
+                                f"{archive}: refused member {info.filename!r}: "
+                                "larger than its header declares"
+                            )
+                        dst.write(chunk)
+        if destination.exists():
+            shutil.rmtree(destination)
+        staging.rename(destination)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return destination
