@@ -28,8 +28,18 @@ def temporary_sibling(final: Path, suffix: str = "") -> Path:
     write never carries the final name and is easy to recognise and clean up.
     """
     fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=f"{suffix}.part", dir=final.parent)
-    os.close(fd)
+    try:
+        # mkstemp creates the file private (0600); results are ordinary files.
+        os.fchmod(fd, 0o666 & ~_umask()) if hasattr(os, "fchmod") else None
+    finally:
+        os.close(fd)
     return Path(name)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 @contextlib.contextmanager

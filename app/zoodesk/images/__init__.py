@@ -1,0 +1,43 @@
+"""Image input and output: readers, OME-TIFF writers and discovery of input files."""
+
+from zoodesk.images._ome import PROVENANCE_NAMESPACE
+from zoodesk.images.discovery import (
+    IMAGE_SUFFIXES,
+    find_images,
+    image_suffix,
+    natural_key,
+    output_stem,
+    read_list_file,
+)
+from zoodesk.images.readers import (
+    MAX_DECODED_BYTES,
+    MAX_GUESSED_CHANNELS,
+    ImageData,
+    guess_axes,
+    read_image,
+)
+from zoodesk.images.writers import (
+    LOSSLESS_COMPRESSIONS,
+    TiledOmeTiffWriter,
+    build_ome_xml,
+    write_ome_tiff,
+)
+
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "LOSSLESS_COMPRESSIONS",
+    "MAX_DECODED_BYTES",
+    "MAX_GUESSED_CHANNELS",
+    "PROVENANCE_NAMESPACE",
+    "ImageData",
+    "TiledOmeTiffWriter",
+    "build_ome_xml",
+    "find_images",
+    "guess_axes",
+    "image_suffix",
+    "natural_key",
+    "output_stem",
+    "read_image",
+    "read_list_file",
+    "write_ome_tiff",
+]

@@ -1,0 +1,143 @@
+"""The run record: a JSON file in the output folder, updated after every input.
+
+It says what ran (model, weights and their checksums, device, parameters, software
+versions), when, and what became of every input (ok / failed with the error /
+skipped / not done), with the sha256 of every output so that a re-run can skip
+finished inputs and an export can prove which file came from where.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Literal
+
+from zoodesk import __version__
+from zoodesk.errors import ZooDeskError
+from zoodesk.fileutils import atomic_write_text
+
+RECORD_NAME = "zoodesk-run.json"
+RECORD_SCHEMA = "zoodesk-run/1"
+
+FileStatus = Literal["pending", "ok", "failed", "skipped", "not done"]
+RunStatus = Literal["running", "finished", "cancelled", "failed"]
+
+_VERSIONED_PACKAGES = (
+    "onnxruntime",
+    "onnxruntime-gpu",
+    "onnxruntime-directml",
+    "bioimageio.spec",
+    "bioimageio.core",
+    "numpy",
+    "tifffile",
+)
+
+
+def now_iso() -> str:
+    """The current UTC time in ISO 8601 with seconds."""
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def software_versions() -> dict[str, str]:
+    """Versions of ZooDesk, Python and the libraries that shape the results."""
+    versions = {"zoodesk": __version__, "python": platform.python_version()}
+    for name in _VERSIONED_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    versions["platform"] = f"{platform.system()} {platform.release()} {platform.machine()}"
+    if getattr(sys, "frozen", False):
+        versions["frozen"] = "yes"
+    return versions
+
+
+@dataclass
+class OutputEntry:
+    """One written output file."""
+
+    tensor: str
+    path: str
+    sha256: str
+    axes: str
+    shape: list[int]
+    dtype: str
+    kind: str = "probabilities"
+
+
+@dataclass
+class FileEntry:
+    """What happened to one input."""
+
+    input: str
+    status: FileStatus = "pending"
+    key: str = ""
+    input_size: int | None = None
+    input_mtime_ns: int | None = None
+    input_sha256: str | None = None
+    error: str | None = None
+    outputs: list[OutputEntry] = field(default_factory=list)
+    started: str | None = None
+    finished: str | None = None
+    seconds: float | None = None
+    axes: str | None = None
+    axes_mapping: str | None = None
+    tiling: dict[str, Any] | None = None
+    pixel_sizes: dict[str, list[Any]] | None = None
+    shape: list[int] | None = None
+
+
+@dataclass
+class RunRecord:
+    """The whole record; :meth:`save` writes it atomically."""
+
+    path: Path
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    schema: str = RECORD_SCHEMA
+    status: RunStatus = "running"
+    started: str = field(default_factory=now_iso)
+    finished: str | None = None
+    model: dict[str, Any] = field(default_factory=dict)
+    device: dict[str, Any] = field(default_factory=dict)
+    parameters: dict[str, Any] = field(default_factory=dict)
+    software: dict[str, str] = field(default_factory=software_versions)
+    files: list[FileEntry] = field(default_factory=list)
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("path")
+        data["summary"] = self.summary()
+        return data
+
+    def summary(self) -> dict[str, int]:
+        counts: dict[str, int] = {"total": len(self.files)}
+        for f in self.files:
+            counts[f.status] = counts.get(f.status, 0) + 1
+        return counts
+
+    def save(self) -> None:
+        atomic_write_text(self.path, json.dumps(self.to_json(), indent=2, ensure_ascii=False))
+
+    @classmethod
+    def load(cls, path: Path) -> RunRecord:
+        """Read a record written by :meth:`save`."""
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ZooDeskError(f"{path}: not a readable run record ({exc})") from exc
+        if data.get("schema") != RECORD_SCHEMA:
+            raise ZooDeskError(f"{path}: not a ZooDesk run record")
+        files = []
+        for f in data.get("files", []):
+            outputs = [OutputEntry(**o) for o in f.pop("outputs", [])]
+            files.append(FileEntry(**f, outputs=outputs))
+        data.pop("summary", None)
+        data["files"] = files
+        return cls(path=Path(path), **data)

@@ -1,0 +1,627 @@
+"""The ``zoodesk`` command line: the same services as the desktop application.
+
+Every command prints one clear line and exits non-zero on a user error, never a
+traceback (``--debug`` shows it).  ``--json`` makes a command print exactly one JSON
+document on stdout; human-readable progress then goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from zoodesk import __version__
+from zoodesk.errors import ZooDeskError
+
+log = logging.getLogger("zoodesk")
+
+Handler = Callable[[argparse.Namespace], int]
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+class _Console:
+    """Human output (stderr when --json is on, so stdout carries only the document)."""
+
+    def __init__(self, json_mode: bool = False, quiet: bool = False) -> None:
+        from rich.console import Console
+
+        self.json_mode = json_mode
+        self.quiet = quiet
+        self.out = Console(stderr=json_mode, highlight=False, soft_wrap=True)
+        self.err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+    def info(self, message: str) -> None:
+        if not self.quiet:
+            self.out.print(message, markup=False)
+
+    def warn(self, message: str) -> None:
+        self.err.print(f"warning: {message}", style="yellow", markup=False)
+
+    def error(self, message: str) -> None:
+        self.err.print(f"error: {message}", style="bold red", markup=False)
+
+    def document(self, data: Any) -> None:
+        sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+        sys.stdout.flush()
+
+
+def _console(args: argparse.Namespace) -> _Console:
+    return _Console(json_mode=getattr(args, "json", False), quiet=getattr(args, "quiet", False))
+
+
+# ------------------------------------------------------------------ inference commands
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from zoodesk.batch.console import run_prediction_cli
+
+    return run_prediction_cli(args, _console(args))
+
+
+def _cmd_models_test(args: argparse.Namespace) -> int:
+    from zoodesk.inference.reproducibility import run_test_cli
+
+    return run_test_cli(args, _console(args))
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from zoodesk.batch.console import run_demo_cli
+
+    return run_demo_cli(args, _console(args))
+
+
+def _cmd_devices(args: argparse.Namespace) -> int:
+    from zoodesk.inference.devices import available_devices
+
+    console = _console(args)
+    devices = available_devices()
+    if args.json:
+        console.document([d.as_dict() for d in devices])
+    else:
+        for d in devices:
+            console.info(f"{d.name:10s} {d.provider:28s} {d.description}")
+    return EXIT_OK
+
+
+def _add_device_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--device",
+        choices=("auto", "cpu", "gpu"),
+        default=None,
+        help="execution device (default: the setting, normally auto: GPU if available)",
+    )
+
+
+def _register_inference_commands(
+    sub: argparse._SubParsersAction, models_sub: argparse._SubParsersAction
+) -> None:
+    p = sub.add_parser("predict", help="run a model on images and write OME-TIFF outputs")
+    p.add_argument("--model", "-m", required=True, help="model folder, description, zip or cached id")
+    p.add_argument("--input", "-i", nargs="+", required=True, type=Path, metavar="PATH",
+                   help="image files or folders (every readable image in a folder)")
+    p.add_argument("--output", "-o", required=True, type=Path, metavar="DIR")
+    _add_device_option(p)
+    p.add_argument("--weights", default=None, help="weights format to use (default: onnx)")
+    p.add_argument("--glob", action="append", default=[], metavar="PATTERN",
+                   help="only files matching this pattern in input folders (repeatable)")
+    p.add_argument("--recursive", "-r", action="store_true", help="descend into sub-folders")
+    p.add_argument("--axes", default=None, help="axes of the input images, e.g. CYX or TZYX")
+    p.add_argument("--channel", type=int, action="append", default=None,
+                   help="image channel(s) to feed the model (repeatable, 0-based)")
+    p.add_argument("--tile", type=int, nargs="+", default=None, metavar="N",
+                   help="block size per spatial axis (default: chosen automatically)")
+    p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads")
+    p.add_argument("--overwrite", action="store_true", help="redo inputs already done")
+    p.add_argument("--quiet", "-q", action="store_true")
+    p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+    p.set_defaults(handler=_cmd_predict)
+
+    t = models_sub.add_parser("test", help="run the model's own test tensors and compare")
+    t.add_argument("model", help="model folder, description, zip or cached id")
+    _add_device_option(t)
+    t.add_argument("--weights", default=None, help="weights format to test (default: onnx)")
+    t.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+    t.set_defaults(handler=_cmd_models_test)
+
+    d = sub.add_parser("demo", help="run the built-in demo model on the bundled sample images")
+    d.add_argument("--output", "-o", type=Path, default=None, metavar="DIR",
+                   help="where to write the results (default: ./zoodesk-demo-output)")
+    _add_device_option(d)
+    d.add_argument("--json", action="store_true")
+    d.add_argument("--quiet", "-q", action="store_true")
+    d.set_defaults(handler=_cmd_demo)
+
+    v = sub.add_parser("devices", help="list the execution devices this installation offers")
+    v.add_argument("--json", action="store_true")
+    v.set_defaults(handler=_cmd_devices)
+
+
+# ------------------------------------------------------- models cache and catalogue commands
+# (download, list, show, verify, remove, import, convert, report, catalogue, bundle)
+
+
+def _human_size(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "kB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{n} B"  # pragma: no cover - the loop always returns
+
+
+def _cached_model_dict(model: Any) -> dict[str, Any]:
+    data = model.as_dict()
+    data["path"] = str(model.root)
+    return data
+
+
+def _cmd_models_download(args: argparse.Namespace) -> int:
+    from zoodesk.models.download import download
+
+    console = _console(args)
+    model = download(
+        args.model,
+        index_url=args.index_url,
+        weights=args.weights,
+        console=console.err,
+        show_progress=not args.json,
+    )
+    if args.json:
+        console.document(_cached_model_dict(model))
+    else:
+        console.info(f"installed {model.name} ({model.id} {model.version}) in {model.root}")
+        console.info(model.key)
+    return EXIT_OK
+
+
+def _cmd_models_list(args: argparse.Namespace) -> int:
+    from zoodesk.models.cache import ModelCache
+
+    console = _console(args)
+    cache = ModelCache.from_settings()
+    models = cache.list()
+    if args.json:
+        console.document([_cached_model_dict(m) for m in models])
+        return EXIT_OK
+    if not models:
+        console.info(f"no models in the cache ({cache.root})")
+        return EXIT_OK
+    for m in models:
+        ident = f"{m.id} {m.version or ''}".strip() if m.id else "(no id)"
+        weights = ",".join(m.weights_formats) or "no weights"
+        console.info(
+            f"{m.key:36s} {m.name[:36]:36s} {ident:40s} {weights:24s} {_human_size(m.size):>9s}"
+        )
+    return EXIT_OK
+
+
+def _cmd_models_show(args: argparse.Namespace) -> int:
+    from zoodesk.models.cache import ModelCache
+    from zoodesk.models.catalogue import CatalogueError, load_catalogue
+    from zoodesk.models.compat import compatibility_of_spec
+
+    console = _console(args)
+    cached = ModelCache.from_settings().lookup(args.model)
+    if cached is None:
+        try:
+            catalogue = load_catalogue()
+        except CatalogueError:
+            catalogue = None
+        found = catalogue.lookup(args.model) if catalogue is not None else None
+        if catalogue is None or found is None:
+            raise ZooDeskError(
+                f"no model {args.model!r} in the cache"
+                + ("" if catalogue is None else " nor in the saved catalogue")
+            )
+        entry = found[0]
+        if args.json:
+            console.document({"cached": False, "catalogue": entry.as_dict()})
+            return EXIT_OK
+        compat = entry.compatibility
+        console.info(f"{entry.name} ({entry.id}), not downloaded; {catalogue.describe_age()}")
+        console.info(f"  versions: {', '.join(v.version for v in entry.versions)}")
+        console.info(f"  licence: {entry.license or '?'}   tags: {', '.join(entry.tags)}")
+        console.info(f"  weights: {', '.join(entry.weights_formats) or 'none'}")
+        console.info(f"  {compat.dims_label}: {compat.reason}")
+        for problem in entry.problems[1:]:
+            console.info(f"  problem: {problem}")
+        if entry.description:
+            console.info(f"  {entry.description}")
+        return EXIT_OK
+    package = cached.load()
+    compat = compatibility_of_spec(package.spec)
+    if args.json:
+        data = _cached_model_dict(cached)
+        data["cached"] = True
+        data["compatibility"] = compat.as_dict()
+        console.document(data)
+        return EXIT_OK
+    spec = package.spec
+    console.info(f"{spec.name} [{cached.key}]")
+    console.info(f"  id: {cached.id or '(none)'}   version: {cached.version or '(none)'}")
+    console.info(f"  from: {cached.source} ({cached.origin}, {cached.installed_at:%Y-%m-%d %H:%M})")
+    console.info(f"  folder: {cached.root}")
+    console.info(f"  licence: {spec.license or '?'}   tags: {', '.join(spec.tags)}")
+    console.info(f"  weights in the cache: {', '.join(cached.weights_formats) or 'none'}")
+    console.info(f"  {compat.dims_label}: {compat.reason}")
+    for t in spec.inputs:
+        console.info(f"  input  {t.id}: axes {t.axes_letters}")
+    for t in spec.outputs:
+        console.info(f"  output {t.id}: axes {t.axes_letters}")
+    for note in cached.notes:
+        console.info(f"  note: {note}")
+    console.info(f"  {len(cached.files)} files, {_human_size(cached.size)}")
+    return EXIT_OK
+
+
+def _cmd_models_verify(args: argparse.Namespace) -> int:
+    from zoodesk.models.cache import ModelCache
+
+    console = _console(args)
+    cache = ModelCache.from_settings()
+    if args.all:
+        models = cache.list()
+    elif args.model:
+        models = [cache.find(args.model)]
+    else:
+        raise ZooDeskError("name a MODEL to verify, or use --all")
+    reports = [cache.verify(m) for m in models]
+    if args.json:
+        console.document([r.as_dict() for r in reports])
+    for r in reports:
+        if r.ok:
+            console.info(f"{r.model.key}: ok ({r.checked} files match their sha256)")
+            continue
+        for d in r.damage:
+            console.error(f"{r.model.root / d.path}: {d.problem}")
+        console.error(
+            f"{r.model.key}: DAMAGED ({len(r.damage)} of {r.checked} files); "
+            "remove it and download or import it again"
+        )
+    return EXIT_OK if all(r.ok for r in reports) else EXIT_FAILED
+
+
+def _cmd_models_remove(args: argparse.Namespace) -> int:
+    from zoodesk.models.cache import ModelCache
+
+    console = _console(args)
+    removed = ModelCache.from_settings().remove(args.model)
+    if args.json:
+        console.document({"removed": removed.key, "path": str(removed.root)})
+    else:
+        console.info(f"removed {removed.key} ({removed.root})")
+    return EXIT_OK
+
+
+def _cmd_models_import(args: argparse.Namespace) -> int:
+    from zoodesk.models.cache import ModelCache
+
+    console = _console(args)
+    model = ModelCache.from_settings().import_package(args.path)
+    if args.json:
+        console.document(_cached_model_dict(model))
+        return EXIT_OK
+    console.info(f"imported {model.name} into {model.root}")
+    for note in model.notes:
+        console.warn(note)
+    # The last line is the key alone, for scripts: later commands accept it as MODEL.
+    console.info(model.key)
+    return EXIT_OK
+
+
+def _cmd_models_report(args: argparse.Namespace) -> int:
+    from zoodesk.models.cache import ModelCache
+    from zoodesk.models.catalogue import catalogue_from_snapshot, load_catalogue
+    from zoodesk.models.compat import Compatibility, compatibility_of_spec
+
+    console = _console(args)
+    rows: list[tuple[str, str, Compatibility]] = []
+    if args.snapshot or args.catalogue:
+        catalogue = catalogue_from_snapshot(args.snapshot) if args.snapshot else load_catalogue()
+        source = catalogue.describe_age()
+        rows = [(e.nickname, e.name, e.compatibility) for e in catalogue.entries]
+    else:
+        cache = ModelCache.from_settings()
+        source = f"the cache {cache.root}"
+        for m in cache.list():
+            try:
+                compat = compatibility_of_spec(m.load().spec)
+            except ZooDeskError as exc:
+                compat = Compatibility("none", None, f"does not load: {exc}")
+            rows.append((m.key, m.name, compat))
+    order = {"run": 0, "convert": 1, "convert-with-consent": 2, "none": 3}
+    rows.sort(key=lambda r: (order[r[2].action], r[0]))
+    totals: dict[str, int] = {"models": len(rows)}
+    for action in order:
+        totals[action] = sum(1 for r in rows if r[2].action == action)
+    for dims in (2, 3):
+        totals[f"{dims}D"] = sum(1 for r in rows if r[2].spatial_dims == dims)
+    if args.json:
+        console.document(
+            {
+                "source": source,
+                "models": [
+                    {"model": key, "name": name, **compat.as_dict()} for key, name, compat in rows
+                ],
+                "totals": totals,
+            }
+        )
+        return EXIT_OK
+    console.info(f"compatibility report over {source}")
+    for key, _name, compat in rows:
+        console.info(f"{key:34s} {compat.dims_label:3s} {compat.action:21s} {compat.reason}")
+    console.info(
+        f"total {totals['models']}: {totals['run']} run ONNX directly, {totals['convert']} "
+        f"after torchscript conversion, {totals['convert-with-consent']} after "
+        f"pytorch_state_dict conversion (needs consent), {totals['none']} cannot run; "
+        f"{totals['2D']} 2D, {totals['3D']} 3D"
+    )
+    return EXIT_OK
+
+
+def _cmd_catalogue_refresh(args: argparse.Namespace) -> int:
+    from zoodesk.models.catalogue import refresh_catalogue_events
+    from zoodesk.models.download import run_with_progress
+
+    console = _console(args)
+    catalogue = run_with_progress(
+        refresh_catalogue_events(index_url=args.index_url), console=console.err, show=not args.json
+    )
+    totals = catalogue.totals()
+    if args.json:
+        console.document(
+            {"folder": str(catalogue.folder), "index_url": catalogue.index_url, "totals": totals}
+        )
+        return EXIT_OK
+    unavailable = sum(1 for e in catalogue.entries if e.problems and not e.valid)
+    console.info(
+        f"saved {totals['models']} models from {catalogue.index_url} to {catalogue.folder}: "
+        f"{totals['run'] + totals['convert'] + totals['convert-with-consent']} can run "
+        f"({totals['run']} directly), {totals['none']} cannot; "
+        f"{unavailable} descriptions unusable"
+    )
+    return EXIT_OK
+
+
+def _cmd_catalogue_search(args: argparse.Namespace) -> int:
+    from zoodesk.models.catalogue import load_catalogue
+
+    console = _console(args)
+    catalogue = load_catalogue()
+    found = catalogue.search(
+        " ".join(args.query) if args.query else None,
+        tags=args.tag,
+        license=args.license,
+        weights_format=args.format,
+        dims=args.dims,
+        runnable=True if args.runnable else None,
+    )
+    if args.json:
+        console.document(
+            {
+                "fetched_at": catalogue.fetched_at.isoformat(),
+                "age_seconds": int(catalogue.age.total_seconds()),
+                "index_url": catalogue.index_url,
+                "total": len(catalogue.entries),
+                "matches": [e.as_dict() for e in found],
+            }
+        )
+        return EXIT_OK
+    console.info(catalogue.describe_age())
+    for e in found:
+        compat = e.compatibility
+        console.info(
+            f"{e.nickname:32s} {compat.dims_label:3s} {compat.action:21s} {e.name[:50]}"
+        )
+    console.info(f"{len(found)} of {len(catalogue.entries)} models match")
+    return EXIT_OK
+
+
+def _cmd_bundle_export(args: argparse.Namespace) -> int:
+    from zoodesk.models.bundle import export_bundle
+
+    console = _console(args)
+    result = export_bundle(args.file, args.model, include_catalogue=not args.no_catalogue)
+    if args.json:
+        console.document(
+            {
+                "path": str(result.path),
+                "size": result.size,
+                "models": [m.key for m in result.models],
+                "catalogue": result.catalogue is not None,
+            }
+        )
+        return EXIT_OK
+    what = ", ".join(m.key for m in result.models)
+    cat = "the catalogue and " if result.catalogue is not None else ""
+    console.info(f"wrote {cat}{what} to {result.path} ({_human_size(result.size)})")
+    return EXIT_OK
+
+
+def _cmd_bundle_import(args: argparse.Namespace) -> int:
+    from zoodesk.models.bundle import import_bundle
+
+    console = _console(args)
+    result = import_bundle(args.file)
+    if args.json:
+        console.document(
+            {
+                "models": [_cached_model_dict(m) for m in result.models],
+                "catalogue": result.catalogue is not None,
+                "catalogue_note": result.catalogue_note,
+            }
+        )
+        return EXIT_OK
+    console.info(result.catalogue_note)
+    for m in result.models:
+        console.info(f"installed {m.name} as {m.key}")
+    return EXIT_OK
+
+
+def _register_cache_commands(
+    sub: argparse._SubParsersAction, models_sub: argparse._SubParsersAction
+) -> None:
+    """Commands over the local model cache and the zoo catalogue."""
+    json_help = "print one JSON document on stdout"
+    model_help = "cache key, or zoo id with optional /VERSION (bioimage-io/ prefix optional)"
+
+    p = models_sub.add_parser("download", help="download a zoo model into the local cache")
+    p.add_argument("model", metavar="ID[/VERSION]", help="zoo id, e.g. affable-shark or "
+                   "bioimage-io/affable-shark/v0 (default version: the latest)")
+    p.add_argument("--weights", default=None, metavar="FORMAT",
+                   help="weights to fetch (default: onnx, else torchscript, else "
+                        "pytorch_state_dict)")
+    p.add_argument("--index-url", default=None, metavar="URL",
+                   help="collection index to look the model up in (default: the setting)")
+    p.add_argument("--json", action="store_true", help=json_help)
+    p.set_defaults(handler=_cmd_models_download)
+
+    p = models_sub.add_parser("list", help="list the cached models")
+    p.add_argument("--json", action="store_true", help=json_help)
+    p.set_defaults(handler=_cmd_models_list)
+
+    p = models_sub.add_parser("show", help="details of a cached model or catalogue entry")
+    p.add_argument("model", help=model_help)
+    p.add_argument("--json", action="store_true", help=json_help)
+    p.set_defaults(handler=_cmd_models_show)
+
+    p = models_sub.add_parser("verify", help="re-check every file of a cached model (sha256)")
+    p.add_argument("model", nargs="?", default=None, help=model_help)
+    p.add_argument("--all", action="store_true", help="verify every cached model")
+    p.add_argument("--json", action="store_true", help=json_help)
+    p.set_defaults(handler=_cmd_models_verify)
+
+    p = models_sub.add_parser("remove", help="remove a model from the cache")
+    p.add_argument("model", help=model_help)
+    p.add_argument("--json", action="store_true", help=json_help)
+    p.set_defaults(handler=_cmd_models_remove)
+
+    p = models_sub.add_parser(
+        "import", help="copy a model package (zip or folder) into the cache; prints its key"
+    )
+    p.add_argument("path", type=Path, help="model .zip, folder, or description .yaml")
+    p.add_argument("--json", action="store_true", help=json_help)
+    p.set_defaults(handler=_cmd_models_import)
+
+    p = models_sub.add_parser(
+        "report", help="what ZooDesk can do with each cached (or catalogue) model"
+    )
+    p.add_argument("--catalogue", action="store_true",
+                   help="report over the saved catalogue instead of the cache")
+    p.add_argument("--snapshot", type=Path, default=None, metavar="DIR",
+                   help="report over a catalogue snapshot folder (index.json + rdfs/)")
+    p.add_argument("--json", action="store_true", help=json_help)
+    p.set_defaults(handler=_cmd_models_report)
+
+    cat = sub.add_parser("catalogue", help="the zoo catalogue: refresh, search offline")
+    cat_sub = cat.add_subparsers(dest="catalogue_command", metavar="ACTION")
+    cat.set_defaults(handler=lambda _a: (cat.print_help(), EXIT_USAGE)[1])
+    p = cat_sub.add_parser("refresh", help="fetch the collection index and descriptions")
+    p.add_argument("--index-url", default=None, metavar="URL",
+                   help="collection index (default: the setting, or ZOODESK_INDEX_URL)")
+    p.add_argument("--json", action="store_true", help=json_help)
+    p.set_defaults(handler=_cmd_catalogue_refresh)
+    p = cat_sub.add_parser("search", help="search the saved catalogue (no network)")
+    p.add_argument("query", nargs="*", help="words to find in name, id, description, tags")
+    p.add_argument("--tag", action="append", default=[], help="required tag (repeatable)")
+    p.add_argument("--license", default=None, help="licence, e.g. MIT or CC-BY-4.0")
+    p.add_argument("--format", default=None, metavar="WEIGHTS",
+                   help="weights format offered, e.g. onnx, torchscript")
+    dims = p.add_mutually_exclusive_group()
+    dims.add_argument("--2d", dest="dims", action="store_const", const=2, help="2D models only")
+    dims.add_argument("--3d", dest="dims", action="store_const", const=3, help="3D models only")
+    p.add_argument("--runnable", action="store_true",
+                   help="only models ZooDesk can run (possibly after conversion)")
+    p.add_argument("--json", action="store_true", help=json_help)
+    p.set_defaults(handler=_cmd_catalogue_search, dims=None)
+
+    bun = sub.add_parser("bundle", help="offline bundles: catalogue and models in one file")
+    bun_sub = bun.add_subparsers(dest="bundle_command", metavar="ACTION")
+    bun.set_defaults(handler=lambda _a: (bun.print_help(), EXIT_USAGE)[1])
+    p = bun_sub.add_parser("export", help="write the catalogue and cached models to a file")
+    p.add_argument("file", type=Path, help="bundle to write (.zdbundle)")
+    p.add_argument("--model", "-m", action="append", required=True, metavar="MODEL",
+                   help=f"{model_help} (repeatable)")
+    p.add_argument("--no-catalogue", action="store_true", help="leave the catalogue out")
+    p.add_argument("--json", action="store_true", help=json_help)
+    p.set_defaults(handler=_cmd_bundle_export)
+    p = bun_sub.add_parser("import", help="install the models and catalogue of a bundle")
+    p.add_argument("file", type=Path, help="a .zdbundle file")
+    p.add_argument("--json", action="store_true", help=json_help)
+    p.set_defaults(handler=_cmd_bundle_import)
+
+
+# ------------------------------------------------------------------------ export commands
+
+
+def _register_export_commands(sub: argparse._SubParsersAction) -> None:
+    """Commands that turn a finished run into a deposition package."""
+
+
+# ---------------------------------------------------------------------------------- main
+
+
+def _cmd_gui(args: argparse.Namespace) -> int:
+    try:
+        from zoodesk.gui.app import run_gui
+    except ImportError as exc:
+        raise ZooDeskError(f"the desktop application is not available ({exc})") from exc
+    return run_gui()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``zoodesk`` command."""
+    parser = argparse.ArgumentParser(
+        prog="zoodesk",
+        description="Run BioImage Model Zoo models on folders of images, offline.",
+    )
+    parser.add_argument("--version", action="version", version=f"zoodesk {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    models = sub.add_parser("models", help="manage, test and convert models")
+    models_sub = models.add_subparsers(dest="models_command", metavar="ACTION")
+    models.set_defaults(handler=lambda _a: (models.print_help(), EXIT_USAGE)[1])
+    _register_inference_commands(sub, models_sub)
+    _register_cache_commands(sub, models_sub)
+    _register_export_commands(sub)
+    g = sub.add_parser("gui", help="open the desktop application (the default)")
+    g.set_defaults(handler=_cmd_gui)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``zoodesk`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    handler: Handler = getattr(args, "handler", _cmd_gui)
+    try:
+        return handler(args)
+    except ZooDeskError as exc:
+        if args.debug:
+            raise
+        _Console(json_mode=getattr(args, "json", False)).error(str(exc))
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        _Console().error("interrupted")
+        return 130
+    except BrokenPipeError:
+        # Output piped into a closed reader (e.g. `| head`): not an error of ours.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

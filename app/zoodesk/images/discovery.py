@@ -1,0 +1,180 @@
+"""Find the image files of a batch: folders, glob patterns, list files."""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+from zoodesk.errors import ImageReadError
+
+#: File name endings read by :func:`zoodesk.images.read_image` (compared
+#: case-insensitively); the double ones first so that :func:`output_stem` strips
+#: them whole.
+IMAGE_SUFFIXES: tuple[str, ...] = (
+    ".ome.tiff",
+    ".ome.tif",
+    ".tiff",
+    ".tif",
+    ".npy",
+    ".png",
+    ".jpeg",
+    ".jpg",
+    ".bmp",
+)
+
+_DIGITS = re.compile(r"(\d+)")
+
+
+def image_suffix(path: Path | str) -> str | None:
+    """The image suffix that ``path``'s name ends with (as written), or None."""
+    name = Path(path).name
+    lowered = name.lower()
+    for suffix in IMAGE_SUFFIXES:
+        if lowered.endswith(suffix) and len(name) > len(suffix):
+            return name[-len(suffix) :]
+    return None
+
+
+def output_stem(path: Path | str) -> str:
+    """A file's name without its image suffix: ``"a.ome.tif"`` gives ``"a"``.
+
+    Names without an image suffix lose their last suffix, as with :attr:`Path.stem`.
+    """
+    name = Path(path).name
+    suffix = image_suffix(name)
+    if suffix is None:
+        return Path(name).stem
+    return name[: -len(suffix)]
+
+
+def natural_key(path: Path | str) -> tuple[tuple[tuple[int, str], ...], ...]:
+    """Sort key ordering ``file2`` before ``file10`` (case-insensitive, per path part)."""
+    parts = Path(path).parts
+    return tuple(
+        tuple(
+            (int(token), token) if token.isdigit() else (-1, token.lower())
+            for token in _DIGITS.split(part)
+        )
+        for part in parts
+    )
+
+
+def _skipped(name: str) -> bool:
+    # Hidden files, and the temporary ".<name>.<random>.part" files of our writers.
+    return name.startswith(".") or name.endswith(".part")
+
+
+def _matches(relative: str, name: str, patterns: Sequence[str]) -> bool:
+    if not patterns:
+        return True
+    # Case-insensitive on every system, so that a batch selects the same files on
+    # Windows and Linux; a pattern may name the file or its path in the folder.
+    relative, name = relative.lower(), name.lower()
+    return any(
+        fnmatch.fnmatchcase(name, p.lower()) or fnmatch.fnmatchcase(relative, p.lower())
+        for p in patterns
+    )
+
+
+def _folder_images(folder: Path, patterns: Sequence[str], recursive: bool) -> list[Path]:
+    found: list[Path] = []
+    # os.walk without following links: a link loop cannot make the walk endless.
+    for root, dirs, files in os.walk(folder, followlinks=False):
+        dirs[:] = [d for d in dirs if not _skipped(d)] if recursive else []
+        base = Path(root)
+        for name in files:
+            if _skipped(name) or image_suffix(name) is None:
+                continue
+            path = base / name
+            relative = path.relative_to(folder).as_posix()
+            if _matches(relative, name, patterns) and path.is_file():
+                found.append(path)
+    return found
+
+
+def find_images(
+    inputs: Sequence[Path], *, patterns: Sequence[str] = (), recursive: bool = False
+) -> list[Path]:
+    """The image files named by files and folders, sorted naturally, each once.
+
+    Parameters
+    ----------
+    inputs
+        Files (kept as they are, whatever their name: reading them reports any
+        problem) and folders (every file in them with one of :data:`IMAGE_SUFFIXES`,
+        case-insensitive; hidden files and unfinished ``.part`` files are skipped).
+    patterns
+        Glob patterns (``*``, ``?``, ``[...]``; case-insensitive) that a folder's
+        files must match, by name or by path relative to the folder (``"sub/*.tif"``);
+        empty means all.  Files given directly are not filtered.
+    recursive
+        Also look into sub-folders (hidden ones excepted; links to folders are not
+        followed).
+
+    Returns
+    -------
+    list of Path
+        Sorted naturally (``img2`` before ``img10``); a file reached twice (given
+        twice, or both directly and through its folder) is listed once.
+
+    Raises
+    ------
+    ImageReadError
+        When an input does not exist.
+    """
+    collected: list[Path] = []
+    for entry in inputs:
+        path = Path(entry)
+        if path.is_dir():
+            collected.extend(_folder_images(path, patterns, recursive))
+        elif path.exists():
+            collected.append(path)
+        else:
+            raise ImageReadError(f"{path}: no such file or folder")
+    unique: dict[str, Path] = {}
+    for path in collected:
+        unique.setdefault(os.path.normcase(os.path.realpath(path)), path)
+    return sorted(unique.values(), key=lambda p: (natural_key(p), str(p)))
+
+
+def read_list_file(path: Path) -> list[Path]:
+    """The paths listed in a text file, one per line.
+
+    Blank lines and lines starting with ``#`` are ignored; surrounding spaces are
+    removed; ``~`` is expanded; relative paths are taken relative to the list
+    file's folder.
+
+    Parameters
+    ----------
+    path
+        The list file (UTF-8, with or without a byte-order mark).
+
+    Returns
+    -------
+    list of Path
+        The listed paths, in the file's order (not checked for existence; pass them
+        to :func:`find_images`).
+
+    Raises
+    ------
+    ImageReadError
+        When the list file cannot be read.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise ImageReadError(f"{path}: list file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ImageReadError(f"{path}: cannot read the list file: {exc}") from None
+    listed: list[Path] = []
+    for line in text.splitlines():
+        entry = line.strip()
+        if not entry or entry.startswith("#"):
+            continue
+        item = Path(entry).expanduser()
+        listed.append(item if item.is_absolute() else path.parent / item)
+    return listed

@@ -1,0 +1,890 @@
+"""The local model cache: ``ZOODESK_HOME/models/<key>/``.
+
+Each cached model is a folder holding the package files (the description and the
+files it refers to) and a cache manifest, ``zoodesk-cache.json``: the model's id,
+version, where it came from, when it was installed, and every file with its size and
+sha256.  A folder without a readable manifest is not a cached model.
+
+Writes are atomic: a model is assembled in a hidden staging folder next to its final
+place (same file system), checked, given its manifest, and only then renamed to
+``<key>``; replacing a model swaps folders the same way.  A failed download or import
+therefore never leaves anything that looks usable.
+
+The key names a model on the command line: ``<id>-<version>`` made file-name safe
+(``affable-shark-v0``), or a slug of the model's name when the description has no id.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import re
+import secrets
+import shutil
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from zoodesk.errors import ChecksumError, ModelPackageError, ZooDeskError
+from zoodesk.fileutils import sha256_file
+from zoodesk.models.archive import safe_extract_zip
+from zoodesk.models.package import DESCRIPTION_NAMES, ModelPackage, load_model_package
+from zoodesk.settings import Settings, load_settings
+
+MANIFEST_NAME = "zoodesk-cache.json"
+MANIFEST_FORMAT = 1
+#: Zoo ids carry this collection prefix; ZooDesk accepts ids with or without it.
+ZOO_PREFIX = "bioimage-io/"
+#: Leftover staging folders older than this are removed (a crashed install).
+_STALE_SECONDS = 3600
+
+_HIDDEN_PREFIXES = (".staging-", ".trash-", ".downloads")
+
+
+class CacheError(ZooDeskError):
+    """A cached model is missing, damaged or cannot be installed."""
+
+
+# ---------------------------------------------------------------------- descriptions
+
+
+def parse_description_text(text: str, origin: str) -> dict[str, Any]:
+    """Parse the text of a description (YAML or JSON) safely into a dictionary.
+
+    Only plain YAML types are constructed (no tags naming Python objects).
+    """
+    from ruyaml import YAML
+    from ruyaml.error import YAMLError
+
+    try:
+        data = YAML(typ="safe").load(text)
+    except (YAMLError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelPackageError(f"{origin}: not readable YAML ({first})") from exc
+    if not isinstance(data, dict):
+        raise ModelPackageError(f"{origin}: the description is not a mapping of fields")
+    return data
+
+
+def read_description_data(path: Path) -> dict[str, Any]:
+    """Read and safely parse a description file."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ModelPackageError(f"{path}: cannot read the description ({exc})") from exc
+    return parse_description_text(text, str(path))
+
+
+def dump_description(data: Mapping[str, Any]) -> str:
+    """Serialize a description dictionary as YAML."""
+    from ruyaml import YAML
+
+    yaml = YAML(typ="safe")
+    yaml.default_flow_style = False
+    yaml.allow_unicode = True
+    buffer = io.StringIO()
+    yaml.dump(dict(data), buffer)
+    return buffer.getvalue()
+
+
+@dataclass(frozen=True)
+class PackageFile:
+    """A file a description refers to.
+
+    ``path`` is a relative POSIX path inside the package, or a URL for remote files;
+    ``role`` says what the file is for (``weights:onnx``, ``test_input``, ``cover``...).
+    """
+
+    path: str
+    sha256: str | None
+    role: str
+
+    @property
+    def is_remote(self) -> bool:
+        return self.path.startswith(("http://", "https://"))
+
+
+def safe_relative_path(path: str, origin: str) -> str:
+    """Normalise a file reference of a description; refuse ones that leave the package."""
+    text = path.strip().replace("\\", "/")
+    while text.startswith("./"):
+        text = text[2:]
+    parts = PurePosixPath(text).parts
+    if (
+        not text
+        or text.startswith("/")
+        or (len(text) > 1 and text[1] == ":")
+        or any(p == ".." for p in parts)
+        or "\x00" in text
+    ):
+        raise ModelPackageError(f"{origin}: refused file reference {path!r}: it leaves the package")
+    return str(PurePosixPath(*parts))
+
+
+def _source_and_sha(value: Any) -> tuple[str | None, str | None]:
+    if isinstance(value, str):
+        return value, None
+    if isinstance(value, Mapping):
+        source = value.get("source")
+        sha = value.get("sha256")
+        return (str(source) if source else None), (str(sha) if sha else None)
+    return None, None
+
+
+def _is_v04(data: Mapping[str, Any]) -> bool:
+    return str(data.get("format_version", "")).startswith("0.4") or "test_inputs" in data
+
+
+def referenced_files(
+    data: Mapping[str, Any],
+    *,
+    weights: Iterable[str] | None = None,
+    optional: bool = True,
+    origin: str = "description",
+) -> list[PackageFile]:
+    """The files a raw description refers to (formats 0.4 and 0.5).
+
+    Parameters
+    ----------
+    data
+        The parsed description.
+    weights
+        Weights formats to include (with their architecture and dependency files);
+        None includes all.
+    optional
+        Include sample tensors and attachments as well (test tensors, covers and the
+        documentation are always included).
+    origin
+        Named in errors.
+
+    Returns
+    -------
+    list of PackageFile
+        Each file once, relative paths checked with :func:`safe_relative_path`.
+    """
+    found: dict[str, PackageFile] = {}
+
+    def add(source: str | None, sha256: str | None, role: str) -> None:
+        if not source:
+            return
+        source = str(source)
+        path = source if source.startswith(("http://", "https://")) else None
+        if path is None:
+            path = safe_relative_path(source, origin)
+        if path not in found or (sha256 and not found[path].sha256):
+            found[path] = PackageFile(path, sha256, role)
+
+    v04 = _is_v04(data)
+    wanted = None if weights is None else set(weights)
+    all_weights = data.get("weights")
+    for fmt, entry in all_weights.items() if isinstance(all_weights, Mapping) else ():
+        if (wanted is not None and fmt not in wanted) or not isinstance(entry, Mapping):
+            continue
+        add(*_source_and_sha(entry), f"weights:{fmt}")
+        arch = entry.get("architecture")
+        if v04 and isinstance(arch, str) and ".py:" in arch:
+            add(arch.rsplit(":", 1)[0], entry.get("architecture_sha256"), "architecture")
+        elif isinstance(arch, Mapping) and arch.get("source"):
+            add(*_source_and_sha(arch), "architecture")
+        deps = entry.get("dependencies")
+        if isinstance(deps, str) and ":" in deps:
+            add(deps.split(":", 1)[1], None, "dependencies")
+        elif isinstance(deps, Mapping):
+            add(*_source_and_sha(deps), "dependencies")
+    if v04:
+        for key, role in (("test_inputs", "test_input"), ("test_outputs", "test_output")):
+            for item in data.get(key) or ():
+                add(*_source_and_sha(item), role)
+        if optional:
+            for key in ("sample_inputs", "sample_outputs"):
+                for item in data.get(key) or ():
+                    add(*_source_and_sha(item), "sample")
+    else:
+        for key, role in (("inputs", "test_input"), ("outputs", "test_output")):
+            for tensor in data.get(key) or ():
+                if not isinstance(tensor, Mapping):
+                    continue
+                add(*_source_and_sha(tensor.get("test_tensor")), role)
+                if optional:
+                    add(*_source_and_sha(tensor.get("sample_tensor")), "sample")
+    for cover in data.get("covers") or ():
+        add(*_source_and_sha(cover), "cover")
+    add(*_source_and_sha(data.get("documentation")), "documentation")
+    if optional:
+        attachments = data.get("attachments")
+        if isinstance(attachments, Mapping):  # format 0.4: {"files": [...]}
+            attachments = attachments.get("files")
+        for item in attachments if isinstance(attachments, list) else ():
+            add(*_source_and_sha(item), "attachment")
+    return list(found.values())
+
+
+# ----------------------------------------------------------------------- keys, names
+
+
+def strip_zoo_prefix(model_id: str) -> str:
+    """``bioimage-io/affable-shark`` -> ``affable-shark``."""
+    return model_id[len(ZOO_PREFIX) :] if model_id.startswith(ZOO_PREFIX) else model_id
+
+
+def slugify(text: str, max_length: int = 60) -> str:
+    """A lower-case file-name-safe slug: letters, digits, ``.``, ``_`` and ``-``."""
+    slug = re.sub(r"[^a-z0-9._-]+", "-", text.lower())
+    slug = re.sub(r"-{2,}", "-", slug).strip("-._")
+    return slug[:max_length].rstrip("-._") or "model"
+
+
+def model_key(model_id: str | None, version: str | None, name: str) -> str:
+    """The cache key for a model: ``<id>-<version>``, or a slug of its name without id."""
+    base = slugify(strip_zoo_prefix(model_id)) if model_id else slugify(name)
+    return f"{base}-{slugify(version, 20)}" if version else base
+
+
+def natural_sort_key(text: str | None) -> tuple[tuple[int, int | str], ...]:
+    """Sort versions like people do: ``v2`` before ``v10``, ``1.2`` before ``1.10``."""
+    parts = re.split(r"(\d+)", text or "")
+    return tuple((0, int(p)) if p.isdigit() else (1, p.lower()) for p in parts if p)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+# -------------------------------------------------------------------------- manifest
+
+
+@dataclass(frozen=True)
+class CachedFile:
+    """One file of a cached model, as recorded at installation."""
+
+    path: str
+    sha256: str
+    size: int
+    declared: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "sha256": self.sha256,
+            "size": self.size,
+            "declared": self.declared,
+        }
+
+
+@dataclass(frozen=True)
+class CachedModel:
+    """A model installed in the cache, as its manifest describes it.
+
+    Attributes
+    ----------
+    key
+        The folder name and the name commands accept as MODEL.
+    id, version
+        Zoo id (``bioimage-io/affable-shark``) and zoo version (``v0``) for downloads;
+        the description's own id and version for imports (None when absent).
+    model_version
+        The ``version`` field of the description.
+    source
+        The description's URL, or the path it was imported from.
+    origin
+        ``"download"``, ``"import"`` or ``"bundle"``.
+    description
+        The description file, relative to ``root``.
+    files
+        Every file of the folder except the manifest.
+    weights_formats
+        The weights formats whose files are present in the cache.
+    """
+
+    key: str
+    root: Path
+    name: str
+    id: str | None
+    version: str | None
+    source: str
+    origin: str
+    description: str
+    files: tuple[CachedFile, ...]
+    installed_at: datetime
+    model_version: str | None = None
+    weights_formats: tuple[str, ...] = ()
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def description_path(self) -> Path:
+        return self.root / self.description
+
+    @property
+    def size(self) -> int:
+        return sum(f.size for f in self.files)
+
+    def load(self) -> ModelPackage:
+        """Load the cached package (validates the description, no checksums)."""
+        return load_model_package(self.description_path)
+
+    def matches_id(self, model_id: str, version: str | None = None) -> bool:
+        """True when this is model ``model_id`` (zoo prefix optional) at ``version``."""
+        if not self.id:
+            return False
+        if strip_zoo_prefix(self.id).lower() != strip_zoo_prefix(model_id).lower():
+            return False
+        return version is None or version in (self.version, self.model_version)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The manifest content (JSON-ready)."""
+        return {
+            "format": MANIFEST_FORMAT,
+            "key": self.key,
+            "name": self.name,
+            "id": self.id,
+            "version": self.version,
+            "model_version": self.model_version,
+            "source": self.source,
+            "origin": self.origin,
+            "description": self.description,
+            "installed_at": self.installed_at.isoformat(),
+            "weights_formats": list(self.weights_formats),
+            "notes": list(self.notes),
+            "files": [f.as_dict() for f in self.files],
+        }
+
+    @classmethod
+    def from_manifest(cls, root: Path) -> CachedModel:
+        """Read the manifest of the cached model in ``root``."""
+        path = root / MANIFEST_NAME
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            files = tuple(
+                CachedFile(
+                    path=str(f["path"]),
+                    sha256=str(f["sha256"]),
+                    size=int(f["size"]),
+                    declared=bool(f.get("declared", False)),
+                )
+                for f in data["files"]
+            )
+            return cls(
+                key=root.name,
+                root=root,
+                name=str(data["name"]),
+                id=data.get("id"),
+                version=data.get("version"),
+                model_version=data.get("model_version"),
+                source=str(data.get("source", "")),
+                origin=str(data.get("origin", "import")),
+                description=safe_relative_path(str(data["description"]), str(path)),
+                files=files,
+                installed_at=datetime.fromisoformat(str(data["installed_at"])),
+                weights_formats=tuple(str(w) for w in data.get("weights_formats") or ()),
+                notes=tuple(str(n) for n in data.get("notes") or ()),
+            )
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise CacheError(f"{path}: not a readable cache manifest ({exc})") from exc
+
+
+@dataclass(frozen=True)
+class FileDamage:
+    """A file of a cached model that is missing or no longer matches its sha256."""
+
+    path: str
+    problem: str
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """The outcome of re-checking every file of a cached model."""
+
+    model: CachedModel
+    checked: int
+    damage: tuple[FileDamage, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not self.damage
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "key": self.model.key,
+            "ok": self.ok,
+            "checked": self.checked,
+            "damage": [{"path": d.path, "problem": d.problem} for d in self.damage],
+        }
+
+
+@dataclass(frozen=True)
+class InstallInfo:
+    """What the caller knows about a model being installed (the rest is computed)."""
+
+    name: str
+    id: str | None
+    version: str | None
+    source: str
+    origin: str
+    description: str
+    model_version: str | None = None
+    notes: tuple[str, ...] = ()
+    #: sha256 already computed (e.g. while downloading), to avoid hashing twice.
+    known_sha256: Mapping[str, str] = field(default_factory=dict)
+    #: Files whose sha256 the description declares.
+    declared: frozenset[str] = frozenset()
+
+
+# ----------------------------------------------------------------------------- cache
+
+
+class ModelCache:
+    """The models installed under one folder (normally ``ZOODESK_HOME/models``)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    @classmethod
+    def from_settings(cls, settings: Settings | None = None) -> ModelCache:
+        """The cache the settings point to."""
+        return cls((settings or load_settings()).models_dir)
+
+    # ---- reading
+
+    def list(self) -> list[CachedModel]:
+        """Every cached model with a readable manifest, sorted by key."""
+        if not self.root.is_dir():
+            return []
+        models = []
+        for child in sorted(self.root.iterdir()):
+            if child.name.startswith(".") or not (child / MANIFEST_NAME).is_file():
+                continue
+            with contextlib.suppress(CacheError):
+                models.append(CachedModel.from_manifest(child))
+        return models
+
+    def get(self, key: str) -> CachedModel:
+        """The cached model with this exact key."""
+        root = self.root / key
+        if key.startswith(".") or "/" in key or "\\" in key or not (root / MANIFEST_NAME).is_file():
+            raise CacheError(f"no cached model with key {key!r} in {self.root}")
+        return CachedModel.from_manifest(root)
+
+    def find(self, ref: str) -> CachedModel:
+        """Find a cached model by key, or by id with an optional ``/VERSION``.
+
+        Ids may carry the ``bioimage-io/`` prefix or not.  Without a version the
+        highest cached version is returned.
+
+        Raises
+        ------
+        CacheError
+            Naming what was tried and the keys that are cached.
+        """
+        found = self.lookup(ref)
+        if found is not None:
+            return found
+        keys = [m.key for m in self.list()]
+        cached = f"cached: {', '.join(keys)}" if keys else "the cache is empty"
+        raise CacheError(
+            f"no cached model {ref!r} in {self.root}: no key {ref!r}, no model with id "
+            f"{strip_zoo_prefix(ref)!r} ({cached})"
+        )
+
+    def lookup(self, ref: str) -> CachedModel | None:
+        """Like :meth:`find` but returns None when nothing matches."""
+        ref = ref.strip()
+        if not ref:
+            return None
+        models = self.list()
+        for m in models:
+            if m.key == ref or m.key == ref.lower():
+                return m
+        candidates: list[tuple[str, str | None]] = [(ref, None)]
+        if "/" in ref:
+            head, tail = ref.rsplit("/", 1)
+            candidates.append((head, tail))
+        for model_id, version in candidates:
+            matches = [m for m in models if m.matches_id(model_id, version)]
+            if matches:
+                matches.sort(key=lambda m: (natural_sort_key(m.version), m.installed_at))
+                return matches[-1]
+        return None
+
+    def verify(self, model: CachedModel | str) -> VerifyReport:
+        """Re-check every file of a cached model against its recorded sha256."""
+        if isinstance(model, str):
+            model = self.find(model)
+        damage: list[FileDamage] = []
+        for f in model.files:
+            path = model.root / f.path
+            if not path.is_file():
+                damage.append(FileDamage(f.path, "missing"))
+                continue
+            actual = sha256_file(path)
+            if actual != f.sha256:
+                damage.append(
+                    FileDamage(
+                        f.path,
+                        f"sha256 mismatch (recorded {f.sha256[:12]}..., now {actual[:12]}...)",
+                    )
+                )
+        return VerifyReport(model, len(model.files), tuple(damage))
+
+    # ---- writing
+
+    def remove(self, model: CachedModel | str) -> CachedModel:
+        """Remove a cached model (renamed away first, so it disappears at once)."""
+        if isinstance(model, str):
+            model = self.find(model)
+        trash = self.root / f".trash-{model.key}-{secrets.token_hex(4)}"
+        try:
+            model.root.rename(trash)
+        except OSError as exc:
+            raise CacheError(f"{model.root}: cannot remove the cached model ({exc})") from exc
+        shutil.rmtree(trash, ignore_errors=True)
+        return model
+
+    def _clean_leftovers(self) -> None:
+        if not self.root.is_dir():
+            return
+        now = time.time()
+        for child in self.root.iterdir():
+            if child.name.startswith(".trash-") or (
+                child.name.startswith(".staging-") and now - child.stat().st_mtime > _STALE_SECONDS
+            ):
+                shutil.rmtree(child, ignore_errors=True)
+
+    @contextlib.contextmanager
+    def staging(self, label: str = "model") -> Iterator[Path]:
+        """A fresh hidden folder in the cache to assemble a model in.
+
+        It is removed when the block ends, whether the model was installed from it
+        (its content then moved away) or not.
+        """
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._clean_leftovers()
+        path = self.root / f".staging-{slugify(label, 40)}-{secrets.token_hex(4)}"
+        path.mkdir()
+        try:
+            yield path
+        finally:
+            shutil.rmtree(path, ignore_errors=True)
+
+    def unique_key(self, model_id: str | None, version: str | None, name: str) -> str:
+        """The key for a model; a suffix is added if another model already uses it.
+
+        A cached model with the same id and version (or, without id, the same name)
+        keeps its key: installing it again replaces it.
+        """
+        base = model_key(model_id, version, name)
+        key = base
+        n = 1
+        while (self.root / key).exists():
+            try:
+                existing = CachedModel.from_manifest(self.root / key)
+            except CacheError:
+                existing = None
+            same = existing is not None and (existing.id, existing.version) == (model_id, version)
+            if same and existing is not None and (model_id or existing.name == name):
+                return key
+            n += 1
+            key = f"{base}-{n}"
+        return key
+
+    def install(self, package_root: Path, key: str, info: InstallInfo) -> CachedModel:
+        """Give ``package_root`` (a folder inside a staging folder) its manifest and
+        move it into the cache under ``key``, replacing a model with that key.
+
+        The package must already be checked; this only records and renames.
+        """
+        package_root = Path(package_root)
+        files: list[CachedFile] = []
+        for path in sorted(p for p in package_root.rglob("*") if p.is_file() or p.is_symlink()):
+            rel = path.relative_to(package_root).as_posix()
+            if path.is_symlink():
+                raise CacheError(f"{path}: refused: links are not allowed in a cached model")
+            if rel == MANIFEST_NAME:
+                continue
+            sha = info.known_sha256.get(rel) or sha256_file(path)
+            files.append(CachedFile(rel, sha, path.stat().st_size, rel in info.declared))
+        formats = _present_weights_formats(package_root / info.description)
+        model = CachedModel(
+            key=key,
+            root=self.root / key,
+            name=info.name,
+            id=info.id,
+            version=info.version,
+            model_version=info.model_version,
+            source=info.source,
+            origin=info.origin,
+            description=info.description,
+            files=tuple(files),
+            installed_at=_now(),
+            weights_formats=formats,
+            notes=info.notes,
+        )
+        manifest = package_root / MANIFEST_NAME
+        manifest.write_text(json.dumps(model.as_dict(), indent=2), encoding="utf-8")
+        final = self.root / key
+        if final.exists():
+            trash = self.root / f".trash-{key}-{secrets.token_hex(4)}"
+            final.rename(trash)
+            try:
+                package_root.rename(final)
+            except OSError:
+                trash.rename(final)
+                raise
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            package_root.rename(final)
+        return model
+
+    # ---- import
+
+    def import_package(self, source: str | Path) -> CachedModel:
+        """Copy a model package (zip, folder or description file) into the cache.
+
+        The package is validated with bioimageio.spec and every file whose sha256 the
+        description declares is checked; a zip is extracted safely
+        (:mod:`zoodesk.models.archive`) straight into the cache's staging area, so no
+        file is written outside the cache.
+
+        Returns
+        -------
+        CachedModel
+            The installed model; its ``key`` is the name later commands accept.
+        """
+        path = Path(source).expanduser()
+        if not path.exists():
+            raise ModelPackageError(f"{path}: no such file or folder")
+        with self.staging("import") as stage:
+            if path.is_file() and path.suffix.lower() == ".zip":
+                unpacked = safe_extract_zip(path, stage / "package")
+                package_root, description = _locate_description(unpacked, path)
+            elif path.is_dir() or path.suffix.lower() in (".yaml", ".yml"):
+                folder, description = (
+                    _locate_description(path, path) if path.is_dir() else (path.parent, path.name)
+                )
+                package_root = stage / "package"
+                _copy_package_files(folder.resolve(), description, package_root)
+            else:
+                raise ModelPackageError(
+                    f"{path}: not a model package "
+                    "(expected a folder, a .zip or a description .yaml)"
+                )
+            return self._check_and_install(package_root, description, str(path.resolve()))
+
+    def _check_and_install(
+        self, package_root: Path, description: str, source: str, origin: str = "import"
+    ) -> CachedModel:
+        package = load_model_package(package_root / description)
+        data = read_description_data(package_root / description)
+        notes: list[str] = []
+        declared: set[str] = set()
+        known: dict[str, str] = {}
+        for ref in referenced_files(data, origin=source):
+            if ref.is_remote:
+                continue
+            target = package_root / ref.path
+            if not target.is_file():
+                notes.append(f"{ref.path} ({ref.role}) is not in the package")
+                continue
+            if ref.sha256:
+                actual = sha256_file(target)
+                if actual != ref.sha256:
+                    raise ChecksumError(
+                        f"{source}: {ref.path}: sha256 mismatch (description says "
+                        f"{ref.sha256[:12]}..., file is {actual[:12]}...): refused"
+                    )
+                declared.add(ref.path)
+                known[ref.path] = actual
+        spec = package.spec
+        key = self.unique_key(spec.id, spec.version, spec.name)
+        info = InstallInfo(
+            name=spec.name,
+            id=spec.id,
+            version=spec.version,
+            model_version=spec.version,
+            source=source,
+            origin=origin,
+            description=description,
+            notes=tuple(notes),
+            known_sha256=known,
+            declared=frozenset(declared),
+        )
+        return self.install(package_root, key, info)
+
+    # ---- converted weights
+
+    def add_weights(
+        self,
+        model: CachedModel | str,
+        weights_format: str,
+        weights_file: Path,
+        *,
+        parent: str,
+        fields: Mapping[str, Any] | None = None,
+        note: str | None = None,
+    ) -> CachedModel:
+        """Add a weights entry (e.g. ONNX converted from torchscript) to a cached model.
+
+        The file is copied into the model's folder, the description gains the entry
+        ``weights.<format>`` with ``source``, ``sha256``, ``parent`` and ``fields``
+        (e.g. ``opset_version``), and the model is re-validated and swapped in
+        atomically; on any error the cached model is left as it was.
+
+        Parameters
+        ----------
+        model
+            The cached model or its key/id.
+        weights_format
+            The new entry's format, e.g. ``"onnx"``.
+        weights_file
+            The weights to add; copied under its own file name.
+        parent
+            The weights format it was converted from.
+        fields
+            Further fields of the entry.
+        note
+            Recorded in the manifest's notes.
+        """
+        if isinstance(model, str):
+            model = self.find(model)
+        weights_file = Path(weights_file)
+        name = safe_relative_path(weights_file.name, str(weights_file))
+        if name == MANIFEST_NAME or name == model.description:
+            raise CacheError(f"{weights_file}: this file name is reserved in the cache")
+        with self.staging(f"{model.key}-weights") as stage:
+            package_root = stage / "package"
+            shutil.copytree(model.root, package_root, symlinks=True)
+            shutil.copyfile(weights_file, package_root / name)
+            sha = sha256_file(package_root / name)
+            data = read_description_data(package_root / model.description)
+            weights = data.get("weights")
+            if not isinstance(weights, dict):
+                raise CacheError(f"{model.description_path}: the description has no weights")
+            entry: dict[str, Any] = {"source": name, "sha256": sha, "parent": parent}
+            entry.update(fields or {})
+            weights[weights_format] = entry
+            (package_root / model.description).write_text(dump_description(data), encoding="utf-8")
+            load_model_package(package_root / model.description)
+            declared = {f.path for f in model.files if f.declared} | {name}
+            known = {f.path: f.sha256 for f in model.files if f.path != model.description}
+            known[name] = sha
+            info = InstallInfo(
+                name=model.name,
+                id=model.id,
+                version=model.version,
+                model_version=model.model_version,
+                source=model.source,
+                origin=model.origin,
+                description=model.description,
+                notes=(*model.notes, note) if note else model.notes,
+                known_sha256=known,
+                declared=frozenset(declared),
+            )
+            return self.install(package_root, model.key, info)
+
+    def reinstall_from(
+        self, package_root: Path, model: CachedModel, *, checked: bool = False
+    ) -> CachedModel:
+        """Install a package folder carrying an existing manifest (bundle import).
+
+        Unless the caller did so already (``checked``), every file is checked against
+        the manifest and the description is loaded first.  The model keeps its key
+        unless another model already uses it.
+        """
+        if not checked:
+            damage = check_folder(package_root, model)
+            if damage:
+                first = damage[0]
+                raise ChecksumError(
+                    f"{model.key}: {first.path}: {first.problem}"
+                    + (f" (and {len(damage) - 1} more)" if len(damage) > 1 else "")
+                )
+            load_model_package(package_root / model.description)
+        key = self.unique_key(model.id, model.version, model.name)
+        info = InstallInfo(
+            name=model.name,
+            id=model.id,
+            version=model.version,
+            model_version=model.model_version,
+            source=model.source,
+            origin="bundle",
+            description=model.description,
+            notes=model.notes,
+            known_sha256={f.path: f.sha256 for f in model.files},
+            declared=frozenset(f.path for f in model.files if f.declared),
+        )
+        return self.install(package_root, key, info)
+
+
+def check_folder(root: Path, model: CachedModel) -> list[FileDamage]:
+    """Compare a folder with a model manifest: missing, changed and unlisted files."""
+    damage: list[FileDamage] = []
+    listed = {f.path for f in model.files} | {MANIFEST_NAME}
+    for f in model.files:
+        path = root / safe_relative_path(f.path, model.key)
+        if not path.is_file():
+            damage.append(FileDamage(f.path, "missing"))
+        elif path.stat().st_size != f.size or sha256_file(path) != f.sha256:
+            damage.append(FileDamage(f.path, "does not match the sha256 in its manifest"))
+    for path in root.rglob("*"):
+        if path.is_file() and path.relative_to(root).as_posix() not in listed:
+            damage.append(FileDamage(path.relative_to(root).as_posix(), "not in the manifest"))
+    return damage
+
+
+def _present_weights_formats(description: Path) -> tuple[str, ...]:
+    try:
+        data = read_description_data(description)
+    except ModelPackageError:
+        return ()
+    weights = data.get("weights")
+    present = []
+    for fmt, entry in weights.items() if isinstance(weights, Mapping) else ():
+        source, _ = _source_and_sha(entry)
+        if source and not source.startswith(("http://", "https://")):
+            with contextlib.suppress(ModelPackageError):
+                if (description.parent / safe_relative_path(source, "")).is_file():
+                    present.append(str(fmt))
+    return tuple(present)
+
+
+def _locate_description(folder: Path, origin: Path) -> tuple[Path, str]:
+    """The package root and description name in ``folder`` (or its only sub-folder)."""
+    for root in (folder, *_single_subfolder(folder)):
+        for name in DESCRIPTION_NAMES:
+            if (root / name).is_file():
+                return root, name
+        candidates = sorted(root.glob("*.bioimageio.yaml")) + sorted(root.glob("*rdf.yaml"))
+        if len(candidates) == 1:
+            return root, candidates[0].name
+        if len(candidates) > 1:
+            names = ", ".join(c.name for c in candidates)
+            raise ModelPackageError(f"{origin}: several descriptions ({names}); name one of them")
+    raise ModelPackageError(f"{origin}: no model description (bioimageio.yaml or rdf.yaml) found")
+
+
+def _single_subfolder(folder: Path) -> list[Path]:
+    entries = [p for p in folder.iterdir() if not p.name.startswith(".") and p.name != "__MACOSX"]
+    return entries if len(entries) == 1 and entries[0].is_dir() else []
+
+
+def _copy_package_files(folder: Path, description: str, target: Path) -> None:
+    """Copy a description and the local files it refers to into ``target``."""
+    data = read_description_data(folder / description)
+    target.mkdir(parents=True)
+    names = [description] + [
+        f.path for f in referenced_files(data, origin=str(folder / description)) if not f.is_remote
+    ]
+    for rel in dict.fromkeys(names):
+        src = folder / rel
+        if not src.is_file():
+            continue
+        # A link may point anywhere on the machine: only files inside the package
+        # are copied into the cache.
+        if not src.resolve().is_relative_to(folder):
+            raise ModelPackageError(f"{src}: refused: it links outside the package folder")
+        dst = target / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, dst)

@@ -1,0 +1,197 @@
+"""What ZooDesk can do with a model description.
+
+ZooDesk executes ONNX weights only.  A model is therefore either run directly
+(it ships ONNX weights), run after converting its PyTorch weights to ONNX (torchscript
+needs only torch; ``pytorch_state_dict`` also executes the architecture code shipped in
+the package, so it needs the user's explicit consent), or not run at all, with the
+reason.  The decision is made here once, for the catalogue, the cache and the
+compatibility report alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from zoodesk.models.spec import ModelSpec
+
+Action = Literal["run", "convert", "convert-with-consent", "none"]
+ACTIONS: tuple[Action, ...] = ("run", "convert", "convert-with-consent", "none")
+
+#: Pre- and postprocessing steps defined by the bioimage.io specification (0.4 and 0.5).
+STANDARD_OPS = frozenset(
+    {
+        "binarize",
+        "clip",
+        "ensure_dtype",
+        "fixed_zero_mean_unit_variance",
+        "scale_linear",
+        "scale_mean_variance",
+        "scale_range",
+        "sigmoid",
+        "softmax",
+        "zero_mean_unit_variance",
+    }
+)
+
+_ACTION_TEXT: dict[Action, str] = {
+    "run": "runs the ONNX weights directly",
+    "convert": "runs after converting its torchscript weights to ONNX (needs torch)",
+    "convert-with-consent": (
+        "runs after converting its pytorch_state_dict weights to ONNX (needs torch and "
+        "your consent: conversion executes the architecture code shipped in the package)"
+    ),
+    "none": "cannot be run",
+}
+
+
+@dataclass(frozen=True)
+class Compatibility:
+    """What ZooDesk would do with one model.
+
+    Attributes
+    ----------
+    action
+        ``"run"`` (ONNX weights), ``"convert"`` (torchscript to ONNX),
+        ``"convert-with-consent"`` (pytorch_state_dict to ONNX, runs package code) or
+        ``"none"``.
+    weights_format
+        The weights format that would be run or converted; None when nothing can be.
+    reason
+        One readable line explaining the decision.
+    spatial_dims
+        Number of spatial axes of the (largest) input: 2 or 3; None when unknown.
+    notes
+        Further remarks that do not change the decision.
+    """
+
+    action: Action
+    weights_format: str | None
+    reason: str
+    spatial_dims: int | None = None
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def runnable(self) -> bool:
+        """True when ZooDesk can run the model, possibly after conversion."""
+        return self.action != "none"
+
+    @property
+    def needs_consent(self) -> bool:
+        """True when preparing the model executes code shipped in the package."""
+        return self.action == "convert-with-consent"
+
+    @property
+    def dims_label(self) -> str:
+        """``"2D"``, ``"3D"`` or ``"?"``."""
+        return f"{self.spatial_dims}D" if self.spatial_dims else "?"
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready dictionary (inverse of :meth:`from_dict`)."""
+        return {
+            "action": self.action,
+            "weights_format": self.weights_format,
+            "reason": self.reason,
+            "spatial_dims": self.spatial_dims,
+            "notes": list(self.notes),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Compatibility:
+        """Rebuild a :class:`Compatibility` saved with :meth:`as_dict`."""
+        action = data.get("action")
+        if action not in ACTIONS:
+            raise ValueError(f"unknown compatibility action {action!r}")
+        dims = data.get("spatial_dims")
+        return cls(
+            action=action,
+            weights_format=data.get("weights_format"),
+            reason=str(data.get("reason", "")),
+            spatial_dims=int(dims) if dims is not None else None,
+            notes=tuple(str(n) for n in data.get("notes") or ()),
+        )
+
+
+def assess(
+    weights_formats: Iterable[str],
+    *,
+    problems: Sequence[str] = (),
+    ops: Iterable[str] = (),
+    spatial_dims: int | None = None,
+) -> Compatibility:
+    """Decide what ZooDesk can do with a model.
+
+    Parameters
+    ----------
+    weights_formats
+        The weights formats the description offers.
+    problems
+        Reasons the description cannot be loaded (validation errors); any problem
+        makes the model unusable, the first one is quoted.
+    ops
+        Ids of all pre- and postprocessing steps.
+    spatial_dims
+        Number of spatial axes of the input, reported as is.
+
+    Returns
+    -------
+    Compatibility
+        The action, the weights format concerned and the reason.
+    """
+    formats = list(dict.fromkeys(weights_formats))
+    notes: list[str] = []
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        return Compatibility(
+            "none", None, f"invalid description: {problems[0]}{more}", spatial_dims
+        )
+    unknown = sorted({op for op in ops if op not in STANDARD_OPS})
+    if unknown:
+        return Compatibility(
+            "none",
+            None,
+            f"uses processing steps ZooDesk does not implement: {', '.join(unknown)}",
+            spatial_dims,
+        )
+    if not formats:
+        return Compatibility("none", None, "the description lists no weights", spatial_dims)
+    if spatial_dims is None:
+        notes.append("number of spatial axes unknown")
+    if "onnx" in formats:
+        return Compatibility("run", "onnx", _ACTION_TEXT["run"], spatial_dims, tuple(notes))
+    if "torchscript" in formats:
+        return Compatibility(
+            "convert", "torchscript", _ACTION_TEXT["convert"], spatial_dims, tuple(notes)
+        )
+    if "pytorch_state_dict" in formats:
+        return Compatibility(
+            "convert-with-consent",
+            "pytorch_state_dict",
+            _ACTION_TEXT["convert-with-consent"],
+            spatial_dims,
+            tuple(notes),
+        )
+    return Compatibility(
+        "none",
+        None,
+        f"only {', '.join(formats)} weights: ZooDesk runs ONNX and converts only "
+        "PyTorch weights (torchscript, pytorch_state_dict)",
+        spatial_dims,
+    )
+
+
+def compatibility_of_spec(spec: ModelSpec) -> Compatibility:
+    """What ZooDesk can do with a loaded (hence valid) model description."""
+    ops = [
+        op.id
+        for tensor in (*spec.inputs, *spec.outputs)
+        for op in (*tensor.preprocessing, *tensor.postprocessing)
+    ]
+    dims = max((t.spatial_ndim for t in spec.inputs), default=0) or None
+    return assess(spec.weights.keys(), ops=ops, spatial_dims=dims)
+
+
+def action_text(action: Action) -> str:
+    """A short readable description of an action."""
+    return _ACTION_TEXT[action]

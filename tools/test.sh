@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Install ZooDesk with its test and development tools into .venv, then run the checks
+# and the test-suite.  This is the README's test command and what CI runs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --upgrade pip
+.venv/bin/python -m pip install --quiet -e ".[dev]"
+export QT_QPA_PLATFORM=offscreen
+.venv/bin/ruff check app tests tools benchmarks
+.venv/bin/ruff format --check app tests tools benchmarks
+.venv/bin/lint-imports
+.venv/bin/mypy
+.venv/bin/python -m pytest "$@"
