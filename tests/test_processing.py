@@ -673,6 +673,45 @@ def test_compute_stats_equals_numpy(dtype: str) -> None:
             np.testing.assert_allclose(stats[req], expected, rtol=1e-7, err_msg=str(req))
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64", "int32", "uint32", "int16"])
+@pytest.mark.parametrize("content", ["normal", "mostly-background", "few-levels", "constant"])
+def test_quantiles_of_large_arrays_equal_numpy_exactly(dtype: str, content: str) -> None:
+    rng = np.random.default_rng(33)
+    shape = (2, 150, 140)  # 21000 values per row: large enough for the selection path
+    if content == "normal":
+        data = rng.normal(500, 120, size=shape)
+    elif content == "mostly-background":
+        data = np.where(rng.random(shape) < 0.97, 3.0, rng.exponential(2000, size=shape))
+    elif content == "few-levels":
+        data = rng.integers(0, 5, size=shape) * 1000.0 - 2000.0
+    else:
+        data = np.full(shape, 42.0)
+    if dtype.startswith("u"):
+        data = np.abs(data)
+    data = data.astype(dtype)
+    qs = (0.0, 1e-4, 0.001, 0.01, 0.2, 0.5, 0.97, 0.98, 0.998, 0.9999, 1.0)
+    for method in ("linear", "inverted_cdf"):
+        reqs = {StatRequest("t", "quantile", ("y", "x"), q=q, method=method) for q in qs}
+        stats = compute_stats(reqs, {"t": (data, ("channel", "y", "x"))})
+        for req in reqs:
+            # q as a list, as bioimageio.core passes it (numpy computes a scalar q of
+            # float32 data in float32, a list in float64).
+            [expected] = np.quantile(data, [req.q], axis=(1, 2), method=method, keepdims=True)
+            np.testing.assert_array_equal(stats[req], expected, err_msg=str(req))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "uint16"])
+def test_percentile_ops_on_large_images_match_core(dtype: str) -> None:
+    data = random_data((1, 2, 160, 128), dtype, seed=34)
+    for d in (
+        descr("scale_range", axes=["y", "x"], min_percentile=1.0, max_percentile=99.8),
+        descr("scale_range", min_percentile=0.5, max_percentile=99.5),
+        descr("clip", axes=["y", "x"], min_percentile=0.1, max_percentile=99.9),
+        descr("clip", min_percentile=2.0, max_percentile=98.0),
+    ):
+        assert_matches_core(ours([d], data, BCYX), core_run([d], {"raw": (data, BCYX)}))
+
+
 def _blocks(
     data: np.ndarray, axes: Sequence[str], cuts: Mapping[str, Sequence[int]]
 ) -> list[np.ndarray]:

@@ -29,14 +29,14 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from ruyaml import YAML
 
-SNAPSHOT = Path("/work/shared/zoo-snapshot")
-NUCLEI_DIR = Path("/work/shared/zoo-models/unet2d_nuclei_broad")
+from tests.conftest import NUCLEI, SNAPSHOT
+
+NUCLEI_DIR = NUCLEI
 NUCLEI_NAME = "unet2d-nuclei-broad"
 NUCLEI_ID = f"bioimage-io/{NUCLEI_NAME}"
 NUCLEI_FILES = {
@@ -139,9 +139,11 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if fault is not None and fault.kind == "corrupt":
             middle = len(body) // 2
-            body = body[:middle] + bytes(b ^ 0xFF for b in body[middle : middle + 16]) + body[
-                middle + 16 :
-            ]
+            body = (
+                body[:middle]
+                + bytes(b ^ 0xFF for b in body[middle : middle + 16])
+                + body[middle + 16 :]
+            )
         start = 0
         match = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range", ""))
         if match and int(match.group(1)) < len(body):
@@ -190,7 +192,8 @@ class ZooServer:
     stopped: threading.Event = field(default_factory=threading.Event)
     _server: _Server | None = None
     _thread: threading.Thread | None = None
-    _index: bytes = b""
+    #: Content served instead of the regular one, by path.
+    overrides: dict[str, bytes] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -209,7 +212,6 @@ class ZooServer:
     def start(self) -> ZooServer:
         self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.zoo = self
-        self._index = self._build_index()
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
         return self
@@ -222,13 +224,14 @@ class ZooServer:
         if self._thread is not None:
             self._thread.join(timeout=5)
 
-    def fail(self, file_name: str, kind: FaultKind, **kwargs: Any) -> None:
-        """Inject a fault for requests of ``file_name`` (e.g. ``"weights.onnx"``)."""
-        self.faults[file_name] = Fault(kind, **kwargs)
+    def fail(self, target: str, kind: FaultKind, **kwargs: Any) -> None:
+        """Inject a fault for requests of a file name (``"weights.onnx"``) or a path
+        (``"/artifacts/affable-shark/files/rdf.yaml"``)."""
+        self.faults[target] = Fault(kind, **kwargs)
 
     def take_fault(self, path: str) -> Fault | None:
-        name = path.rsplit("/", 1)[-1]
         with self._lock:
+            name = path if path in self.faults else path.rsplit("/", 1)[-1]
             fault = self.faults.get(name)
             if fault is None:
                 return None
@@ -242,8 +245,10 @@ class ZooServer:
         return [r for r in self.requests if r.file == file_name]
 
     def body(self, path: str) -> bytes | None:
+        if path in self.overrides:
+            return self.overrides[path]
         if path == "/collection/index.json":
-            return self._index
+            return self._build_index()
         match = re.fullmatch(r"/artifacts/([^/]+)/files/(.+)", path)
         if match is None:
             return None
@@ -257,14 +262,14 @@ class ZooServer:
 
     def _build_index(self) -> bytes:
         index = json.loads((SNAPSHOT / "index.json").read_text(encoding="utf-8"))
-        rdfs = snapshot_descriptions()
         for item in index["items"]:
             name = item["id"].split("/", 1)[1]
+            rdf = self.body(f"/artifacts/{name}/files/rdf.yaml")
             for v in item["versions"]:
                 v["source"] = self.rdf_url(name, v["version"])
-                if name in rdfs:
-                    v["sha256"] = hashlib.sha256(rdfs[name]).hexdigest()
-        nuclei_rdf = (NUCLEI_DIR / "bioimageio.yaml").read_bytes()
+                if rdf is not None:
+                    v["sha256"] = hashlib.sha256(rdf).hexdigest()
+        nuclei_rdf = self.body(f"/artifacts/{NUCLEI_NAME}/files/rdf.yaml") or b""
         index["items"].append(
             {
                 "id": NUCLEI_ID,

@@ -238,7 +238,7 @@ def _cmd_models_show(args: argparse.Namespace) -> int:
             console.info(f"  {entry.description}")
         return EXIT_OK
     package = cached.load()
-    compat = compatibility_of_spec(package.spec)
+    compat = compatibility_of_spec(package.spec, cached.weights_formats)
     if args.json:
         data = _cached_model_dict(cached)
         data["cached"] = True
@@ -334,7 +334,7 @@ def _cmd_models_report(args: argparse.Namespace) -> int:
         source = f"the cache {cache.root}"
         for m in cache.list():
             try:
-                compat = compatibility_of_spec(m.load().spec)
+                compat = compatibility_of_spec(m.load().spec, m.weights_formats)
             except ZooDeskError as exc:
                 compat = Compatibility("none", None, f"does not load: {exc}")
             rows.append((m.key, m.name, compat))

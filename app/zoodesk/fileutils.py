@@ -30,7 +30,8 @@ def temporary_sibling(final: Path, suffix: str = "") -> Path:
     fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=f"{suffix}.part", dir=final.parent)
     try:
         # mkstemp creates the file private (0600); results are ordinary files.
-        os.fchmod(fd, 0o666 & ~_umask()) if hasattr(os, "fchmod") else None
+        if hasattr(os, "fchmod"):
+            os.fchmod(fd, 0o666 & ~_umask())
     finally:
         os.close(fd)
     return Path(name)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from zoodesk.errors import ShapeError
-from zoodesk.inference.processing import Processing, compute_stats
+from zoodesk.inference.processing import Processing
 from zoodesk.inference.session import OnnxSession, map_tensors_to_graph
 from zoodesk.inference.tiling import TilePlan, iter_tiled, plan_tiles
 from zoodesk.models.package import ModelPackage
@@ -120,27 +120,35 @@ class Predictor:
 
     def preprocess(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Apply each input's preprocessing with statistics over the whole sample."""
-        spec = self.package.spec
-        arrays = {t.id: (np.asarray(inputs[t.id]), t.axis_ids) for t in spec.inputs}
-        requests = set().union(*(p.stat_requests() for p in self._pre.values()))
-        stats = compute_stats(requests, arrays) if requests else {}
+        raw = self._raw_references(inputs)
         return {
-            t.id: self._pre[t.id].apply(arrays[t.id][0], t.axis_ids, stats) for t in spec.inputs
+            t.id: self._pre[t.id].run(raw[t.id][0], t.axis_ids, reference=raw)
+            for t in self.package.spec.inputs
+            if t.id in raw
         }
 
     def postprocess(
         self, outputs: Mapping[str, np.ndarray], inputs: Mapping[str, np.ndarray]
     ) -> dict[str, np.ndarray]:
-        """Apply each output's postprocessing with statistics over the whole sample."""
-        spec = self.package.spec
-        arrays: dict[str, tuple[np.ndarray, tuple[str, ...]]] = {
-            t.id: (inputs[t.id], t.axis_ids) for t in spec.inputs
-        }
-        arrays.update({t.id: (outputs[t.id], t.axis_ids) for t in spec.outputs})
-        requests = set().union(*(p.stat_requests() for p in self._post.values()))
-        stats = compute_stats(requests, arrays) if requests else {}
+        """Apply each output's postprocessing with statistics over the whole sample.
+
+        ``inputs`` are the unprocessed inputs: a ``reference_tensor`` names those.
+        """
+        references = self._raw_references(inputs)
+        for t in self.package.spec.outputs:
+            references[t.id] = (outputs[t.id], t.axis_ids)
         return {
-            t.id: self._post[t.id].apply(outputs[t.id], t.axis_ids, stats) for t in spec.outputs
+            t.id: self._post[t.id].run(outputs[t.id], t.axis_ids, reference=references)
+            for t in self.package.spec.outputs
+        }
+
+    def _raw_references(
+        self, inputs: Mapping[str, np.ndarray]
+    ) -> dict[str, tuple[np.ndarray, tuple[str, ...]]]:
+        return {
+            t.id: (np.asarray(inputs[t.id]), t.axis_ids)
+            for t in self.package.spec.inputs
+            if t.id in inputs
         }
 
     def predict(
@@ -176,7 +184,7 @@ class Predictor:
         raw = yield from iter_tiled(
             spec, pre, plan, self._run_batch, pad_mode=self.pad_mode, cancelled=cancelled
         )
-        post = self.postprocess(raw, pre)
+        post = self.postprocess(raw, inputs)
         return SampleResult(
             outputs=post,
             plan=plan,

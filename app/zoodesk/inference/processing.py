@@ -44,7 +44,9 @@ every statistic on the unprocessed tensor; ``sequential_stats=False`` reproduces
 
 A ``reference_tensor`` (``scale_range``, ``scale_mean_variance``) names the
 *unprocessed* tensor whose statistics are used, as the specification says: its
-statistics are always stage 0.
+statistics are always stage 0.  They are computed in the reference tensor's axis
+layout; :func:`align_stat` re-lays them over the processed tensor's axes when the
+two differ (:meth:`Processing.sample_stats` and :meth:`Processing.run` do this).
 
 Agreement with bioimageio.core 0.11
 -----------------------------------
@@ -60,10 +62,14 @@ deliberate differences:
 - operations that compute return float32 (float64 for float64 input), and
   differences from a mean are taken with the float64 mean, not its float32 rounding.
 
-Percentiles use :func:`numpy.quantile` with the method core uses: ``linear`` for
-``scale_range``; for ``clip``, ``inverted_cdf`` when the reduced axes are given and
-exclude ``batch``, else ``linear``.  Standard deviations are population values
-(``ddof=0``).  NaN values are ignored by the statistics.
+Percentiles equal those of :func:`numpy.quantile` (with the quantiles given as a
+list, as core does) using core's method: ``linear`` for ``scale_range``; for
+``clip``, ``inverted_cdf`` when the reduced axes are given and exclude ``batch``, else
+``linear``.  They are computed faster than by numpy's partial sort (exact integer
+histograms for 8- and 16-bit data, histogram-guided selection otherwise); for 16-bit
+signed data whose neighbouring order statistics lie more than 32767 apart they are
+right where numpy's interpolation overflows.  Standard deviations are population
+values (``ddof=0``).  NaN values are ignored by the statistics.
 """
 
 from __future__ import annotations
@@ -105,7 +111,7 @@ _SMALL_INT_KINDS = ("uint8", "int8", "uint16", "int16")
 # Quantiles of at least this many values use histogram-guided selection.
 _SELECT_MIN_VALUES = 1 << 14
 _SELECT_BINS = 4096
-#: Upper bound on the number of histogram cells (kept positions x bins) per statistic.
+# Upper bound on the number of histogram cells (kept positions x bins) per statistic.
 _MAX_HIST_CELLS = 1 << 23
 
 
@@ -390,9 +396,10 @@ def compute_stats(
 
     Notes
     -----
-    Mean and variance are accumulated in float64 (one pass each); all quantiles of a
-    tensor over the same axes come from one partial sort (or, for 8- and 16-bit
-    integer data, from one exact histogram).
+    Mean and variance are accumulated in float64.  All quantiles of a tensor over the
+    same axes are found together: for 8- and 16-bit integers from one exact
+    histogram, for larger arrays by histogram-guided selection, else by
+    :func:`numpy.quantile`; the results are numpy's in every case.
     """
     moment_groups: dict[tuple[str, tuple[str, ...] | None], list[StatRequest]] = {}
     quantile_groups: dict[

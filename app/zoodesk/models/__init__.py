@@ -45,7 +45,7 @@ from zoodesk.models.download import (
     run_with_progress,
 )
 from zoodesk.models.package import ModelPackage, load_model_package
-from zoodesk.settings import Settings, load_settings
+from zoodesk.settings import Settings
 
 __all__ = [
     "BUNDLE_SUFFIX",

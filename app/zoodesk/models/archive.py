@@ -10,6 +10,7 @@ from __future__ import annotations
 import shutil
 import stat
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 
 from zoodesk.errors import ModelPackageError
@@ -100,6 +101,14 @@ def safe_extract_zip(archive: Path, destination: Path, max_bytes: int = MAX_UNPA
         if destination.exists():
             shutil.rmtree(destination)
         staging.rename(destination)
+    except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+        # zipfile stops at the size a header declares and then fails its CRC check:
+        # that is how a member larger than declared shows up.
+        shutil.rmtree(staging, ignore_errors=True)
+        raise ModelPackageError(
+            f"{archive}: refused: damaged archive, or a member whose content does not "
+            f"match its header ({exc})"
+        ) from exc
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

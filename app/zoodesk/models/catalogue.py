@@ -30,12 +30,13 @@ import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin
 
+from zoodesk import __version__
 from zoodesk.errors import CancelledError, ModelPackageError, ZooDeskError
 from zoodesk.models.cache import (
     natural_sort_key,
@@ -257,6 +258,8 @@ class Catalogue:
     index_url: str
     folder: Path | None = None
     notes: list[str] = field(default_factory=list)
+    #: The ZooDesk version that assessed the entries.
+    zoodesk_version: str = __version__
 
     @property
     def age(self) -> timedelta:
@@ -266,7 +269,9 @@ class Catalogue:
     def describe_age(self) -> str:
         """E.g. ``"catalogue of 2026-05-20 03:53 UTC (3 days old)"``."""
         when = self.fetched_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
-        return f"catalogue of {when} ({format_age(self.age)} old), from {self.index_url}"
+        age = format_age(self.age)
+        age = "fetched just now" if age == "just now" else f"{age} old"
+        return f"catalogue of {when} ({age}), from {self.index_url}"
 
     def search(
         self,
@@ -349,6 +354,7 @@ class Catalogue:
             "format": CATALOGUE_FORMAT,
             "index_url": self.index_url,
             "fetched_at": self.fetched_at.isoformat(),
+            "zoodesk_version": self.zoodesk_version,
             "notes": list(self.notes),
             "entries": [e.as_dict() for e in self.entries],
         }
@@ -689,6 +695,7 @@ def load_catalogue(folder: Path | None = None) -> Catalogue:
             index_url=str(data.get("index_url", "")),
             folder=folder,
             notes=[str(n) for n in data.get("notes") or ()],
+            zoodesk_version=str(data.get("zoodesk_version", "")),
         )
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise CatalogueError(
@@ -808,8 +815,12 @@ def refresh_catalogue_events(
     folder = Path(folder) if folder is not None else settings.catalogue_dir
     cancelled = cancel or (lambda: False)
     previous: dict[str, CatalogueEntry] = {}
+    # Entries are reused only if this very version of ZooDesk assessed them.
+    same_assessment = False
     with contextlib.suppress(CatalogueError):
-        previous = {e.id: e for e in load_catalogue(folder).entries}
+        saved = load_catalogue(folder)
+        previous = {e.id: e for e in saved.entries}
+        same_assessment = saved.zoodesk_version == __version__
     with HttpClient(settings, options) as client:
         yield Progress("index", f"fetching the collection index {url}", unit="items")
         raw_index = client.get_bytes(url, cancel=cancelled)
@@ -856,8 +867,14 @@ def refresh_catalogue_events(
                 raw = (folder / str(previous[item.id].rdf_file)).read_bytes()
                 notes.append(f"kept the description of the previous refresh ({problem})")
                 problem = None
+        if item.id in reused and same_assessment:
+            rdfs[_rdf_name(item.id)] = reused[item.id]
+            entries.append(
+                replace(previous[item.id], versions=item.versions, rdf_file=_rdf_name(item.id))
+            )
+            continue
         data = None
-        rdf_file = None
+        rdf_file: str | None = None
         rdf_sha = None
         if raw is not None:
             rdf_file = _rdf_name(item.id)

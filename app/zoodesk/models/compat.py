@@ -181,15 +181,20 @@ def assess(
     )
 
 
-def compatibility_of_spec(spec: ModelSpec) -> Compatibility:
-    """What ZooDesk can do with a loaded (hence valid) model description."""
+def compatibility_of_spec(spec: ModelSpec, available: Iterable[str] | None = None) -> Compatibility:
+    """What ZooDesk can do with a loaded (hence valid) model description.
+
+    ``available`` restricts the weights formats considered to those actually at hand
+    (e.g. the files present in the cache).
+    """
+    formats = [f for f in spec.weights if available is None or f in set(available)]
     ops = [
         op.id
         for tensor in (*spec.inputs, *spec.outputs)
         for op in (*tensor.preprocessing, *tensor.postprocessing)
     ]
     dims = max((t.spatial_ndim for t in spec.inputs), default=0) or None
-    return assess(spec.weights.keys(), ops=ops, spatial_dims=dims)
+    return assess(formats, ops=ops, spatial_dims=dims)
 
 
 def action_text(action: Action) -> str:

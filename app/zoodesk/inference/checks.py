@@ -1,0 +1,106 @@
+"""Remembering reproducibility-test results, so the model library can show them.
+
+A result belongs to one exact description file: it is stored under the sha256 of
+the description (``ZOODESK_HOME/checks/<sha256>.json``), so adding converted weights
+or re-importing a changed package shows the model as untested again.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from zoodesk.fileutils import atomic_write_text, sha256_file
+from zoodesk.inference.reproducibility import TestReport
+from zoodesk.models.package import ModelPackage
+from zoodesk.settings import Settings, load_settings
+
+CHECKS_DIR = "checks"
+
+
+@dataclass(frozen=True)
+class TestStatus:
+    """The outcome of the last reproducibility test of one description.
+
+    Attributes
+    ----------
+    passed
+        True when every output matched its test tensor within the tolerances.
+    device, weights_format
+        What ran.
+    tested_at
+        UTC time of the test, ISO 8601.
+    summary
+        One readable line, e.g. ``"passed on cpu (onnx): max abs diff 2.1e-06"``.
+    description_sha256
+        The description the result belongs to.
+    """
+
+    passed: bool
+    device: str
+    weights_format: str
+    tested_at: str
+    summary: str
+    description_sha256: str
+
+
+def summarize_report(report: TestReport) -> str:
+    """One readable line about a test report (verdict, device, worst difference)."""
+    verdict = "passed" if report.passed else "FAILED"
+    worst = max((o.max_abs_diff for o in report.outputs), default=0.0)
+    failing = [o.output_id for o in report.outputs if not o.passed]
+    text = f"{verdict} on {report.device} ({report.weights_format}): max abs diff {worst:.3g}"
+    if failing:
+        text += f"; outputs differing: {', '.join(failing)}"
+    return text
+
+
+def _status_path(settings: Settings, description_sha256: str) -> Path:
+    return settings.home / CHECKS_DIR / f"{description_sha256}.json"
+
+
+def record_test_report(
+    package: ModelPackage, report: TestReport, settings: Settings | None = None
+) -> TestStatus:
+    """Store the result of a reproducibility test of ``package``; return it.
+
+    Parameters
+    ----------
+    package
+        The package that was tested.
+    report
+        What :func:`zoodesk.inference.reproducibility.run_reproducibility_test` returned.
+    settings
+        Where ZOODESK_HOME is (default: :func:`load_settings`).
+    """
+    settings = settings or load_settings()
+    sha = sha256_file(package.description_path)
+    status = TestStatus(
+        passed=report.passed,
+        device=report.device,
+        weights_format=report.weights_format,
+        tested_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        summary=summarize_report(report),
+        description_sha256=sha,
+    )
+    atomic_write_text(_status_path(settings, sha), json.dumps(asdict(status), indent=2))
+    return status
+
+
+def last_test_status(
+    description: Path | ModelPackage, settings: Settings | None = None
+) -> TestStatus | None:
+    """The stored result for this description file, or None when it was never tested.
+
+    An unreadable status file counts as never tested: the test is cheap to repeat.
+    """
+    settings = settings or load_settings()
+    path = description.description_path if isinstance(description, ModelPackage) else description
+    try:
+        sha = sha256_file(Path(path))
+        data = json.loads(_status_path(settings, sha).read_text(encoding="utf-8"))
+        return TestStatus(**data)
+    except (OSError, ValueError, TypeError):
+        return None
