@@ -30,7 +30,8 @@ from zoodesk.models.download import (
 )
 from zoodesk.settings import Settings
 
-FAST = NetworkOptions(timeout=1.0, attempts=3, backoff=0.01, backoff_max=0.02)
+# Generous timeout (the machine may be busy), tiny backoff: fast retries.
+FAST = NetworkOptions(timeout=15.0, attempts=3, backoff=0.01, backoff_max=0.02)
 
 # --------------------------------------------------------- independent expectations
 

@@ -161,10 +161,10 @@ def load_description_file(path: Path) -> tuple[Any, ModelSpec]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             descr = load_model_description(path, perform_io_checks=False, format_version="latest")
-    except InvalidDescr as exc:  # pragma: no cover - depends on spec version
-        raise ModelPackageError(f"{path}: not a valid model description ({exc})") from exc
     except Exception as exc:
-        raise ModelPackageError(f"{path}: cannot read the description ({exc})") from exc
+        # bioimageio.spec raises YAML and validation errors of many kinds here.
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelPackageError(f"{path}: cannot read the description ({first})") from exc
     if isinstance(descr, InvalidDescr) or not isinstance(descr, v0_5.ModelDescr):
         kind = getattr(descr, "type", None)
         if kind and kind != "model":
