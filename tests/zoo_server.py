@@ -14,8 +14,9 @@ It serves, on an ephemeral port:
   ``bioimageio.yaml`` as ``rdf.yaml``.
 
 ``Range`` requests are honoured.  Faults can be injected per file name: drop the
-connection mid-file, answer an HTTP error, stall, or serve corrupted bytes.  Every
-request is recorded.
+connection mid-file, answer an HTTP error, stall, serve corrupted bytes, or redirect.
+Requests in absolute form (as sent to a proxy) are served like any other, so a second
+server can stand in for a proxy.  Every request is recorded.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import hashlib
 import io
 import json
 import re
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -44,7 +46,7 @@ NUCLEI_FILES = {
     **{p.name: p.name for p in NUCLEI_DIR.iterdir() if p.name != "bioimageio.yaml"},
 }
 
-FaultKind = Literal["drop", "status", "stall", "corrupt"]
+FaultKind = Literal["drop", "status", "stall", "corrupt", "redirect"]
 
 
 @dataclass
@@ -58,6 +60,7 @@ class Fault:
     status: int = 500
     times: int | None = 1
     seconds: float = 3.0
+    location: str = ""
 
 
 @dataclass
@@ -132,6 +135,13 @@ class _Handler(BaseHTTPRequestHandler):
             record.status = fault.status
             self._send_plain(fault.status, b"injected failure\n")
             return
+        if fault is not None and fault.kind == "redirect":
+            record.status = 302
+            self.send_response(302)
+            self.send_header("Location", fault.location)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         body = zoo.body(path)
         if body is None:
             record.status = 404
@@ -181,6 +191,12 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     zoo: ZooServer
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # Clients that give up (timeouts, cancelled downloads) are part of the tests.
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
 
 
 @dataclass

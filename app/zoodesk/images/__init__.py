@@ -3,6 +3,7 @@
 from zoodesk.images._ome import PROVENANCE_NAMESPACE
 from zoodesk.images.discovery import (
     IMAGE_SUFFIXES,
+    PLUGIN_SUFFIXES,
     find_images,
     image_suffix,
     natural_key,
@@ -12,9 +13,13 @@ from zoodesk.images.discovery import (
 from zoodesk.images.readers import (
     MAX_DECODED_BYTES,
     MAX_GUESSED_CHANNELS,
+    PLUGIN_FORMATS,
     ImageData,
+    PluginFormat,
+    available_memory,
     guess_axes,
     read_image,
+    release_mapped_pages,
 )
 from zoodesk.images.writers import (
     LOSSLESS_COMPRESSIONS,
@@ -28,9 +33,13 @@ __all__ = [
     "LOSSLESS_COMPRESSIONS",
     "MAX_DECODED_BYTES",
     "MAX_GUESSED_CHANNELS",
+    "PLUGIN_FORMATS",
+    "PLUGIN_SUFFIXES",
     "PROVENANCE_NAMESPACE",
     "ImageData",
+    "PluginFormat",
     "TiledOmeTiffWriter",
+    "available_memory",
     "build_ome_xml",
     "find_images",
     "guess_axes",
@@ -39,5 +48,6 @@ __all__ = [
     "output_stem",
     "read_image",
     "read_list_file",
+    "release_mapped_pages",
     "write_ome_tiff",
 ]

@@ -89,19 +89,25 @@ class AxisMapping:
     def frames(self, array: np.ndarray) -> Iterator[tuple[tuple[int, ...], np.ndarray]]:
         """Yield ``(frame index, model-ordered array with batch 1)`` for every frame.
 
-        Arrays are views where possible; a memory-mapped image is only read frame by
-        frame.
+        The arrays are views of ``array`` (basic indexing, transposition and
+        reshaping only), so a memory-mapped image is read only where a frame is
+        used; choosing channels that are not a contiguous ascending run is the one
+        case that copies (every frame's channels, once).
         """
         axes = self.image_axes
         data = array
         # Drop squeezed axes (size 1, or the placeholder for RGB's lone channel).
         for letter in self.squeezed_axes:
             i = axes.index(letter)
-            data = np.take(data, 0, axis=i)
+            data = data[(slice(None),) * i + (0,)]
             axes = axes[:i] + axes[i + 1 :]
         if self.channels is not None:
             c = axes.index("C")
-            data = np.take(data, list(self.channels), axis=c)
+            first, count = self.channels[0], len(self.channels)
+            if list(self.channels) == list(range(first, first + count)):
+                data = data[(slice(None),) * c + (slice(first, first + count),)]
+            else:
+                data = np.take(data, list(self.channels), axis=c)
         model_letters = [image_letter(a) for a in self.tensor.axes]
         present = [m for m in model_letters if m is not None and m in axes]
         order = [axes.index(f) for f in self.frame_axes] + [axes.index(m) for m in present]
@@ -228,3 +234,83 @@ def assemble_output(
         )
     order = sorted(range(len(axes)), key=lambda i: CANONICAL_ORDER.find(axes[i]))
     return np.transpose(stacked, order), "".join(axes[i] for i in order)
+
+
+@dataclass(frozen=True)
+class OutputPlacement:
+    """Where the blocks of one output tensor go in the assembled output image.
+
+    The image is the one :func:`assemble_output` would build from every frame's
+    output: frame axes and the output's own axes, in OME order.  :meth:`place` maps
+    a block of one frame's output (tensor axis order, batch 1) to its region in that
+    image, so that big outputs can be written block by block.
+    """
+
+    axes: str
+    shape: tuple[int, ...]
+    frame_axes: str
+    tensor_order: tuple[int, ...]
+    batch_axes: tuple[int, ...]
+    final_order: tuple[int, ...]
+
+    def place(
+        self,
+        frame_index: Sequence[int],
+        region: Sequence[slice],
+        block: np.ndarray,
+    ) -> tuple[tuple[slice, ...], np.ndarray]:
+        """The region of the image and the block's pixels laid out over it.
+
+        Parameters
+        ----------
+        frame_index
+            The frame's index along :attr:`frame_axes` (empty for a single frame).
+        region
+            The block's slices in the frame's output, in tensor axis order (those of
+            the batch axis are ignored).
+        block
+            The block's pixels in tensor axis order, batch of one.
+        """
+        data = np.transpose(block, [*self.batch_axes, *self.tensor_order])
+        data = data.reshape(data.shape[len(self.batch_axes) :])
+        slices = [slice(i, i + 1) for i in frame_index]
+        slices += [region[i] for i in self.tensor_order]
+        data = data.reshape((1,) * len(frame_index) + data.shape)
+        return (
+            tuple(slices[i] for i in self.final_order),
+            np.transpose(data, self.final_order),
+        )
+
+
+def output_placement(
+    mapping: AxisMapping, tensor: TensorSpec, frame_shape: Sequence[int]
+) -> OutputPlacement:
+    """How blocks of ``tensor`` are laid into the image :func:`assemble_output` builds.
+
+    Parameters
+    ----------
+    mapping
+        The mapping of the input image.
+    tensor
+        The output tensor.
+    frame_shape
+        The shape of one frame's whole output, in tensor axis order.
+    """
+    out_axes, perm = output_image_axes(tensor)
+    batch = tuple(i for i, a in enumerate(tensor.axes) if a.kind == "batch")
+    axes = mapping.frame_axes + out_axes
+    if len(set(axes)) != len(axes):
+        raise AxesMismatchError(
+            f"output {tensor.id!r}: frame axes {mapping.frame_axes} clash with output axes "
+            f"{out_axes}"
+        )
+    shape = (*mapping.frame_shape, *(int(frame_shape[i]) for i in perm))
+    order = tuple(sorted(range(len(axes)), key=lambda i: CANONICAL_ORDER.find(axes[i])))
+    return OutputPlacement(
+        axes="".join(axes[i] for i in order),
+        shape=tuple(shape[i] for i in order),
+        frame_axes=mapping.frame_axes,
+        tensor_order=tuple(perm),
+        batch_axes=batch,
+        final_order=order,
+    )

@@ -18,7 +18,10 @@ so an interrupted write never leaves a partial file under that name.
 from __future__ import annotations
 
 import contextlib
+import io
+import itertools
 import math
+import threading
 import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator, Mapping, Sequence
@@ -46,6 +49,10 @@ from zoodesk.images._ome import (
 #: Outputs whose pixel data exceed this many bytes are written as BigTIFF (classic
 #: TIFF offsets are 32-bit; some readers already fail past 2 GiB).
 BIGTIFF_THRESHOLD = 2**31 - 2**25
+
+#: Most bytes of tiles that tifffile holds at once while compressing them in threads
+#: (its own default, 512 MiB, would dominate the memory of a streamed run).
+_ENCODE_BUFFER_BYTES = 32 * 2**20
 
 #: Lossless compressions accepted by :func:`write_ome_tiff`.
 LOSSLESS_COMPRESSIONS = ("zlib", "zstd", "lzw", "lzma", "packbits")
@@ -198,13 +205,7 @@ def _stored_dtype(array: np.ndarray) -> np.dtype:
     if native in _OME_PIXEL_TYPES:
         return native
     low, high = _value_range(array)
-    for candidate in (np.uint32, np.int32):
-        info = np.iinfo(candidate)
-        if info.min <= low and high <= info.max:
-            return np.dtype(candidate)
-    raise ValueError(
-        f"{dtype} values from {low} to {high} do not fit the 32-bit integers of OME-TIFF"
-    )
+    return _narrowest_int(low, high, dtype)
 
 
 def _value_range(array: np.ndarray) -> tuple[int, int]:
@@ -373,3 +374,409 @@ def write_ome_tiff(
     )
 
 
+def _write(
+    path: Path,
+    data: np.ndarray,
+    axes: str,
+    *,
+    pixel_sizes: Mapping[str, tuple[float, str]] | None,
+    channel_names: Sequence[str] | None,
+    provenance: Mapping[str, str] | None,
+    description: str | None,
+    compression: str | None,
+    tile: tuple[int, int] | None,
+) -> None:
+    layout = _layout(data.shape, axes)
+    codec = _compression(compression)
+    tile_shape = _tile(tile)
+    sizes = _pixel_sizes(pixel_sizes)
+    names = _channel_names(channel_names, layout)
+    stored_dtype = _stored_dtype(data)
+    view = data.transpose(layout.order)  # a view: nothing is copied here
+    chunks = (
+        _tiles(view, layout, stored_dtype, tile_shape)
+        if tile_shape
+        else _planes(view, layout, stored_dtype)
+    )
+    _write_chunks(
+        path,
+        layout,
+        stored_dtype,
+        chunks,
+        pixel_sizes=sizes,
+        channel_names=names,
+        provenance=provenance,
+        description=description,
+        codec=codec,
+        tile=tile_shape,
+    )
+
+
+def _write_chunks(
+    path: Path,
+    layout: _Layout,
+    stored_dtype: np.dtype,
+    chunks: Iterator[np.ndarray],
+    *,
+    pixel_sizes: Mapping[str, tuple[float, str]],
+    channel_names: Sequence[str] | None,
+    provenance: Mapping[str, str] | None,
+    description: str | None,
+    codec: str | None,
+    tile: tuple[int, int] | None,
+) -> None:
+    """Write validated planes (or tiles, in row-major order per plane) as OME-TIFF."""
+    xml = build_ome_xml(
+        name=path.name,
+        axes=layout.axes,
+        shape=tuple(layout.sizes[a] for a in layout.axes),
+        pixel_type=_OME_PIXEL_TYPES[stored_dtype],
+        pixel_sizes=pixel_sizes,
+        channel_names=channel_names,
+        provenance=_provenance(provenance),
+        description=description,
+    )
+    nbytes = layout.planes * math.prod(layout.plane_shape) * stored_dtype.itemsize
+    with (
+        atomic_path(path, suffix=".ome.tif") as tmp,
+        tifffile.TiffWriter(tmp, bigtiff=nbytes > BIGTIFF_THRESHOLD, ome=False) as writer,
+    ):
+        writer.write(
+            chunks,
+            shape=(layout.planes, *layout.plane_shape),
+            dtype=stored_dtype,
+            photometric="rgb" if layout.samples > 1 else "minisblack",
+            planarconfig="contig" if layout.samples > 1 else None,
+            compression=codec,
+            tile=tile,
+            description=xml.encode("utf-8"),
+            # No metadata of tifffile's own: the description above is the only one.
+            metadata=None,
+            software=_CREATOR,
+            buffersize=_ENCODE_BUFFER_BYTES,
+        )
+
+
+def _planes(view: np.ndarray, layout: _Layout, dtype: np.dtype) -> Iterator[np.ndarray]:
+    for index in np.ndindex(*layout.lead_shape):
+        yield np.ascontiguousarray(view[index], dtype=dtype)
+
+
+def _tiles(
+    view: np.ndarray, layout: _Layout, dtype: np.dtype, tile: tuple[int, int]
+) -> Iterator[np.ndarray]:
+    height, width = layout.sizes["Y"], layout.sizes["X"]
+    for index in np.ndindex(*layout.lead_shape):
+        plane = view[index]
+        for y in range(0, height, tile[0]):
+            for x in range(0, width, tile[1]):
+                # Edge tiles are smaller; tifffile pads them.
+                yield np.ascontiguousarray(plane[y : y + tile[0], x : x + tile[1]], dtype=dtype)
+
+
+def _narrowest_int(low: int, high: int, dtype: np.dtype) -> np.dtype:
+    for candidate in (np.uint32, np.int32):
+        info = np.iinfo(candidate)
+        if info.min <= low and high <= info.max:
+            return np.dtype(candidate)
+    raise ValueError(
+        f"{dtype} values from {low} to {high} do not fit the 32-bit integers of OME-TIFF"
+    )
+
+
+class TiledOmeTiffWriter:
+    """Assemble a large OME-TIFF from blocks written in any order, in bounded memory.
+
+    Blocks go into a scratch file beside the destination (a hidden ``.part`` file,
+    initially zero, laid out plane by plane in the stored axis order), written with
+    ordinary file writes: neither the whole image nor any ordering of blocks is
+    required, blocks may overlap (the last write wins), and the process's memory
+    does not grow with the image (the pages written belong to the operating
+    system's file cache, not to the process).  :meth:`close` then reads the scratch
+    data back one band of tile rows at a time, streams it tile by tile into the
+    OME-TIFF (same format and guarantees as :func:`write_ome_tiff`), renames it into
+    place and deletes the scratch file.  The scratch file takes the uncompressed
+    size of the image on disk while the writer is open (sparse where the file
+    system allows it).
+
+    Peak memory while writing is one block; while closing, one band of
+    ``tile[0]`` rows of the full image width, plus what the compressor holds
+    (at most 32 MiB of tiles).
+
+    Used as a context manager, the output is written when the block ends normally
+    and discarded (no file under the final name, no scratch left) when it raises.
+
+    Parameters
+    ----------
+    path
+        Destination of the OME-TIFF.
+    shape, dtype, axes
+        The full image, as for :func:`write_ome_tiff`.
+    pixel_sizes, channel_names, provenance, description, compression
+        As for :func:`write_ome_tiff`.
+    tile
+        TIFF tile height and width (multiples of 16).
+
+    Examples
+    --------
+    >>> with TiledOmeTiffWriter(out, (2, 4096, 4096), np.float32, "CYX") as writer:
+    ...     for region, block in blocks:
+    ...         writer.write_block(region, block)
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        shape: Sequence[int],
+        dtype: npt.DTypeLike,
+        axes: str,
+        *,
+        pixel_sizes: Mapping[str, tuple[float, str]] | None = None,
+        channel_names: Sequence[str] | None = None,
+        provenance: Mapping[str, str] | None = None,
+        description: str | None = None,
+        compression: str | None = "zlib",
+        tile: tuple[int, int] = (512, 512),
+    ) -> None:
+        self.path = Path(path)
+        self.shape = tuple(int(n) for n in shape)
+        self.dtype = np.dtype(dtype)
+        # Validate everything now rather than after the caller computed the blocks.
+        layout = _layout(self.shape, axes)
+        self.axes = axes.upper()
+        _check_dtype(self.dtype)
+        self._codec = _compression(compression)
+        tile_shape = _tile(tile)
+        if tile_shape is None:
+            raise ValueError("a tiled writer needs a tile shape")
+        self._layout = layout
+        self._tile = tile_shape
+        self._pixel_sizes = _pixel_sizes(pixel_sizes)
+        self._channel_names = _channel_names(channel_names, layout)
+        self._provenance = _provenance(provenance)
+        self._description = description
+        self._stored_shape = tuple(layout.sizes[a] for a in layout.axes)
+        self._inverse_order = tuple(int(i) for i in np.argsort(layout.order))
+        # 64-bit integers are stored as 32-bit ones when their values fit: track them.
+        self._track_range = self.dtype.newbyteorder("=") not in _OME_PIXEL_TYPES and (
+            self.dtype.kind in "iu"
+        )
+        self._low, self._high = 0, 0
+        self._lock = threading.Lock()
+        self._map: np.memmap | None = None
+        self._file: io.BufferedRandom | None = None
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._scratch_path: Path | None = temporary_sibling(self.path, suffix=".raw")
+        try:
+            self._file = self._scratch_path.open("r+b")
+            # Extending by truncation leaves a sparse, zero-filled file.
+            self._file.truncate(math.prod(self._stored_shape) * self.dtype.itemsize)
+        except BaseException:
+            self._discard()
+            raise
+
+    @property
+    def array(self) -> np.ndarray:
+        """The writable image in the caller's axes (memory-mapped scratch data).
+
+        Writing through this map is equivalent to :meth:`write_block`, but the pages
+        it touches count as the process's memory until the writer is closed: prefer
+        :meth:`write_block` for images larger than memory.
+        """
+        if self._file is None or self._scratch_path is None:
+            raise ValueError(f"{self.path}: the writer is closed")
+        if self._map is None:
+            self._file.flush()
+            self._map = np.memmap(
+                self._scratch_path, dtype=self.dtype, mode="r+", shape=self._stored_shape
+            )
+        return self._map.transpose(self._inverse_order)
+
+    def write_block(self, region: Sequence[slice | int] | slice | int, data: npt.ArrayLike) -> None:
+        """Store ``data`` at ``region`` (numpy indexing, e.g. ``(slice(0, 2), ...)``).
+
+        Parameters
+        ----------
+        region
+            Where the block goes: one slice (step 1) or index per leading axis, in
+            the writer's axes; missing trailing axes are taken whole.
+        data
+            Pixels broadcastable to the region's shape, converted to the writer's
+            pixel type as numpy assignment does.
+
+        Raises
+        ------
+        ValueError
+            For a region outside the image or with a step, or data of another shape.
+        OSError
+            When the scratch file cannot be written (e.g. the disk is full).
+        """
+        if self._file is None:
+            raise ValueError(f"{self.path}: the writer is closed")
+        starts, stops, dropped = self._region(region)
+        kept = tuple(b - a for a, b, d in zip(starts, stops, dropped, strict=True) if not d)
+        full = tuple(b - a for a, b in zip(starts, stops, strict=True))
+        values = np.asarray(data)
+        try:
+            block = np.broadcast_to(values, kept).reshape(full)
+        except ValueError:
+            raise ValueError(
+                f"{self.path}: data of shape {values.shape} does not fit region shape {kept}"
+            ) from None
+        block = block.astype(self.dtype, copy=False)
+        if self._track_range and block.size:
+            self._low = min(self._low, int(block.min()))
+            self._high = max(self._high, int(block.max()))
+        order = self._layout.order
+        self._put(
+            [starts[i] for i in order],
+            [stops[i] for i in order],
+            block.transpose(order),
+        )
+
+    def _region(
+        self, region: Sequence[slice | int] | slice | int
+    ) -> tuple[list[int], list[int], list[bool]]:
+        key = tuple(region) if isinstance(region, Sequence) else (region,)
+        if len(key) > len(self.shape):
+            raise ValueError(f"{self.path}: region {key!r} has more axes than {self.axes!r}")
+        key = key + (slice(None),) * (len(self.shape) - len(key))
+        starts: list[int] = []
+        stops: list[int] = []
+        dropped: list[bool] = []
+        for item, n in zip(key, self.shape, strict=True):
+            if isinstance(item, slice):
+                start, stop, step = item.indices(n)
+                if step != 1:
+                    raise ValueError(f"{self.path}: region {key!r}: steps are not supported")
+                starts.append(start)
+                stops.append(max(start, stop))
+                dropped.append(False)
+            else:
+                index = int(item)
+                if not -n <= index < n:
+                    raise ValueError(f"{self.path}: index {index} is outside an axis of {n}")
+                index %= n
+                starts.append(index)
+                stops.append(index + 1)
+                dropped.append(True)
+        return starts, stops, dropped
+
+    def _put(self, starts: Sequence[int], stops: Sequence[int], block: np.ndarray) -> None:
+        """Write a block given in stored order as runs of contiguous bytes."""
+        dims = self._stored_shape
+        if any(b <= a for a, b in zip(starts, stops, strict=True)):
+            return
+        # Axes after `k` are covered whole, so each run spans axis k's range of them.
+        k = len(dims) - 1
+        while k > 0 and starts[k] == 0 and stops[k] == dims[k]:
+            k -= 1
+        strides = [math.prod(dims[j + 1 :]) for j in range(len(dims))]
+        itemsize = self.dtype.itemsize
+        for index in itertools.product(*(range(starts[j], stops[j]) for j in range(k))):
+            offset = sum(i * strides[j] for j, i in enumerate(index)) + starts[k] * strides[k]
+            local = tuple(i - starts[j] for j, i in enumerate(index))
+            self._pwrite(np.ascontiguousarray(block[local]), offset * itemsize)
+
+    def _pwrite(self, data: np.ndarray, offset: int) -> None:
+        assert self._file is not None
+        view = data.data.cast("B")
+        with self._lock:
+            self._file.seek(offset)
+            self._file.write(view)
+
+    def _read_into(self, buffer: np.ndarray, offset: int) -> None:
+        assert self._file is not None
+        view = buffer.data.cast("B")
+        with self._lock:
+            self._file.seek(offset)
+            got = self._file.readinto(view)
+        if got != len(view):
+            raise OSError(f"{self._scratch_path}: scratch data ends early ({got} of {len(view)})")
+
+    def _scratch_tiles(self, stored_dtype: np.dtype) -> Iterator[np.ndarray]:
+        """The scratch data as TIFF tiles, read one band of tile rows at a time."""
+        layout = self._layout
+        height, width = layout.sizes["Y"], layout.sizes["X"]
+        tile_h, tile_w = self._tile
+        row = math.prod(layout.plane_shape[1:])
+        plane = height * row
+        for p in range(layout.planes):
+            for y in range(0, height, tile_h):
+                rows = min(tile_h, height - y)
+                band = np.empty((rows, *layout.plane_shape[1:]), dtype=self.dtype)
+                self._read_into(band, (p * plane + y * row) * self.dtype.itemsize)
+                for x in range(0, width, tile_w):
+                    yield np.ascontiguousarray(band[:, x : x + tile_w], dtype=stored_dtype)
+
+    def _stored_dtype(self) -> np.dtype:
+        if self.dtype.kind == "b":
+            return np.dtype(np.uint8)
+        if self.dtype.kind == "f" and self.dtype.itemsize < 4:
+            return np.dtype(np.float32)
+        native = self.dtype.newbyteorder("=")
+        if native in _OME_PIXEL_TYPES:
+            return native
+        return _narrowest_int(self._low, self._high, self.dtype)
+
+    def close(self) -> None:
+        """Write the OME-TIFF, rename it into place and delete the scratch data."""
+        if self._file is None:
+            return
+        try:
+            if self._map is not None:
+                self._map.flush()
+                self._map = None
+            self._file.flush()
+            stored_dtype = self._stored_dtype()
+            _write_chunks(
+                self.path,
+                self._layout,
+                stored_dtype,
+                self._scratch_tiles(stored_dtype),
+                pixel_sizes=self._pixel_sizes,
+                channel_names=self._channel_names,
+                provenance=self._provenance,
+                description=self._description,
+                codec=self._codec,
+                tile=self._tile,
+            )
+        finally:
+            self._discard()
+
+    def abort(self) -> None:
+        """Discard everything written; no output file is produced."""
+        self._discard()
+
+    def _discard(self) -> None:
+        # getattr: __del__ also runs for a writer whose __init__ failed early.
+        scratch_path = getattr(self, "_scratch_path", None)
+        handle = getattr(self, "_file", None)
+        # Drop the map and the handle before deleting the file (Windows refuses otherwise).
+        self._map = None
+        self._file = None
+        self._scratch_path = None
+        if handle is not None:
+            with contextlib.suppress(OSError):
+                handle.close()
+        if scratch_path is not None:
+            with contextlib.suppress(OSError):
+                scratch_path.unlink()
+
+    def __enter__(self) -> TiledOmeTiffWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+    def __del__(self) -> None:
+        # A writer dropped without close() must not leave its scratch file behind.
+        self._discard()

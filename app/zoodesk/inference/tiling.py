@@ -91,9 +91,7 @@ def _tiles_of_size(length: int, size: int, halo: int, axis_id: str) -> list[Axis
     return blocks
 
 
-def choose_block_size(
-    axis: AxisSpec, length: int, halo: int, target: int | None
-) -> int:
+def choose_block_size(axis: AxisSpec, length: int, halo: int, target: int | None) -> int:
     """The block size for one input axis (see :func:`plan_axis`)."""
     if axis.size is not None:
         return axis.size
@@ -126,7 +124,8 @@ def plan_axis(axis: AxisSpec, length: int, halo: int, target: int | None) -> lis
     return _tiles_of_size(length, size, halo, axis.id)
 
 
-def _output_axis_maps(spec: ModelSpec, tensor: TensorSpec) -> dict[str, OutputAxisMap]:
+def output_axis_maps(spec: ModelSpec, tensor: TensorSpec) -> dict[str, OutputAxisMap]:
+    """For each axis of an output tensor whose size follows an input axis, how it follows."""
     maps: dict[str, OutputAxisMap] = {}
     for ax in tensor.axes:
         ref = ax.reference
@@ -146,7 +145,7 @@ def input_halos(spec: ModelSpec) -> dict[str, int]:
     halos: dict[str, int] = {}
     for out in spec.outputs:
         for ax, amap in zip(
-            out.axes, (_output_axis_maps(spec, out).get(a.id) for a in out.axes), strict=True
+            out.axes, (output_axis_maps(spec, out).get(a.id) for a in out.axes), strict=True
         ):
             if amap is None or ax.halo == 0:
                 continue
@@ -273,10 +272,26 @@ def pad_array(array: np.ndarray, pad: Sequence[tuple[int, int]], mode: str) -> n
     return np.pad(array, pad, mode=mode)  # type: ignore[call-overload]
 
 
-def extract_block(
-    array: np.ndarray, tensor: TensorSpec, block: Mapping[str, AxisBlock], pad_mode: str
-) -> np.ndarray:
-    """Cut one block out of an input tensor (model axis order), padding as needed."""
+def block_region(
+    shape: Sequence[int], tensor: TensorSpec, block: Mapping[str, AxisBlock]
+) -> tuple[tuple[slice, ...], tuple[tuple[int, int], ...]]:
+    """Where one block lies in an input tensor of ``shape``: the slices of the
+    tensor inside the block and the padding that completes it to the block's size.
+
+    Parameters
+    ----------
+    shape
+        The whole tensor's shape (model axis order).
+    tensor
+        The input tensor's description.
+    block
+        One block of a :class:`TilePlan` (axis id to :class:`AxisBlock`).
+
+    Returns
+    -------
+    tuple
+        ``(index, pad)``: ``pad_array(array[index], pad, mode)`` is the block.
+    """
     index: list[slice] = []
     pad: list[tuple[int, int]] = []
     for i, ax in enumerate(tensor.axes):
@@ -285,10 +300,18 @@ def extract_block(
             index.append(slice(None))
             pad.append((0, 0))
             continue
-        sl, pw = _pad_width(array.shape[i], b)
+        sl, pw = _pad_width(int(shape[i]), b)
         index.append(sl)
         pad.append(pw)
-    return pad_array(array[tuple(index)], pad, pad_mode)
+    return tuple(index), tuple(pad)
+
+
+def extract_block(
+    array: np.ndarray, tensor: TensorSpec, block: Mapping[str, AxisBlock], pad_mode: str
+) -> np.ndarray:
+    """Cut one block out of an input tensor (model axis order), padding as needed."""
+    index, pad = block_region(array.shape, tensor, block)
+    return pad_array(array[index], pad, pad_mode)
 
 
 @dataclass
@@ -298,10 +321,11 @@ class _OutputLayout:
     shape: tuple[int, ...]
 
 
-def _final_output_shape(
+def final_output_shape(
     spec: ModelSpec, tensor: TensorSpec, plan: TilePlan, first_block_output: np.ndarray
 ) -> tuple[int, ...]:
-    maps = _output_axis_maps(spec, tensor)
+    """The shape of a whole output, given the output of any one block of ``plan``."""
+    maps = output_axis_maps(spec, tensor)
     shape = list(first_block_output.shape)
     for i, ax in enumerate(tensor.axes):
         amap = maps.get(ax.id)
@@ -313,7 +337,7 @@ def _final_output_shape(
     return tuple(shape)
 
 
-def _owned_slices(
+def owned_slices(
     tensor: TensorSpec,
     maps: Mapping[str, OutputAxisMap],
     plan: TilePlan,
@@ -321,12 +345,30 @@ def _owned_slices(
     out_shape: Sequence[int],
     block_shape: Sequence[int],
 ) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
+    """The region of the whole output a block owns, and where it lies in the block's output.
+
+    Parameters
+    ----------
+    tensor, maps
+        The output tensor and its :func:`output_axis_maps`.
+    plan, block
+        The plan and one of its blocks.
+    out_shape
+        The whole output's shape (:func:`final_output_shape`).
+    block_shape
+        The shape of the block's output.
+
+    Returns
+    -------
+    tuple
+        ``(dst, src)``: ``whole[dst] = block_output[src]`` stitches the block in.
+    """
     dst: list[slice] = []
     src: list[slice] = []
     for i, ax in enumerate(tensor.axes):
         amap = maps.get(ax.id)
         in_axis = amap.input_axis.split("/", 1)[1] if amap else None
-        if amap is None or in_axis not in block:
+        if amap is None or in_axis is None or in_axis not in block:
             if ax.kind == "batch":
                 dst.append(slice(None))
                 src.append(slice(None))
@@ -343,7 +385,9 @@ def _owned_slices(
         length = plan.lengths[in_axis]
         final = out_shape[i]
 
-        def to_final(x: int, _len: int = length, _final: int = final, _m: OutputAxisMap = amap) -> int:
+        def to_final(
+            x: int, _len: int = length, _final: int = final, _m: OutputAxisMap = amap
+        ) -> int:
             if x <= 0:
                 return 0
             if x >= _len:
@@ -408,8 +452,7 @@ def iter_tiled(
     tiled_inputs = []
     for t in spec.inputs:
         shared = all(
-            a.id in plan.axis_blocks
-            and inputs[t.id].shape[t.index_of(a.id)] == plan.lengths[a.id]
+            a.id in plan.axis_blocks and inputs[t.id].shape[t.index_of(a.id)] == plan.lengths[a.id]
             for a in t.axes
             if a.is_spatial
         )
@@ -449,11 +492,11 @@ def iter_tiled(
                 piece = out if bi is None or len(chunk) == 1 else np.take(out, [k], axis=bi)
                 layout = layouts.get(t.id)
                 if layout is None:
-                    shape = _final_output_shape(spec, t, plan, piece)
-                    layout = _OutputLayout(t, _output_axis_maps(spec, t), shape)
+                    shape = final_output_shape(spec, t, plan, piece)
+                    layout = _OutputLayout(t, output_axis_maps(spec, t), shape)
                     layouts[t.id] = layout
                     results[t.id] = np.empty(shape, dtype=piece.dtype)
-                dst, src = _owned_slices(t, layout.maps, plan, blk, layout.shape, piece.shape)
+                dst, src = owned_slices(t, layout.maps, plan, blk, layout.shape, piece.shape)
                 results[t.id][dst] = piece[src]
         done += len(chunk)
         yield done, len(blocks)

@@ -42,8 +42,6 @@ ZOO_PREFIX = "bioimage-io/"
 #: Leftover staging folders older than this are removed (a crashed install).
 _STALE_SECONDS = 3600
 
-_HIDDEN_PREFIXES = (".staging-", ".trash-", ".downloads")
-
 
 class CacheError(ZooDeskError):
     """A cached model is missing, damaged or cannot be installed."""

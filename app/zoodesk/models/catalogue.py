@@ -46,7 +46,6 @@ from zoodesk.models.cache import (
 )
 from zoodesk.models.compat import Compatibility, assess, compatibility_of_spec
 from zoodesk.models.download import (
-    DownloadError,
     HttpClient,
     NetworkOptions,
     Progress,
@@ -927,32 +926,32 @@ def locate_model(
     client: HttpClient,
     index_url: str | None = None,
 ) -> ModelLocation:
-    """Where to download ``ID[/VERSION]`` from: the saved catalogue, else the index.
+    """Where to download ``ID[/VERSION]`` from, according to the live collection index.
+
+    The index is always fetched (a download needs the network anyway), so sources and
+    checksums are current even when the saved catalogue is old.  The saved catalogue
+    only helps to recognise a description's own id (e.g. the DOI of a format 0.4
+    model) and map it to the collection id.
 
     Raises
     ------
     CatalogueError
-        When neither knows the model or the version; the message says what was tried.
+        When the index does not list the model or the version.
+    DownloadError
+        When the index cannot be fetched.
     """
-    tried = []
-    with contextlib.suppress(CatalogueError):
-        catalogue = load_catalogue(settings.catalogue_dir)
-        found = catalogue.lookup(ref)
-        if found is not None:
-            entry, version = found
-            v = entry.version(version)
-            return ModelLocation(entry.id, v.version, v.source, v.sha256)
-        tried.append(f"the saved {catalogue.describe_age()}")
     url = index_url or settings.index_url
-    try:
-        raw = client.get_bytes(url)
-    except DownloadError as exc:
-        raise CatalogueError(f"cannot look up {ref!r}: {exc}") from exc
-    items, _ = parse_index(raw, url)
+    items, _ = parse_index(client.get_bytes(url), url)
     hit = _lookup(ref, items, lambda i: (i.id,))
     if hit is None:
-        tried.append(f"the collection index {url}")
-        raise CatalogueError(f"no model {ref!r} in {' nor in '.join(tried)}")
+        with contextlib.suppress(CatalogueError):
+            found = load_catalogue(settings.catalogue_dir).lookup(ref)
+            if found is not None:
+                entry, version = found
+                by_id = _lookup(entry.id, items, lambda i: (i.id,))
+                hit = (by_id[0], version) if by_id is not None else None
+    if hit is None:
+        raise CatalogueError(f"no model {ref!r} in the collection index {url}")
     item, version = hit
     if version is None:
         v = item.latest

@@ -223,7 +223,9 @@ class HttpClient:
             verify=verify,
             timeout=httpx.Timeout(self.options.timeout),
             follow_redirects=True,
-            headers={"User-Agent": f"zoodesk/{__version__}"},
+            # Byte counts and Range offsets must refer to the file itself, not to a
+            # compressed transfer of it.
+            headers={"User-Agent": f"zoodesk/{__version__}", "Accept-Encoding": "identity"},
             event_hooks={"request": [self._check_request]},
         )
 

@@ -1,0 +1,585 @@
+"""Turn a finished run into a deposition package, as a generator of events.
+
+:func:`export_run` is the one engine behind ``zoodesk export`` and the desktop
+application's export page: it yields plain event objects (progress in bytes while
+files are copied) and checks a ``cancelled`` callable between chunks, so any front
+end can drive it; :func:`run_export` is the blocking wrapper.
+
+The run directory is only read.  Everything is written into a temporary folder
+beside the destination, which is renamed to the destination's name only once the
+package is complete (manifest last); a failed or cancelled export removes it and
+leaves nothing under the final name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Generator, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from zoodesk.batch.record import RECORD_NAME, RunRecord
+from zoodesk.errors import CancelledError, ZooDeskError
+from zoodesk.export.crate import CRATE_METADATA, FileFacts, build_crate, write_crate
+from zoodesk.export.filelists import IMAGES_LIST, images_list, output_lists
+from zoodesk.export.layout import ExportPlan, InputMode, PlannedInput, plan_export
+from zoodesk.export.ome import companion_xml, ome_xml_of, pixel_sizes_of, provenance_of
+from zoodesk.export.pagetab import PAGETAB_PATH, pagetab
+from zoodesk.export.provenance import (
+    MODEL_RDF_PATH,
+    RUN_JSON_PATH,
+    ModelSummary,
+    describe_model,
+    run_provenance,
+)
+from zoodesk.export.readme import readme_text
+from zoodesk.export.rembi import REMBI_PATH, coverage, image_info, rembi_mifa
+from zoodesk.export.study import StudyMetadata, dump_yaml
+from zoodesk.export.zenodo import ZENODO_PATH, zenodo_metadata
+from zoodesk.fileutils import sha256_file
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest-sha256.txt"
+README = "README.md"
+
+_CHUNK = 1 << 20
+
+# Files whose presence marks a folder as an earlier export (safe to replace).
+_EXPORT_MARKERS = (MANIFEST, CRATE_METADATA)
+
+
+# ------------------------------------------------------------------------------ events
+
+
+@dataclass(frozen=True)
+class ExportStarted:
+    """The run is read and checked; copying starts."""
+
+    run_id: str
+    run_dir: Path
+    destination: Path
+    mode: InputMode
+    inputs: int
+    inputs_done: int
+    outputs: int
+    total_bytes: int
+
+
+@dataclass(frozen=True)
+class ExportProgress:
+    """Progress within a stage: ``copy`` (bytes), ``metadata`` and ``checksums`` (files)."""
+
+    stage: str
+    done: int
+    total: int
+    path: str = ""
+
+
+@dataclass(frozen=True)
+class ExportWarning:
+    """Something the user should know; the export goes on."""
+
+    message: str
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What was written."""
+
+    destination: Path
+    mode: InputMode
+    files: int
+    size: int
+    inputs: int
+    inputs_done: int
+    failures: tuple[tuple[str, str], ...]
+    warnings: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "destination": str(self.destination),
+            "mode": self.mode,
+            "files": self.files,
+            "size": self.size,
+            "inputs": self.inputs,
+            "inputs_done": self.inputs_done,
+            "failures": [{"input": i, "error": e} for i, e in self.failures],
+            "warnings": list(self.warnings),
+        }
+
+
+@dataclass(frozen=True)
+class ExportFinished:
+    result: ExportResult
+
+
+ExportEvent = ExportStarted | ExportProgress | ExportWarning | ExportFinished
+
+
+# ----------------------------------------------------------------------------- request
+
+
+@dataclass
+class ExportRequest:
+    """Everything an export needs.
+
+    Attributes
+    ----------
+    run_dir
+        The output folder of a ``zoodesk predict`` run (holds ``zoodesk-run.json``).
+    destination
+        The package folder to create.
+    inputs
+        ``include`` copies the input images into ``images/``; ``reference`` leaves
+        them where they are and records their paths and checksums.
+    study
+        The user's study metadata (None: an empty form, licence CC-BY-4.0).
+    overwrite
+        Replace an earlier export in ``destination``.
+    """
+
+    run_dir: Path
+    destination: Path
+    inputs: InputMode = "include"
+    study: StudyMetadata | None = None
+    overwrite: bool = False
+
+
+@dataclass
+class _Package:
+    """The temporary folder being filled, and the facts of every file in it."""
+
+    root: Path
+    facts: dict[str, FileFacts] = field(default_factory=dict)
+
+    def write_text(self, rel: str, text: str) -> None:
+        data = text.encode("utf-8")
+        self.write_bytes(rel, data)
+
+    def write_bytes(self, rel: str, data: bytes) -> None:
+        path = self.root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        self.facts[rel] = FileFacts(len(data), hashlib.sha256(data).hexdigest())
+
+
+# ---------------------------------------------------------------------------- checks
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def _check_destination(request: ExportRequest, run_dir: Path, plan: ExportPlan) -> Path:
+    dest = Path(request.destination).expanduser().resolve()
+    if _inside(dest, run_dir) or _inside(run_dir, dest):
+        raise ZooDeskError(
+            f"{dest}: the package cannot be written inside the run folder {run_dir} or "
+            "around it (an export never modifies the run)"
+        )
+    for item in plan.inputs:
+        if _inside(Path(item.entry.input), dest):
+            raise ZooDeskError(
+                f"{dest}: holds the run's input {item.entry.input}; choose another folder"
+            )
+    if dest.exists() and not dest.is_dir():
+        raise ZooDeskError(f"{dest}: exists and is not a folder")
+    if dest.is_dir() and any(dest.iterdir()):
+        if not request.overwrite:
+            raise ZooDeskError(
+                f"{dest}: already exists and is not empty (use --overwrite to replace an "
+                "earlier export)"
+            )
+        if not any((dest / marker).is_file() for marker in _EXPORT_MARKERS):
+            raise ZooDeskError(
+                f"{dest}: is not a ZooDesk export (no {MANIFEST}); --overwrite only "
+                "replaces an earlier export, never another folder"
+            )
+    return dest
+
+
+def _load_record(run_dir: Path) -> RunRecord:
+    path = run_dir / RECORD_NAME
+    if not path.is_file():
+        raise ZooDeskError(f"{run_dir}: not a ZooDesk run folder (no {RECORD_NAME})")
+    record = RunRecord.load(path)
+    if record.status == "running":
+        raise ZooDeskError(
+            f"{path}: the run has not finished (status 'running'): wait for it, or run "
+            "the same 'zoodesk predict' command again to complete it"
+        )
+    return record
+
+
+def _model_description(record: RunRecord) -> tuple[Path, str]:
+    source = record.model.get("source")
+    expected = record.model.get("description_sha256", "")
+    if not source:
+        raise ZooDeskError(f"run {record.run_id}: the record names no model description")
+    path = Path(source)
+    if not path.is_file():
+        raise ZooDeskError(
+            f"{path}: the model description used by run {record.run_id} is gone; put the "
+            f"model back there (its sha256 in the run record is {expected or 'unknown'}, "
+            "to check the copy)"
+        )
+    actual = sha256_file(path)
+    if expected and actual != expected:
+        raise ZooDeskError(
+            f"{path}: the model description changed since run {record.run_id} (sha256 "
+            f"{actual}, recorded {expected}); the package would not describe the model "
+            "that ran"
+        )
+    return path, actual
+
+
+def _check_sources(plan: ExportPlan) -> None:
+    for item in plan.done:
+        for out in item.outputs:
+            if not out.source.is_file():
+                raise ZooDeskError(
+                    f"{out.source}: output of run {plan.record.run_id} is missing; run "
+                    "'zoodesk predict' again to recreate it"
+                )
+        if not Path(item.entry.input).is_file():
+            raise ZooDeskError(
+                f"{item.entry.input}: input of run {plan.record.run_id} is not at its "
+                "original path any more; the export reads it (to copy or reference it with "
+                "its metadata)"
+            )
+
+
+# ----------------------------------------------------------------------------- copying
+
+
+def _copy_verified(
+    source: Path, target: Path, expected: str | None, cancelled: Callable[[], bool]
+) -> Generator[int, None, FileFacts]:
+    """Copy byte for byte, hashing on the way; yield bytes copied per chunk."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256()
+    size = 0
+    with source.open("rb") as src, target.open("wb") as dst:
+        while chunk := src.read(_CHUNK):
+            if cancelled():
+                raise CancelledError("export cancelled")
+            digest.update(chunk)
+            dst.write(chunk)
+            size += len(chunk)
+            yield len(chunk)
+    sha = digest.hexdigest()
+    if expected and sha != expected:
+        raise ZooDeskError(
+            f"{source}: changed since the run (sha256 {sha}, recorded {expected}); "
+            "run 'zoodesk predict' again before exporting"
+        )
+    return FileFacts(size, sha)
+
+
+def _hash_file(path: Path, cancelled: Callable[[], bool]) -> Generator[int, None, FileFacts]:
+    digest = hashlib.sha256()
+    size = 0
+    with path.open("rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            if cancelled():
+                raise CancelledError("export cancelled")
+            digest.update(chunk)
+            size += len(chunk)
+            yield len(chunk)
+    return FileFacts(size, digest.hexdigest())
+
+
+def _pixel_size_problem(item: PlannedInput, out_path: str, xml: str, out_axes: str,
+                        out_shape: list[int]) -> str | None:
+    """Why an output's pixel sizes differ from its source's, or None."""
+    source = {k: (float(v[0]), str(v[1])) for k, v in (item.entry.pixel_sizes or {}).items()}
+    written = pixel_sizes_of(xml)
+    in_sizes = dict(zip(item.entry.axes or "", item.entry.shape or [], strict=False))
+    out_sizes = dict(zip(out_axes, out_shape, strict=False))
+    for axis, value in source.items():
+        if in_sizes.get(axis) != out_sizes.get(axis):
+            continue  # resampled by the model: the size differs by design
+        got = written.get(axis)
+        if got is None or abs(got[0] - value[0]) > 1e-9 * max(1.0, abs(value[0])) or got[1] != value[1]:
+            return (
+                f"{out_path}: physical size {axis} is {got} but the source image "
+                f"{item.entry.input} has {value}"
+            )
+    return None
+
+
+# ------------------------------------------------------------------------------ export
+
+
+def export_run(
+    request: ExportRequest, *, cancelled: Callable[[], bool] | None = None
+) -> Iterator[ExportEvent]:
+    """Write the deposition package of a run; yield events; the last is ExportFinished.
+
+    Parameters
+    ----------
+    request
+        Run folder, destination, input mode, study metadata, overwrite.
+    cancelled
+        Called between chunks; when it returns True the export stops, removes what
+        it wrote and raises :class:`~zoodesk.errors.CancelledError`.
+
+    Raises
+    ------
+    ZooDeskError
+        When the run cannot be exported (not a run, unfinished, a file missing or
+        changed since the run, destination not allowed); nothing is then written.
+    """
+    is_cancelled = cancelled or (lambda: False)
+    run_dir = Path(request.run_dir).expanduser().resolve()
+    if not run_dir.is_dir():
+        raise ZooDeskError(f"{run_dir}: no such run folder")
+    record = _load_record(run_dir)
+    plan = plan_export(record, run_dir, request.inputs)
+    destination = _check_destination(request, run_dir, plan)
+    description, rdf_sha = _model_description(record)
+    _check_sources(plan)
+    study = request.study or StudyMetadata()
+    warnings: list[str] = []
+
+    copies: list[tuple[Path, str, str | None]] = []
+    for item in plan.done:
+        if item.included and item.package_path:
+            copies.append((Path(item.entry.input), item.package_path, item.entry.input_sha256))
+        copies.extend((o.source, o.package_path, o.entry.sha256) for o in item.outputs)
+    unread = [i for i in plan.inputs if not i.included and Path(i.entry.input).is_file()]
+    total_bytes = sum(src.stat().st_size for src, _, _ in copies) + sum(
+        Path(i.entry.input).stat().st_size for i in unread
+    )
+
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", suffix=".part", dir=destination.parent))
+    package = _Package(tmp)
+    finished = False
+    try:
+        yield ExportStarted(
+            run_id=record.run_id,
+            run_dir=run_dir,
+            destination=destination,
+            mode=plan.mode,
+            inputs=len(plan.inputs),
+            inputs_done=len(plan.done),
+            outputs=len(plan.outputs),
+            total_bytes=total_bytes,
+        )
+        done_bytes = 0
+        for source, rel, expected in copies:
+            steps = _copy_verified(source, tmp / rel, expected, is_cancelled)
+            while True:
+                try:
+                    done_bytes += next(steps)
+                except StopIteration as stop:
+                    package.facts[rel] = stop.value
+                    break
+                yield ExportProgress("copy", done_bytes, total_bytes, rel)
+        originals: dict[int, FileFacts] = {}
+        for item in unread:
+            steps = _hash_file(Path(item.entry.input), is_cancelled)
+            while True:
+                try:
+                    done_bytes += next(steps)
+                except StopIteration as stop:
+                    originals[item.number] = stop.value
+                    break
+                yield ExportProgress("copy", done_bytes, total_bytes, item.entry.input)
+        for item in plan.done:
+            recorded = item.entry.input_sha256
+            measured = originals.get(item.number)
+            if not item.included and measured and recorded and measured.sha256 != recorded:
+                raise ZooDeskError(
+                    f"{item.entry.input}: changed since the run (sha256 {measured.sha256}, "
+                    f"recorded {recorded})"
+                )
+
+        yield from _write_metadata(
+            plan, package, study, description, rdf_sha, originals, warnings, is_cancelled
+        )
+        for message in warnings:
+            yield ExportWarning(message)
+
+        manifest = "".join(
+            f"{package.facts[rel].sha256}  {rel}\n" for rel in sorted(package.facts)
+        )
+        (tmp / MANIFEST).write_text(manifest, encoding="utf-8")
+        if is_cancelled():
+            raise CancelledError("export cancelled")
+        _replace(tmp, destination)
+        finished = True
+        cover = coverage(plan)
+        yield ExportFinished(
+            ExportResult(
+                destination=destination,
+                mode=plan.mode,
+                files=len(package.facts) + 1,
+                size=sum(f.size for f in package.facts.values()) + len(manifest.encode()),
+                inputs=len(plan.inputs),
+                inputs_done=len(plan.done),
+                failures=tuple((f["image"], f["error"] or f["status"]) for f in cover["failures"]),
+                warnings=tuple(warnings),
+            )
+        )
+    finally:
+        if not finished:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _write_metadata(
+    plan: ExportPlan,
+    package: _Package,
+    study: StudyMetadata,
+    description: Path,
+    rdf_sha: str,
+    originals: dict[int, FileFacts],
+    warnings: list[str],
+    cancelled: Callable[[], bool],
+) -> Iterator[ExportEvent]:
+    steps = len(plan.done) + len(plan.outputs) + 8
+    step = 0
+
+    def progress(path: str) -> ExportProgress:
+        nonlocal step
+        step += 1
+        if cancelled():
+            raise CancelledError("export cancelled")
+        return ExportProgress("metadata", min(step, steps), steps, path)
+
+    package.write_bytes(MODEL_RDF_PATH, description.read_bytes())
+    model = describe_model(description, plan.record.model, rdf_sha)
+    yield progress(MODEL_RDF_PATH)
+
+    infos: dict[int, dict[str, Any]] = {}
+    for item in plan.done:
+        infos[item.number] = image_info(Path(item.entry.input))
+        if item.package_path and not item.included:
+            package.write_text(item.package_path, _companion(item, infos[item.number], originals))
+        yield progress(item.package_path or item.entry.input)
+
+    created: dict[str, str] = {}
+    for out in plan.outputs:
+        item = plan.input_of(out)
+        xml = ome_xml_of(package.root / out.package_path)
+        if xml is None:
+            warnings.append(f"{out.package_path}: not an OME-TIFF (no OME-XML)")
+        else:
+            prov = provenance_of(xml)
+            if prov.get("created"):
+                created[out.package_path] = prov["created"]
+            problem = _pixel_size_problem(item, out.package_path, xml, out.entry.axes, out.entry.shape)
+            if problem:
+                warnings.append(problem)
+        yield progress(out.package_path)
+
+    package.write_text(IMAGES_LIST, images_list(plan, infos))
+    lists = output_lists(plan, model, created)
+    for rel, text in lists.items():
+        package.write_text(rel, text)
+    yield progress("filelists")
+
+    rembi = rembi_mifa(study, plan, model, infos)
+    package.write_text(REMBI_PATH, dump_yaml(rembi))
+    package.write_text(PAGETAB_PATH, pagetab(study, plan, model, rembi))
+    package.write_text(ZENODO_PATH, json.dumps(zenodo_metadata(study, plan, model), indent=2, ensure_ascii=False) + "\n")
+    yield progress("metadata")
+
+    package.write_text(
+        RUN_JSON_PATH,
+        json.dumps(run_provenance(plan, model), indent=2, ensure_ascii=False, default=str) + "\n",
+    )
+    package.write_text(README, readme_text(study, plan, model, [IMAGES_LIST, *lists]))
+    yield progress(README)
+
+    crate = build_crate(
+        plan,
+        model,
+        study,
+        package.facts,
+        originals=originals,
+        rdf_path=MODEL_RDF_PATH,
+        title=study.title or f"Predictions of {model.name} on {len(plan.done)} images",
+        description=study.description or _crate_description(plan, model),
+        date_published=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+    path = write_crate(crate, package.root)
+    package.facts[CRATE_METADATA] = FileFacts(path.stat().st_size, sha256_file(path))
+    yield progress(CRATE_METADATA)
+
+
+def _crate_description(plan: ExportPlan, model: ModelSummary) -> str:
+    return (
+        f"Results of the bioimage.io model {model.label} on {coverage(plan)['text']}, "
+        "model-generated and not manually curated, with the provenance of the run."
+    )
+
+
+def _companion(item: PlannedInput, info: dict[str, Any], originals: dict[int, FileFacts]) -> str:
+    entry = item.entry
+    facts = originals.get(item.number)
+    axes = info.get("axes") or entry.axes or "YX"
+    shape = info.get("shape") or entry.shape or [1, 1]
+    sizes = {k: (float(v[0]), str(v[1])) for k, v in (entry.pixel_sizes or {}).items()}
+    return companion_xml(
+        name=Path(entry.input).name,
+        axes=axes,
+        shape=shape,
+        dtype=info.get("dtype", "uint8"),
+        pixel_sizes=sizes,
+        channel_names=info.get("channel_names"),
+        reference={
+            "original_path": entry.input,
+            "original_size": str(facts.size if facts else entry.input_size),
+            "original_sha256": facts.sha256 if facts else (entry.input_sha256 or ""),
+            "note": "the image is referenced, not included in this package",
+        },
+    )
+
+
+def _replace(tmp: Path, destination: Path) -> None:
+    """Put the finished package under its final name (replacing an earlier export)."""
+    old: Path | None = None
+    if destination.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", suffix=".old", dir=destination.parent))
+        old.rmdir()
+        os.replace(destination, old)
+    try:
+        os.replace(tmp, destination)
+    except OSError:
+        if old is not None:
+            os.replace(old, destination)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def run_export(
+    request: ExportRequest,
+    *,
+    cancelled: Callable[[], bool] | None = None,
+    on_event: Callable[[ExportEvent], None] | None = None,
+) -> ExportResult:
+    """Run :func:`export_run` to the end and return its result (blocking).
+
+    ``on_event`` sees every event (e.g. to print progress).
+    """
+    result: ExportResult | None = None
+    for event in export_run(request, cancelled=cancelled):
+        if on_event is not None:
+            on_event(event)
+        if isinstance(event, ExportFinished):
+            result = event.result
+    if result is None:  # the generator always ends with ExportFinished or raises
+        raise ZooDeskError("export ended without a result")
+    return result
+

@@ -1,0 +1,165 @@
+"""Turning image arrays into RGB pictures for the screen (numpy only, no Qt).
+
+Display choices live here: which plane of an N-dimensional image is shown,
+contrast limits, a colour per label, and how an output is laid over its input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+#: Colour of probability maps and binary masks laid over an image (magenta reads
+#: well over grey on both light and dark backgrounds).
+OVERLAY_RGB = (255, 0, 200)
+
+
+def plane(array: np.ndarray, axes: str, index: Mapping[str, int] | None = None) -> np.ndarray:
+    """The Y-X plane to show: ``(H, W)``, or ``(H, W, 3)`` for RGB samples.
+
+    Other axes are taken at ``index[letter]`` (default: the middle); a channel axis
+    (``C``) defaults to the first channel.
+    """
+    axes = axes.upper()
+    index = dict(index or {})
+    data = np.asarray(array)
+    keep = [a for a in axes if a in "YX"]
+    rgb = "S" in axes and data.shape[axes.index("S")] in (3, 4)
+    if rgb:
+        keep.append("S")
+    selection: list[int | slice] = []
+    for letter, n in zip(axes, data.shape, strict=True):
+        if letter in keep:
+            selection.append(slice(None))
+        else:
+            default = 0 if letter in "CS" else n // 2
+            selection.append(int(min(max(index.get(letter, default), 0), n - 1)))
+    picked = data[tuple(selection)]
+    remaining = [a for a in axes if a in keep]
+    order = [remaining.index(a) for a in ("Y", "X", "S") if a in remaining]
+    picked = np.transpose(picked, order)
+    if picked.ndim == 1:
+        picked = picked[np.newaxis, :]
+    if rgb:
+        picked = picked[..., :3]
+    return np.asarray(picked)
+
+
+def auto_limits(data: np.ndarray, low: float = 0.5, high: float = 99.5) -> tuple[float, float]:
+    """Contrast limits from percentiles of the finite values (a sample of big images)."""
+    flat = np.asarray(data).ravel()
+    if flat.size > 1_000_000:
+        flat = flat[:: flat.size // 1_000_000]
+    flat = flat[np.isfinite(flat)] if np.issubdtype(flat.dtype, np.floating) else flat
+    if flat.size == 0:
+        return 0.0, 1.0
+    lo, hi = (float(v) for v in np.percentile(flat, (low, high)))
+    if hi <= lo:
+        hi = lo + 1.0
+    return lo, hi
+
+
+def to_gray8(data: np.ndarray, limits: tuple[float, float]) -> np.ndarray:
+    """Scale to 0..255 between the contrast limits."""
+    lo, hi = limits
+    scaled = (np.asarray(data, dtype=np.float32) - lo) / max(hi - lo, 1e-12)
+    return (np.clip(np.nan_to_num(scaled), 0.0, 1.0) * 255).astype(np.uint8)
+
+
+def to_rgb(data: np.ndarray, limits: tuple[float, float]) -> np.ndarray:
+    """An ``(H, W, 3)`` uint8 picture of a plane from :func:`plane`."""
+    gray = to_gray8(data, limits)
+    if gray.ndim == 3:
+        return np.ascontiguousarray(gray)
+    return np.ascontiguousarray(np.repeat(gray[..., np.newaxis], 3, axis=2))
+
+
+def label_colours(labels: np.ndarray) -> np.ndarray:
+    """An ``(H, W, 3)`` uint8 colour per label value; label 0 (background) is black.
+
+    Colours come from a fixed hash of the label, so a label keeps its colour from
+    image to image, and neighbouring labels get clearly different hues.
+    """
+    values = np.asarray(labels).astype(np.int64, copy=False)
+    golden = 0.618033988749895
+    hue = (values * golden) % 1.0
+    rgb = _hsv_to_rgb(hue, np.full(hue.shape, 0.75), np.full(hue.shape, 1.0))
+    rgb[values == 0] = 0
+    return (rgb * 255).astype(np.uint8)
+
+
+def _hsv_to_rgb(h: np.ndarray, s: np.ndarray, v: np.ndarray) -> np.ndarray:
+    i = np.floor(h * 6).astype(np.int64) % 6
+    f = h * 6 - np.floor(h * 6)
+    p, q, t = v * (1 - s), v * (1 - f * s), v * (1 - (1 - f) * s)
+    choices = [
+        np.stack(c, axis=-1)
+        for c in ((v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q))
+    ]
+    out = np.zeros((*h.shape, 3), dtype=np.float64)
+    for k, c in enumerate(choices):
+        out[i == k] = c[i == k]
+    return out
+
+
+@dataclass(frozen=True)
+class OverlayStyle:
+    """How an output is drawn over its input.
+
+    Attributes
+    ----------
+    opacity
+        0 shows only the input, 1 only the output where it is drawn.
+    colour_labels
+        Labels: one colour per label (True) or one colour for all (False).
+    limits
+        Contrast limits of the output (probabilities and images).
+    """
+
+    opacity: float = 0.5
+    colour_labels: bool = True
+    limits: tuple[float, float] | None = None
+
+
+def overlay(
+    base_rgb: np.ndarray, output: np.ndarray, kind: str, style: OverlayStyle
+) -> np.ndarray:
+    """Lay an output plane over an ``(H, W, 3)`` picture of its input.
+
+    ``kind`` is the run record's output kind: ``labels`` (integer masks),
+    ``probabilities`` or ``image``.  The output is resized (nearest neighbour) to
+    the input's picture if the model changed the resolution.
+    """
+    out = _fit(np.asarray(output), base_rgb.shape[:2])
+    base = base_rgb.astype(np.float32)
+    opacity = float(np.clip(style.opacity, 0.0, 1.0))
+    if kind == "labels":
+        mask = out != 0
+        if style.colour_labels and np.max(out, initial=0) > 1:
+            colour = label_colours(out).astype(np.float32)
+        else:
+            colour = np.broadcast_to(np.array(OVERLAY_RGB, np.float32), base.shape)
+        alpha = mask[..., np.newaxis] * opacity
+        blended = base * (1 - alpha) + colour * alpha
+    elif kind == "probabilities":
+        limits = style.limits or (0.0, 1.0)
+        weight = to_gray8(out, limits).astype(np.float32)[..., np.newaxis] / 255.0
+        alpha = weight * opacity
+        blended = base * (1 - alpha) + np.array(OVERLAY_RGB, np.float32) * alpha
+    else:
+        limits = style.limits or auto_limits(out)
+        picture = to_rgb(out, limits).astype(np.float32)
+        blended = base * (1 - opacity) + picture * opacity
+    return np.ascontiguousarray(np.clip(blended, 0, 255).astype(np.uint8))
+
+
+def _fit(data: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    if data.ndim == 3:
+        data = data[..., 0]
+    if data.shape == tuple(shape):
+        return data
+    rows = (np.arange(shape[0]) * data.shape[0] // max(shape[0], 1)).clip(0, data.shape[0] - 1)
+    cols = (np.arange(shape[1]) * data.shape[1] // max(shape[1], 1)).clip(0, data.shape[1] - 1)
+    return data[np.ix_(rows, cols)]

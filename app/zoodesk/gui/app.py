@@ -1,0 +1,145 @@
+"""Starting the desktop application: logging, appearance, services, the main window.
+
+This is the one module that wires the application together.  ``zoodesk`` (no
+arguments) and ``zoodesk gui`` call :func:`run_gui`; tests call
+:func:`create_main_window` with services on a temporary ZOODESK_HOME.
+
+When ``ZOODESK_EXIT_AFTER_SHOWN=1`` is set, the application prints one line
+``zoodesk-gui-shown <seconds since the process started>`` to standard output once
+the main window has been shown and the event loop has processed it, then quits
+with exit code 0 (the installers' smoke test uses this).
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import os
+import sys
+import time
+from pathlib import Path
+from types import TracebackType
+
+from PySide6.QtCore import QTimer
+from PySide6.QtWidgets import QApplication
+
+from zoodesk.gui.main_window import MainWindow
+from zoodesk.gui.services import Services
+
+log = logging.getLogger("zoodesk.gui")
+
+EXIT_AFTER_SHOWN_ENV = "ZOODESK_EXIT_AFTER_SHOWN"
+LOG_FILE_NAME = "zoodesk.log"
+_IMPORTED_AT = time.time()
+
+
+def process_start_time() -> float:
+    """When this process started (epoch seconds), as precisely as the system tells.
+
+    Falls back to the time this module was imported where the system does not say.
+    """
+    try:
+        import psutil
+
+        return float(psutil.Process().create_time())
+    except Exception:  # noqa: BLE001 - optional dependency, any failure means "unknown"
+        pass
+    try:
+        # Linux: field 22 of /proc/self/stat is the start time in clock ticks after boot.
+        stat = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        ticks = os.sysconf("SC_CLK_TCK")
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return time.time() - uptime + int(stat[19]) / ticks
+    except (OSError, ValueError, IndexError):
+        return _IMPORTED_AT
+
+
+def setup_logging(logs_dir: Path) -> Path | None:
+    """Log ZooDesk's messages (warnings and up, with tracebacks) to a rotating file.
+
+    Returns the log file, or None when the folder cannot be written.
+    """
+    try:
+        logs_dir.mkdir(parents=True, exist_ok=True)
+        path = logs_dir / LOG_FILE_NAME
+        handler = logging.handlers.RotatingFileHandler(
+            path, maxBytes=2_000_000, backupCount=3, encoding="utf-8"
+        )
+    except OSError:
+        return None
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setLevel(logging.INFO)
+    root = logging.getLogger("zoodesk")
+    root.addHandler(handler)
+    if root.level == logging.NOTSET or root.level > logging.INFO:
+        root.setLevel(logging.INFO)
+    return path
+
+
+def create_main_window(services: Services) -> MainWindow:
+    """The main window on the given services (not shown yet)."""
+    return MainWindow(services)
+
+
+def _install_excepthook(window: MainWindow) -> None:
+    """Show unexpected errors in a message box (and the log) instead of dying."""
+
+    def hook(kind: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
+        if issubclass(kind, KeyboardInterrupt):
+            sys.__excepthook__(kind, exc, tb)
+            return
+        from zoodesk.gui.errors import report_error
+
+        exc.__traceback__ = tb
+        try:
+            report_error(window, "Unexpected error", exc, window.services.log_file)
+        except Exception:  # noqa: BLE001 - never let the hook itself crash the app
+            sys.__excepthook__(kind, exc, tb)
+
+    sys.excepthook = hook
+
+
+def run_gui(argv: list[str] | None = None) -> int:
+    """Open the main window and run until it is closed; returns the exit code."""
+    started = process_start_time()
+    app = QApplication.instance() or QApplication(argv if argv is not None else sys.argv[:1])
+    assert isinstance(app, QApplication)
+    app.setApplicationName("ZooDesk")
+    app.setOrganizationName("ZooDesk")
+    app.setApplicationDisplayName("ZooDesk")
+    from zoodesk.gui._style import app_icon, follow_system_appearance
+
+    follow_system_appearance(app)
+    app.setWindowIcon(app_icon())
+
+    from zoodesk.errors import ZooDeskError
+    from zoodesk.settings import Settings, load_settings
+
+    settings_problem: ZooDeskError | None = None
+    try:
+        settings = load_settings()
+    except ZooDeskError as exc:
+        settings_problem = exc
+        settings = Settings()
+    log_file = setup_logging(settings.logs_dir)
+    services = Services(settings, log_file=log_file)
+    window = create_main_window(services)
+    _install_excepthook(window)
+    window.show()
+    if settings_problem is not None:
+        from zoodesk.gui.errors import report_error
+
+        report_error(window, "The settings could not be read (defaults are used)",
+                     settings_problem, log_file)
+    if os.environ.get(EXIT_AFTER_SHOWN_ENV) == "1":
+
+        def report_shown() -> None:
+            sys.stdout.write(f"zoodesk-gui-shown {time.time() - started:.3f}\n")
+            sys.stdout.flush()
+            window.runner.cancel_all()
+            window.runner.wait(10000)
+            app.exit(0)
+
+        # Queued behind the show and first paint events of the window.
+        QTimer.singleShot(0, report_shown)
+    return int(app.exec())

@@ -1,0 +1,490 @@
+"""Smoke-test a frozen ZooDesk bundle as a fresh workstation would run it.
+
+Runs the bundle's executables with nothing around them: an empty ``ZOODESK_HOME``
+and home folder, ``PATH`` holding only the bundle folder, no Python variables, no
+proxy, and no network (``unshare -rn`` where the system allows it; elsewhere only
+the proxies are removed, and the report says so).  The checks:
+
+1. ``zoodesk-cli --version`` (timed: the command line's cold start);
+2. ``zoodesk-cli devices --json`` offers the CPU;
+3. ``zoodesk-cli demo`` writes its outputs and a finished run record;
+4. ``zoodesk-cli models test MODEL`` passes, for each model given (default: the
+   bundle's demo model, and the nuclei model of ``../shared`` when present);
+5. ``zoodesk-cli predict`` on a folder of images (copies of the bundle's samples)
+   writes OME-TIFF outputs and a run record that says the run was frozen;
+6. the desktop entry ``zoodesk`` starts with ``QT_QPA_PLATFORM=offscreen``, shows
+   its main window, reports it and quits with exit code 0 (timed: launch to window
+   shown).  A bundle without the desktop application reports this step as skipped.
+
+The desktop step relies on two environment variables that the application honours:
+``ZOODESK_SMOKE_REPORT`` (a file path: once the main window is shown, the
+application writes ``{"shown": <time.time()>, ...}`` there) and
+``ZOODESK_SMOKE_QUIT_AFTER_SHOWN=1`` (then quit with exit code 0).  See
+``docs/installers.md``.
+
+Usage::
+
+    python tools/smoke_bundle.py [dist/zoodesk] [--model PATH] [--json report.json]
+
+Needs only the Python standard library.  Exit code 0 when no check failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_BUNDLE = ROOT / "dist" / "zoodesk"
+NUCLEI_MODEL = ROOT.parent / "shared" / "zoo-models" / "unet2d_nuclei_broad"
+IS_WINDOWS = sys.platform == "win32"
+EXE_SUFFIX = ".exe" if IS_WINDOWS else ""
+#: Where PyInstaller puts libraries and data inside the bundle folder.
+CONTENTS_DIR = "_internal"
+#: What the command line says when the bundle has no desktop application.
+NO_GUI_MESSAGE = "the desktop application is not available"
+#: Seconds a single command may take.
+COMMAND_TIMEOUT = 600
+#: Seconds the desktop application may take to show its window and quit.
+GUI_TIMEOUT = 120
+# Variables of Windows that a process needs to start at all; nothing else passes.
+_WINDOWS_KEEP = ("SYSTEMROOT", "SYSTEMDRIVE", "WINDIR", "COMSPEC", "PATHEXT", "NUMBER_OF_PROCESSORS")
+
+
+@dataclass
+class Check:
+    """The outcome of one smoke check."""
+
+    name: str
+    status: str  # "ok", "failed" or "skipped"
+    seconds: float
+    detail: str = ""
+    command: list[str] = field(default_factory=list)
+    data: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+@dataclass
+class Completed:
+    """A finished command: exit code, outputs and wall-clock seconds."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+    seconds: float
+
+    def tail(self, lines: int = 15) -> str:
+        text = (self.stdout + "\n" + self.stderr).strip().splitlines()
+        return "\n".join(text[-lines:])
+
+
+def network_isolation() -> tuple[list[str], str]:
+    """The command prefix that cuts the network off, and a note saying what it does.
+
+    Returns
+    -------
+    tuple
+        ``(["/usr/bin/unshare", "-rn"], "...")`` where an unprivileged network
+        namespace can be made (Linux), else ``([], "...")``.
+    """
+    unshare = shutil.which("unshare")
+    if unshare and sys.platform.startswith("linux"):
+        probe = subprocess.run(
+            [unshare, "-rn", "true"], capture_output=True, timeout=30, check=False
+        )
+        if probe.returncode == 0:
+            return [unshare, "-rn"], "no network: each command runs in an empty network namespace"
+    return [], "network not isolated on this system: proxies removed from the environment only"
+
+
+class BundleSmoke:
+    """Runs the smoke checks against one bundle folder.
+
+    Parameters
+    ----------
+    bundle
+        The onedir folder holding ``zoodesk-cli`` and ``zoodesk``.
+    workdir
+        An empty folder for the fresh home, inputs and outputs.
+    isolate
+        Cut the network off where the system allows it.
+    """
+
+    def __init__(self, bundle: Path, workdir: Path, isolate: bool = True) -> None:
+        self.bundle = bundle.resolve()
+        self.workdir = workdir
+        self.cli = self.bundle / f"zoodesk-cli{EXE_SUFFIX}"
+        self.gui_exe = self.bundle / f"zoodesk{EXE_SUFFIX}"
+        self.home = workdir / "zoodesk-home"
+        self.user_home = workdir / "user-home"
+        self.tmp = workdir / "tmp"
+        for folder in (self.home, self.user_home, self.tmp):
+            folder.mkdir(parents=True, exist_ok=True)
+        if isolate:
+            self.prefix, self.network_note = network_isolation()
+        else:
+            self.prefix, self.network_note = [], "network not isolated (asked not to)"
+
+    # ------------------------------------------------------------------ environment
+
+    def environment(self, **extra: str) -> dict[str, str]:
+        """The whole environment of a bundle command: nothing from this process's."""
+        env = {
+            "PATH": str(self.bundle),
+            "ZOODESK_HOME": str(self.home),
+            "HOME": str(self.user_home),
+            "USERPROFILE": str(self.user_home),
+            "TMPDIR": str(self.tmp),
+            "TEMP": str(self.tmp),
+            "TMP": str(self.tmp),
+            "LANG": "C.UTF-8",
+            # rich draws for a terminal this wide, so tables stay readable in logs.
+            "COLUMNS": "120",
+        }
+        if IS_WINDOWS:
+            env.update({k: os.environ[k] for k in _WINDOWS_KEEP if k in os.environ})
+            env["APPDATA"] = str(self.user_home / "AppData" / "Roaming")
+            env["LOCALAPPDATA"] = str(self.user_home / "AppData" / "Local")
+        env.update(extra)
+        return env
+
+    def run(
+        self, args: Sequence[str], exe: Path | None = None, timeout: float = COMMAND_TIMEOUT,
+        **env: str,
+    ) -> Completed:
+        """Run a bundle executable (the CLI by default) in the bare environment."""
+        command = [*self.prefix, str(exe or self.cli), *args]
+        start = time.perf_counter()
+        try:
+            proc = subprocess.run(
+                command,
+                capture_output=True,
+                text=True,
+                encoding="utf-8",
+                errors="replace",
+                env=self.environment(**env),
+                cwd=self.workdir,
+                timeout=timeout,
+                check=False,
+            )
+        except subprocess.TimeoutExpired as exc:
+            out = exc.stdout if isinstance(exc.stdout, str) else ""
+            err = exc.stderr if isinstance(exc.stderr, str) else ""
+            return Completed(-1, out, err + f"\ntimed out after {timeout:.0f} s", timeout)
+        return Completed(proc.returncode, proc.stdout, proc.stderr, time.perf_counter() - start)
+
+    def _check(
+        self, name: str, completed: Completed, args: Sequence[str], problem: str | None,
+        **data: Any,
+    ) -> Check:
+        if completed.returncode != 0:
+            problem = f"exit code {completed.returncode}: {completed.tail()}"
+        return Check(
+            name=name,
+            status="failed" if problem else "ok",
+            seconds=round(completed.seconds, 3),
+            detail=problem or "",
+            command=list(args),
+            data=data,
+        )
+
+    # ----------------------------------------------------------------------- checks
+
+    def check_layout(self) -> Check:
+        """Both executables, the demo resources and the Qt platform plugins are there."""
+        start = time.perf_counter()
+        missing = [p.name for p in (self.cli, self.gui_exe) if not p.is_file()]
+        internal = self.bundle / CONTENTS_DIR
+        if not (internal / "zoodesk" / "resources" / "demo" / "model").is_dir():
+            missing.append(f"{CONTENTS_DIR}/zoodesk/resources/demo/model")
+        if not (internal / "bioimageio" / "spec" / "static").is_dir():
+            missing.append(f"{CONTENTS_DIR}/bioimageio/spec/static")
+        qt_plugins = internal / "PySide6" / "Qt" / "plugins"
+        data: dict[str, Any] = {"bundle_bytes": folder_size(self.bundle)}
+        if (internal / "PySide6").is_dir():
+            platforms = qt_plugins / "platforms"
+            found = sorted(p.name for p in platforms.iterdir()) if platforms.is_dir() else []
+            data["qt_platform_plugins"] = found
+            if not any("offscreen" in name for name in found):
+                missing.append("Qt offscreen platform plugin")
+        return Check(
+            name="layout",
+            status="failed" if missing else "ok",
+            seconds=round(time.perf_counter() - start, 3),
+            detail=f"missing: {', '.join(missing)}" if missing else "",
+            data=data,
+        )
+
+    def check_version(self, expected: str | None = None, repeats: int = 3) -> Check:
+        """``--version`` prints ``zoodesk VERSION``; the first run's time is the cold start."""
+        args = ["--version"]
+        runs = [self.run(args) for _ in range(repeats)]
+        first = runs[0]
+        text = first.stdout.strip()
+        problem = None
+        if not text.startswith("zoodesk "):
+            problem = f"unexpected output {text!r}"
+        elif expected is not None and text != f"zoodesk {expected}":
+            problem = f"printed {text!r}, expected 'zoodesk {expected}'"
+        return self._check(
+            "version",
+            first,
+            args,
+            problem,
+            version=text.removeprefix("zoodesk "),
+            cold_start_seconds=round(first.seconds, 3),
+            warm_start_seconds=round(statistics.median(r.seconds for r in runs[1:]), 3)
+            if repeats > 1
+            else None,
+        )
+
+    def check_devices(self) -> Check:
+        """The bundle's ONNX Runtime offers at least the CPU."""
+        args = ["devices", "--json"]
+        done = self.run(args)
+        problem = None
+        devices: list[Any] = []
+        if done.returncode == 0:
+            try:
+                devices = json.loads(done.stdout)
+            except json.JSONDecodeError as exc:
+                problem = f"--json output is not JSON: {exc}"
+            if not problem and not any(d.get("name") == "cpu" for d in devices):
+                problem = f"no CPU device in {devices}"
+        names = [d.get("name") for d in devices]
+        return self._check("devices", done, args, problem, devices=names)
+
+    def check_demo(self) -> Check:
+        """``demo`` writes outputs and a finished run record."""
+        out = self.workdir / "demo-output"
+        args = ["demo", "--output", str(out), "--device", "cpu", "--json"]
+        done = self.run(args)
+        problem = None
+        data: dict[str, Any] = {}
+        if done.returncode == 0:
+            problem, data = _run_record_problem(out)
+        return self._check("demo", done, args, problem, **data)
+
+    def check_models_test(self, model: Path | str) -> Check:
+        """``models test MODEL --device cpu`` passes."""
+        args = ["models", "test", str(model), "--device", "cpu", "--json"]
+        done = self.run(args)
+        problem = None
+        passed = None
+        if done.returncode == 0:
+            try:
+                report = json.loads(done.stdout)
+            except json.JSONDecodeError as exc:
+                report, problem = {}, f"--json output is not JSON: {exc}"
+            passed = report.get("passed")
+            if not problem and passed is not True:
+                problem = f"the test did not pass: {done.stdout.strip()[-500:]}"
+        return self._check(f"models test {Path(model).name}", done, args, problem, passed=passed)
+
+    def check_predict(self, model: Path | str, images: Sequence[Path]) -> Check:
+        """``predict`` on a folder of copied images writes outputs and a frozen run record."""
+        inputs = self.workdir / "predict-input"
+        inputs.mkdir(exist_ok=True)
+        for image in images:
+            shutil.copy2(image, inputs / image.name)
+        out = self.workdir / "predict-output"
+        args = ["predict", "--model", str(model), "--input", str(inputs), "--output", str(out),
+                "--device", "cpu", "--json"]  # fmt: skip
+        done = self.run(args)
+        problem = None
+        data: dict[str, Any] = {}
+        if done.returncode == 0:
+            problem, data = _run_record_problem(out, expected_files=len(images))
+        return self._check(f"predict {Path(model).name}", done, args, problem, **data)
+
+    def check_gui(self, timeout: float = GUI_TIMEOUT) -> Check:
+        """The desktop entry shows its main window offscreen and quits with exit code 0."""
+        report = self.workdir / "gui-smoke.json"
+        launched = time.time()
+        done = self.run(
+            [],
+            exe=self.gui_exe,
+            timeout=timeout,
+            QT_QPA_PLATFORM="offscreen",
+            ZOODESK_SMOKE_QUIT_AFTER_SHOWN="1",
+            ZOODESK_SMOKE_REPORT=str(report),
+        )
+        output = done.stdout + done.stderr + _gui_log(self.home)
+        if done.returncode != 0 and NO_GUI_MESSAGE in output:
+            return Check("gui", "skipped", round(done.seconds, 3),
+                         "this bundle has no desktop application yet")  # fmt: skip
+        problem = None
+        data: dict[str, Any] = {}
+        if done.returncode == 0:
+            try:
+                shown = json.loads(report.read_text(encoding="utf-8"))
+            except (OSError, json.JSONDecodeError) as exc:
+                problem = (
+                    f"exited 0 without a report in ZOODESK_SMOKE_REPORT ({exc}); "
+                    "the application must write it once the main window is shown"
+                )
+            else:
+                data = {
+                    "cold_start_seconds": round(float(shown["shown"]) - launched, 3),
+                    "seconds_to_exit": round(done.seconds, 3),
+                    **{k: v for k, v in shown.items() if k != "shown"},
+                }
+        elif done.returncode == -1:
+            problem = (
+                f"still running after {timeout:.0f} s: the application must quit once its "
+                f"window is shown when ZOODESK_SMOKE_QUIT_AFTER_SHOWN=1; {done.tail()}"
+            )
+        return self._check("gui", done, ["(no arguments)"], problem, **data)
+
+
+def _gui_log(home: Path) -> str:
+    log = home / "logs" / "zoodesk-gui.log"
+    try:
+        return log.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
+def _run_record_problem(out: Path, expected_files: int | None = None) -> tuple[str | None, dict]:
+    record_path = out / "zoodesk-run.json"
+    try:
+        record = json.loads(record_path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        return f"{record_path}: no readable run record ({exc})", {}
+    files = record.get("files", [])
+    data = {
+        "files": len(files),
+        "device": record.get("device", {}).get("used"),
+        "frozen": record.get("software", {}).get("frozen") == "yes",
+        "onnxruntime": record.get("software", {}).get("onnxruntime")
+        or record.get("software", {}).get("onnxruntime-gpu")
+        or record.get("software", {}).get("onnxruntime-directml"),
+    }
+    if record.get("status") != "finished":
+        return f"{record_path}: status {record.get('status')!r}", data
+    if expected_files is not None and len(files) != expected_files:
+        return f"{record_path}: {len(files)} files, expected {expected_files}", data
+    bad = [f.get("input") for f in files if f.get("status") != "ok"]
+    if bad or not files:
+        return f"{record_path}: files not ok: {bad or 'none at all'}", data
+    missing = [
+        o["path"] for f in files for o in f.get("outputs", []) if not (out / o["path"]).is_file()
+    ]
+    if missing:
+        return f"{record_path}: outputs missing: {missing}", data
+    if not data["frozen"]:
+        return f"{record_path}: the record does not say the run was frozen", data
+    return None, data
+
+
+def folder_size(folder: Path) -> int:
+    """Bytes of all regular files under ``folder`` (links not followed)."""
+    total = 0
+    for path in folder.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            total += path.stat().st_size
+    return total
+
+
+def demo_resources(bundle: Path) -> tuple[Path, list[Path]]:
+    """The bundle's own demo model folder and sample images."""
+    demo = bundle / CONTENTS_DIR / "zoodesk" / "resources" / "demo"
+    images = sorted(p for p in (demo / "samples").glob("*") if p.suffix.lower() in {".tif", ".tiff"})
+    return demo / "model", images
+
+
+def run_all(
+    bundle: Path,
+    workdir: Path,
+    models: Sequence[Path | str] = (),
+    expected_version: str | None = None,
+    gui: bool = True,
+    isolate: bool = True,
+) -> tuple[list[Check], str]:
+    """Run every check; return them and the note on network isolation."""
+    smoke = BundleSmoke(bundle, workdir, isolate=isolate)
+    demo_model, samples = demo_resources(smoke.bundle)
+    if not models:
+        models = [demo_model] + ([NUCLEI_MODEL] if NUCLEI_MODEL.is_dir() else [])
+    checks = [smoke.check_layout(), smoke.check_version(expected_version), smoke.check_devices()]
+    checks.append(smoke.check_demo())
+    checks += [smoke.check_models_test(m) for m in models]
+    checks.append(smoke.check_predict(models[-1], samples))
+    if gui:
+        checks.append(smoke.check_gui())
+    return checks, smoke.network_note
+
+
+def _print_checks(checks: Sequence[Check], note: str) -> None:
+    print(note)
+    for c in checks:
+        extra = ", ".join(
+            f"{k}={v}" for k, v in c.data.items() if k.endswith("seconds") or k == "bundle_bytes"
+        )
+        print(f"{c.status.upper():7s} {c.name:40s} {c.seconds:7.2f} s  {extra}")
+        if c.detail:
+            print("        " + c.detail.replace("\n", "\n        "))
+    failed = sum(1 for c in checks if c.status == "failed")
+    skipped = sum(1 for c in checks if c.status == "skipped")
+    passed = sum(1 for c in checks if c.ok)
+    print(f"{passed} passed, {failed} failed, {skipped} skipped")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line of the smoke test; exit code 0 when no check failed."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("bundle", nargs="?", type=Path, default=DEFAULT_BUNDLE,
+                        help="the bundle folder (default: dist/zoodesk)")  # fmt: skip
+    parser.add_argument("--model", action="append", default=[], metavar="PATH",
+                        help="model to test and predict with (repeatable; default: the demo "
+                        "model and ../shared's nuclei model when present)")  # fmt: skip
+    parser.add_argument("--expect-version", default=None, help="version --version must print")
+    parser.add_argument("--no-gui", action="store_true", help="leave out the desktop check")
+    parser.add_argument("--no-isolate", action="store_true", help="keep the network")
+    parser.add_argument("--keep", action="store_true", help="keep the work folder")
+    parser.add_argument("--json", type=Path, default=None, metavar="FILE",
+                        help="also write the results as JSON")  # fmt: skip
+    args = parser.parse_args(argv)
+    if not (args.bundle / f"zoodesk-cli{EXE_SUFFIX}").is_file():
+        print(f"{args.bundle}: no zoodesk-cli{EXE_SUFFIX} here; build the bundle first")
+        return 2
+    workdir = Path(tempfile.mkdtemp(prefix="zoodesk-smoke-"))
+    try:
+        checks, note = run_all(
+            args.bundle,
+            workdir,
+            models=[Path(m).resolve() for m in args.model],
+            expected_version=args.expect_version,
+            gui=not args.no_gui,
+            isolate=not args.no_isolate,
+        )
+    finally:
+        if args.keep:
+            print(f"work folder kept: {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    _print_checks(checks, note)
+    if args.json:
+        args.json.write_text(
+            json.dumps({"network": note, "checks": [asdict(c) for c in checks]}, indent=2) + "\n",
+            encoding="utf-8",
+        )
+    return 1 if any(c.status == "failed" for c in checks) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
