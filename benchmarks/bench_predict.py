@@ -20,6 +20,7 @@ Prints a table and writes ``bench-results/predict.json``.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import statistics
@@ -93,7 +94,7 @@ def bench_zoodesk(model: Path, folder: Path, out: Path) -> dict[str, Any]:
         elif isinstance(event, FileFinished):
             assert event.entry.status == "ok", event.entry.error
             stamps.append(time.perf_counter())
-    intervals = [stamps[0] - t_start] + [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
+    intervals = [stamps[0] - t_start] + [b - a for a, b in itertools.pairwise(stamps)]
     return {"per_image_s": steady(intervals), "total_s": stamps[-1] - t_start, "device": device}
 
 
@@ -107,7 +108,9 @@ def bench_core(model: Path, arrays: list[np.ndarray]) -> dict[str, Any]:
         input_id = descr.inputs[0].id
         for i, a in enumerate(arrays):
             t0 = time.perf_counter()
-            tensor = Tensor.from_numpy(a.astype(np.float32)[None, None], dims=("batch", "channel", "y", "x"))
+            tensor = Tensor.from_numpy(
+                a.astype(np.float32)[None, None], dims=("batch", "channel", "y", "x")
+            )
             sample = Sample(members={input_id: tensor}, stat={}, id=i)
             pipeline.predict_sample_with_blocking(sample)
             times.append(time.perf_counter() - t0)
@@ -129,13 +132,16 @@ def accuracy(model: Path) -> dict[str, float]:
         descr = load_description(model / "bioimageio.yaml", perform_io_checks=False)
         with create_prediction_pipeline(descr, weight_format="onnx", devices=["cpu"]) as pp:
             sample = Sample(
-                members={descr.inputs[0].id: Tensor.from_numpy(x, dims=("batch", "channel", "y", "x"))},
-                stat={}, id=0,
+                members={
+                    descr.inputs[0].id: Tensor.from_numpy(x, dims=("batch", "channel", "y", "x"))
+                },
+                stat={},
+                id=0,
             )
             out = pp.predict_sample_with_blocking(sample)
             core = next(iter(out.members.values())).data.to_numpy()
         result["bioimageio.core"] = float(np.abs(core - expected).max())
-    except Exception as exc:  # noqa: BLE001 - report rather than abort the benchmark
+    except Exception as exc:
         result["bioimageio.core error"] = str(exc)  # type: ignore[assignment]
     return result
 
@@ -184,11 +190,13 @@ def main() -> None:
 
     print(f"{args.images} images of {args.size}x{args.size}, CPU, steady state per image:")
     print(f"  bare ONNX Runtime   {bare * 1000:8.1f} ms")
-    print(f"  zoodesk predict     {ours * 1000:8.1f} ms  ({results['ratio_zoodesk_vs_bare']:.3f}x bare)")
+    ratio = results["ratio_zoodesk_vs_bare"]
+    print(f"  zoodesk predict     {ours * 1000:8.1f} ms  ({ratio:.3f}x bare)")
     if "bioimageio_core" in results:
         core = results["bioimageio_core"]["per_image_s"]
         print(
-            f"  bioimageio.core     {core * 1000:8.1f} ms  ({results['ratio_core_vs_bare']:.2f}x bare; "
+            f"  bioimageio.core     {core * 1000:8.1f} ms  "
+            f"({results['ratio_core_vs_bare']:.2f}x bare; "
             f"zoodesk is {results['speedup_vs_core']:.2f}x faster)"
         )
     print(f"  max abs diff from the model's test output: {results['accuracy_max_abs_diff']}")

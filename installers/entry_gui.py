@@ -60,7 +60,8 @@ def _keep_streams() -> None:
         logs.mkdir(parents=True, exist_ok=True)
         stream = (logs / "zoodesk-gui.log").open("a", encoding="utf-8", buffering=1)
     except OSError:
-        stream = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 - lives as long as the process
+        # Lives as long as the process, like the standard streams it stands for.
+        stream = Path(os.devnull).open("w", encoding="utf-8")  # noqa: SIM115
     if sys.stdout is None:
         sys.stdout = stream
     if sys.stderr is None:

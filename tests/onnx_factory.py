@@ -15,8 +15,9 @@ from typing import Any
 
 import numpy as np
 import onnx
-from tests import yaml_writer
 from onnx import TensorProto, helper, numpy_helper
+
+from tests import yaml_writer
 
 OPSET = 17
 
@@ -24,8 +25,7 @@ OPSET = 17
 def box_kernel(radius: int, ndim: int) -> np.ndarray:
     """A normalised box kernel of side 2*radius+1 (shape 1x1xKxK[xK])."""
     k = 2 * radius + 1
-    kernel = np.full((1, 1) + (k,) * ndim, 1.0 / k**ndim, dtype=np.float32)
-    return kernel
+    return np.full((1, 1) + (k,) * ndim, 1.0 / k**ndim, dtype=np.float32)
 
 
 def conv_model(
@@ -68,7 +68,10 @@ def two_input_model(path: Path) -> None:
     b = helper.make_tensor_value_info("b", TensorProto.FLOAT, shape)
     s = helper.make_tensor_value_info("sum", TensorProto.FLOAT, shape)
     d = helper.make_tensor_value_info("diff", TensorProto.FLOAT, shape)
-    nodes = [helper.make_node("Add", ["a", "b"], ["sum"]), helper.make_node("Sub", ["a", "b"], ["diff"])]
+    nodes = [
+        helper.make_node("Add", ["a", "b"], ["sum"]),
+        helper.make_node("Sub", ["a", "b"], ["diff"]),
+    ]
     graph = helper.make_graph(nodes, "two", [a, b], [s, d])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
     model.ir_version = 8

@@ -45,7 +45,9 @@ def test_core_imports_without_qt_installed() -> None:
     # Importing the engine must not pull in Qt, even indirectly.
     code = (
         "import sys, zoodesk.cli, zoodesk.inference.predict, zoodesk.batch.runner;"
-        "print(sorted(m for m in sys.modules if m.split('.')[0] in %r))" % (QT_MODULES,)
+        f"print(sorted(m for m in sys.modules if m.split('.')[0] in {QT_MODULES!r}))"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
     assert result.stdout.strip() == "[]"

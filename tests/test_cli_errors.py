@@ -71,9 +71,23 @@ def test_wrong_axes_is_a_per_file_failure_naming_both_layouts(
     from zoodesk.demo import demo_model_path
 
     image = tmp_path / "rgb_stack.tif"
-    tifffile.imwrite(image, np.zeros((5, 3, 64, 64), np.uint16), metadata={"axes": "ZCYX"}, imagej=True)
-    code = main(["predict", "-m", str(demo_model_path()), "-i", str(image), "-o",
-                 str(tmp_path / "out"), "--device", "cpu", "--json"])
+    tifffile.imwrite(
+        image, np.zeros((5, 3, 64, 64), np.uint16), metadata={"axes": "ZCYX"}, imagej=True
+    )
+    code = main(
+        [
+            "predict",
+            "-m",
+            str(demo_model_path()),
+            "-i",
+            str(image),
+            "-o",
+            str(tmp_path / "out"),
+            "--device",
+            "cpu",
+            "--json",
+        ]
+    )
     doc = json.loads(capsys.readouterr().out)
     assert code == 1
     [entry] = doc["files"]
@@ -83,15 +97,31 @@ def test_wrong_axes_is_a_per_file_failure_naming_both_layouts(
     assert not list((tmp_path / "out").glob("*.tif"))
 
 
-def test_too_small_image_is_a_per_file_failure(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_too_small_image_is_a_per_file_failure(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from zoodesk.demo import demo_model_path
 
     folder = tmp_path / "in"
     folder.mkdir()
     tifffile.imwrite(folder / "tiny.tif", np.ones((2, 2), np.uint16))
-    tifffile.imwrite(folder / "fine.tif", (np.random.default_rng(0).random((80, 90)) * 999).astype(np.uint16))
-    code = main(["predict", "-m", str(demo_model_path()), "-i", str(folder), "-o",
-                 str(tmp_path / "out"), "--device", "cpu", "--json"])
+    tifffile.imwrite(
+        folder / "fine.tif", (np.random.default_rng(0).random((80, 90)) * 999).astype(np.uint16)
+    )
+    code = main(
+        [
+            "predict",
+            "-m",
+            str(demo_model_path()),
+            "-i",
+            str(folder),
+            "-o",
+            str(tmp_path / "out"),
+            "--device",
+            "cpu",
+            "--json",
+        ]
+    )
     doc = json.loads(capsys.readouterr().out)
     assert code == 1
     status = {Path(f["input"]).name: f for f in doc["files"]}
@@ -100,7 +130,8 @@ def test_too_small_image_is_a_per_file_failure(tmp_path: Path, capsys: pytest.Ca
     assert "tiny.tif" in status["tiny.tif"]["error"] and "too small" in status["tiny.tif"]["error"]
     # Nothing is written under a final name for the failed input.
     assert sorted(p.name for p in (tmp_path / "out").glob("*.tif")) == [
-        "fine_mask.ome.tif", "fine_probability.ome.tif",
+        "fine_mask.ome.tif",
+        "fine_probability.ome.tif",
     ]
     assert not list((tmp_path / "out").glob(".*.part"))
 
@@ -111,8 +142,21 @@ def test_missing_input_file_is_reported_and_the_rest_runs(
     from zoodesk.demo import demo_image_paths, demo_model_path
 
     sample = demo_image_paths()[0]
-    code = main(["predict", "-m", str(demo_model_path()), "-i", str(sample), str(tmp_path / "gone.tif"),
-                 "-o", str(tmp_path / "out"), "--device", "cpu", "--json"])
+    code = main(
+        [
+            "predict",
+            "-m",
+            str(demo_model_path()),
+            "-i",
+            str(sample),
+            str(tmp_path / "gone.tif"),
+            "-o",
+            str(tmp_path / "out"),
+            "--device",
+            "cpu",
+            "--json",
+        ]
+    )
     doc = json.loads(capsys.readouterr().out)
     assert code == 1
     by_name = {Path(f["input"]).name: f for f in doc["files"]}

@@ -23,7 +23,9 @@ def _run_json(capsys: pytest.CaptureFixture[str], argv: list[str]) -> tuple[int,
     return code, json.loads(out)
 
 
-def test_models_test_passes_on_cpu_within_1e4(nuclei_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_models_test_passes_on_cpu_within_1e4(
+    nuclei_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     code, doc = _run_json(capsys, ["models", "test", str(nuclei_dir), "--device", "cpu", "--json"])
     assert code == 0
     assert doc["passed"] is True
@@ -34,7 +36,9 @@ def test_models_test_passes_on_cpu_within_1e4(nuclei_dir: Path, capsys: pytest.C
     assert output["max_abs_diff"] <= 1e-4
 
 
-def test_models_test_human_output_names_each_output(nuclei_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_models_test_human_output_names_each_output(
+    nuclei_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["models", "test", str(nuclei_dir), "--device", "cpu"]) == 0
     out = capsys.readouterr().out
     assert "probability: ok: max abs diff" in out
@@ -68,7 +72,7 @@ def test_a_damaged_weights_file_is_refused(nuclei_dir: Path, tmp_path: Path) -> 
     weights.write_bytes(bytes(data))
     from zoodesk.errors import ChecksumError
 
-    with pytest.raises(ChecksumError, match="weights.onnx: sha256 mismatch"):
+    with pytest.raises(ChecksumError, match=r"weights\.onnx: sha256 mismatch"):
         Predictor(load_model_package(copy), device="cpu")
 
 
@@ -83,8 +87,18 @@ def test_predict_reproduces_the_test_output_from_npy_and_tiff(
     tifffile.imwrite(inputs / "sample_tif.tif", test_input[0, 0].astype(np.float32))
     code, doc = _run_json(
         capsys,
-        ["predict", "--model", str(nuclei_dir), "--input", str(inputs), "--output",
-         str(tmp_path / "out"), "--device", "cpu", "--json"],
+        [
+            "predict",
+            "--model",
+            str(nuclei_dir),
+            "--input",
+            str(inputs),
+            "--output",
+            str(tmp_path / "out"),
+            "--device",
+            "cpu",
+            "--json",
+        ],
     )
     assert code == 0
     assert doc["device"] == "cpu"
@@ -111,16 +125,20 @@ def test_images_larger_than_the_fixed_shape_keep_their_size(
     rng = np.random.default_rng(0)
     image = (rng.random(shape) * 1000).astype(np.uint16)
     src = tmp_path / f"big_{shape[0]}x{shape[1]}.tif"
-    tifffile.imwrite(src, image, resolution=(1 / 0.5, 1 / 0.5), metadata={"unit": "um"}, imagej=True)
+    tifffile.imwrite(
+        src, image, resolution=(1 / 0.5, 1 / 0.5), metadata={"unit": "um"}, imagej=True
+    )
     out = tmp_path / "out"
-    code = main(["predict", "-m", str(nuclei_dir), "-i", str(src), "-o", str(out), "--device", "cpu", "-q"])
+    code = main(
+        ["predict", "-m", str(nuclei_dir), "-i", str(src), "-o", str(out), "--device", "cpu", "-q"]
+    )
     assert code == 0
     [result_path] = sorted(out.glob("*.ome.tif"))
     with tifffile.TiffFile(result_path) as tif:
         result = tif.asarray()
         ome = tif.ome_metadata
     assert result.shape == shape
-    assert 0.0 <= result.min() and result.max() <= 1.0
+    assert result.min() >= 0.0 and result.max() <= 1.0
     assert 'PhysicalSizeX="0.5"' in ome and 'PhysicalSizeY="0.5"' in ome
 
 
@@ -138,8 +156,12 @@ def test_tiles_use_whole_image_statistics(nuclei_dir: Path) -> None:
     assert tiled.shape == (700, 900)
 
     normalised = (image - image.mean()) / (image.std() + 1e-6)
-    session = ort.InferenceSession(str(nuclei_dir / "weights.onnx"), providers=["CPUExecutionProvider"])
-    logits = session.run(None, {session.get_inputs()[0].name: normalised[None, None, :512, :512]})[0]
+    session = ort.InferenceSession(
+        str(nuclei_dir / "weights.onnx"), providers=["CPUExecutionProvider"]
+    )
+    logits = session.run(None, {session.get_inputs()[0].name: normalised[None, None, :512, :512]})[
+        0
+    ]
     block = 1 / (1 + np.exp(-logits[0, 0]))
     np.testing.assert_allclose(tiled[:480, :480], block[:480, :480], atol=1e-4)
     # Per-tile statistics would have given something else.

@@ -52,8 +52,14 @@ def box_reference(image: np.ndarray, radius: int) -> np.ndarray:
 
 
 def build_box_package(
-    tmp: Path, *, radius: int, halo: int, size: object, fixed: list[int] | None = None,
-    batch: int | None = None, ndim: int = 2,
+    tmp: Path,
+    *,
+    radius: int,
+    halo: int,
+    size: object,
+    fixed: list[int] | None = None,
+    batch: int | None = None,
+    ndim: int = 2,
 ) -> Path:
     weights = tmp / "weights.onnx"
     conv_model(weights, radius=radius, ndim=ndim, fixed=fixed, batch=batch)
@@ -91,7 +97,7 @@ def test_plan_axis_covers_every_pixel_once_and_crops_halo() -> None:
     for b in blocks:
         owned[b.own_start : b.own_stop] += 1
         assert b.size == 64
-        assert 0 <= b.start and b.start + b.size <= 200
+        assert b.start >= 0 and b.start + b.size <= 200
         # An owned pixel is never within the halo of its block, except at the image border.
         if b.own_start > 0:
             assert b.own_start - b.start >= 8
@@ -188,7 +194,10 @@ def test_several_inputs_and_outputs_are_tiled_together(tmp_path: Path) -> None:
         tmp_path / "pkg",
         weights,
         inputs=[{"id": "a", "axes": _axes_2d(size)}, {"id": "b", "axes": _axes_2d(size)}],
-        outputs=[{"id": "sum", "axes": _out_axes("a", 0)}, {"id": "diff", "axes": _out_axes("a", 0)}],
+        outputs=[
+            {"id": "sum", "axes": _out_axes("a", 0)},
+            {"id": "diff", "axes": _out_axes("a", 0)},
+        ],
         test_arrays={"a": a, "b": b, "sum": a + b, "diff": a - b},
     )
     predictor = Predictor(load_model_package(pkg), device="cpu", tile={"y": 32, "x": 32})

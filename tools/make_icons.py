@@ -100,9 +100,7 @@ def write_icons(folder: Path) -> list[Path]:
     png = folder / "zoodesk.png"
     master.resize((PNG_SIZE, PNG_SIZE), Image.Resampling.LANCZOS).save(png, optimize=True)
     ico = folder / "zoodesk.ico"
-    master.resize((256, 256), Image.Resampling.LANCZOS).save(
-        ico, sizes=[(s, s) for s in ICO_SIZES]
-    )
+    master.resize((256, 256), Image.Resampling.LANCZOS).save(ico, sizes=[(s, s) for s in ICO_SIZES])
     icns = folder / "zoodesk.icns"
     # The .icns writer stores every size up to 1024 px (512 px at 2x); give it the
     # master so the largest entry is drawn, not enlarged.

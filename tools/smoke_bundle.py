@@ -59,7 +59,14 @@ COMMAND_TIMEOUT = 600
 #: Seconds the desktop application may take to show its window and quit.
 GUI_TIMEOUT = 120
 # Variables of Windows that a process needs to start at all; nothing else passes.
-_WINDOWS_KEEP = ("SYSTEMROOT", "SYSTEMDRIVE", "WINDIR", "COMSPEC", "PATHEXT", "NUMBER_OF_PROCESSORS")
+_WINDOWS_KEEP = (
+    "SYSTEMROOT",
+    "SYSTEMDRIVE",
+    "WINDIR",
+    "COMSPEC",
+    "PATHEXT",
+    "NUMBER_OF_PROCESSORS",
+)
 
 
 @dataclass
@@ -163,7 +170,10 @@ class BundleSmoke:
         return env
 
     def run(
-        self, args: Sequence[str], exe: Path | None = None, timeout: float = COMMAND_TIMEOUT,
+        self,
+        args: Sequence[str],
+        exe: Path | None = None,
+        timeout: float = COMMAND_TIMEOUT,
         **env: str,
     ) -> Completed:
         """Run a bundle executable (the CLI by default) in the bare environment."""
@@ -188,7 +198,11 @@ class BundleSmoke:
         return Completed(proc.returncode, proc.stdout, proc.stderr, time.perf_counter() - start)
 
     def _check(
-        self, name: str, completed: Completed, args: Sequence[str], problem: str | None,
+        self,
+        name: str,
+        completed: Completed,
+        args: Sequence[str],
+        problem: str | None,
         **data: Any,
     ) -> Check:
         if completed.returncode != 0:
@@ -403,7 +417,9 @@ def folder_size(folder: Path) -> int:
 def demo_resources(bundle: Path) -> tuple[Path, list[Path]]:
     """The bundle's own demo model folder and sample images."""
     demo = bundle / CONTENTS_DIR / "zoodesk" / "resources" / "demo"
-    images = sorted(p for p in (demo / "samples").glob("*") if p.suffix.lower() in {".tif", ".tiff"})
+    images = sorted(
+        p for p in (demo / "samples").glob("*") if p.suffix.lower() in {".tif", ".tiff"}
+    )
     return demo / "model", images
 
 

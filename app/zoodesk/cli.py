@@ -563,8 +563,118 @@ def _register_cache_commands(
 # ------------------------------------------------------------------------ export commands
 
 
+def _cmd_export_template(args: argparse.Namespace, console: _Console) -> int:
+    from zoodesk.export import write_template
+
+    path = write_template(args.template, overwrite=args.overwrite)
+    if args.json:
+        console.document({"template": str(path)})
+    else:
+        console.info(f"wrote the study metadata template {path}; fill it in and pass it with "
+                     "--metadata")
+    return EXIT_OK
+
+
+def _cmd_export_check(args: argparse.Namespace, console: _Console) -> int:
+    from zoodesk.export import check_package
+
+    problems = check_package(args.check)
+    if args.json:
+        console.document(
+            {"package": str(args.check), "ok": not problems,
+             "problems": [{"path": p.path, "message": p.message} for p in problems]}
+        )
+    else:
+        for problem in problems:
+            console.info(str(problem))
+        if not problems:
+            console.info(f"{args.check}: the package is sound")
+    return EXIT_FAILED if problems else EXIT_OK
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from zoodesk.export import (
+        ExportFinished,
+        ExportRequest,
+        ExportStarted,
+        ExportWarning,
+        export_run,
+        load_study_metadata,
+        save_last_study_metadata,
+    )
+
+    console = _console(args)
+    if args.template is not None:
+        return _cmd_export_template(args, console)
+    if args.check is not None:
+        return _cmd_export_check(args, console)
+    if args.run_dir is None or args.to is None:
+        console.error("give a run folder and --to EXPORT_DIR (or --template FILE, or --check DIR)")
+        return EXIT_USAGE
+    study = load_study_metadata(args.metadata) if args.metadata is not None else None
+    if study is not None:
+        save_last_study_metadata(study)
+    request = ExportRequest(
+        run_dir=args.run_dir,
+        destination=args.to,
+        inputs="reference" if args.reference_inputs else "include",
+        study=study,
+        overwrite=args.overwrite,
+    )
+    for event in export_run(request):
+        if isinstance(event, ExportStarted):
+            console.info(
+                f"exporting run {event.run_id} ({event.inputs_done} of {event.inputs} inputs "
+                f"with results, {event.outputs} outputs, {_human_size(event.total_bytes)}) "
+                f"to {event.destination}"
+            )
+        elif isinstance(event, ExportWarning):
+            console.warn(event.message)
+        elif isinstance(event, ExportFinished):
+            result = event.result
+            if args.json:
+                console.document(result.as_dict())
+                continue
+            for image, error in result.failures:
+                console.warn(f"no results for {image}: {error} (listed in the provenance)")
+            console.info(
+                f"wrote {result.files} files ({_human_size(result.size)}) to {result.destination}"
+            )
+            if study is None:
+                console.info("no study metadata given: write a template with "
+                             "'zoodesk export --template study.yaml', fill it in and export "
+                             "again with --metadata")
+    return EXIT_OK
+
+
 def _register_export_commands(sub: argparse._SubParsersAction) -> None:
     """Commands that turn a finished run into a deposition package."""
+    p = sub.add_parser(
+        "export",
+        help="write a deposition package (BioImage Archive, Zenodo, RO-Crate) of a run",
+        description="Write a run's results as a deposition package; or write a study "
+                    "metadata template; or check a package.",
+    )
+    p.add_argument("run_dir", nargs="?", type=Path, default=None, metavar="RUN_DIR",
+                   help="output folder of 'zoodesk predict' (holds zoodesk-run.json)")
+    p.add_argument("--to", type=Path, default=None, metavar="EXPORT_DIR",
+                   help="package folder to create")
+    inputs = p.add_mutually_exclusive_group()
+    inputs.add_argument("--include-inputs", action="store_true",
+                        help="copy the input images into the package (the default)")
+    inputs.add_argument("--reference-inputs", action="store_true",
+                        help="leave the inputs out; record their paths and checksums")
+    p.add_argument("--metadata", type=Path, default=None, metavar="STUDY_YAML",
+                   help="study metadata (title, authors, licence, REMBI fields); see --template")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier export (or template) of the same name")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--template", type=Path, default=None, metavar="FILE",
+                      help="write a commented study metadata template and exit")
+    mode.add_argument("--check", type=Path, default=None, metavar="EXPORT_DIR",
+                      help="re-verify a package: one line per problem, exit 1 if any")
+    p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+    p.set_defaults(handler=_cmd_export)
 
 
 # ---------------------------------------------------------------------------------- main

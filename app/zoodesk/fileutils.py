@@ -55,7 +55,7 @@ def atomic_path(final: Path, suffix: str = "") -> Iterator[Path]:
     tmp = temporary_sibling(final, suffix)
     try:
         yield tmp
-        os.replace(tmp, final)
+        tmp.replace(final)
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()
@@ -64,8 +64,7 @@ def atomic_path(final: Path, suffix: str = "") -> Iterator[Path]:
 
 def atomic_write_text(final: Path, text: str) -> None:
     """Write text to ``final`` through a temporary file and an atomic rename."""
-    with atomic_path(final) as tmp:
-        with tmp.open("w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
+    with atomic_path(final) as tmp, tmp.open("w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())

@@ -20,9 +20,7 @@ from pathlib import PurePath
 from PyInstaller.utils.hooks.qt import add_qt6_dependencies
 
 #: Plugin files left out, by name without the platform's prefix and suffix.
-UNUSED_PLUGINS = frozenset(
-    {"qeglfs", "qlinuxfb", "qvnc", "qminimalegl", "qvkkhrdisplay", "qgtk3"}
-)
+UNUSED_PLUGINS = frozenset({"qeglfs", "qlinuxfb", "qvnc", "qminimalegl", "qvkkhrdisplay", "qgtk3"})
 #: Plugin types left out whole.
 UNUSED_PLUGIN_TYPES = frozenset({"egldeviceintegrations"})
 

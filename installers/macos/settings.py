@@ -3,18 +3,19 @@
 installers/build.py runs, from the repository root::
 
     dmgbuild -s installers/macos/settings.py -D app=dist/ZooDesk.app \\
-        -D icon=resources/icons/zoodesk.icns "ZooDesk 0.1.0" dist/installers/zoodesk-0.1.0-macos-arm64-cpu.dmg
+        -D icon=resources/icons/zoodesk.icns \\
+        "ZooDesk 0.1.0" dist/installers/zoodesk-0.1.0-macos-arm64-cpu.dmg
 
 The image shows ZooDesk.app next to a link to /Applications, to drag it across.
 dmgbuild runs this file with ``defines`` holding the ``-D`` values.
 """
 
-import os.path
+from pathlib import Path
 
 _defines = globals().get("defines", {})
 
 application = _defines.get("app", "dist/ZooDesk.app")
-appname = os.path.basename(application)
+appname = Path(application).name
 
 # Compressed, read-only image (zlib): opens on every supported macOS version.
 format = _defines.get("format", "UDZO")

@@ -206,13 +206,15 @@ def _check_crate(root: Path, files: set[str], run: dict[str, Any] | None) -> lis
         aid = action["@id"]
         if aid not in mentioned:
             problem(f"action {aid} is not mentioned by the root dataset")
-        for key in ("instrument", "object", "actionStatus"):
+        for key in ("instrument", "object"):
             if not _ids(action.get(key, [])):
                 problem(f"action {aid} has no {key}")
-        status = _ids(action.get("actionStatus", []))
-        if status == [COMPLETED] and not _ids(action.get("result", [])):
+        status = action.get("actionStatus")
+        if status not in (COMPLETED, FAILED):
+            problem(f"action {aid} has no actionStatus (completed or failed)")
+        if status == COMPLETED and not _ids(action.get("result", [])):
             problem(f"completed action {aid} has no result")
-        if status == [FAILED] and not action.get("error"):
+        if status == FAILED and not action.get("error"):
             problem(f"failed action {aid} has no error")
         for ref in _ids(action.get("object", [])) + _ids(action.get("result", [])):
             if ref not in graph:

@@ -420,7 +420,8 @@ def build_crate(
             "@type": "CreateAction",
             "name": f"Run {model.name} on {item.name}",
             "description": f"input {item.number} of {len(plan.inputs)}: {status}",
-            "actionStatus": {"@id": COMPLETED if item.done else FAILED},
+            # The profile expects the status IRI as a plain string.
+            "actionStatus": COMPLETED if item.done else FAILED,
         }
         start, end = _iso_seconds(item.entry.started), _iso_seconds(item.entry.finished)
         if start:

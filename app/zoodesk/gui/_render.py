@@ -123,9 +123,7 @@ class OverlayStyle:
     limits: tuple[float, float] | None = None
 
 
-def overlay(
-    base_rgb: np.ndarray, output: np.ndarray, kind: str, style: OverlayStyle
-) -> np.ndarray:
+def overlay(base_rgb: np.ndarray, output: np.ndarray, kind: str, style: OverlayStyle) -> np.ndarray:
     """Lay an output plane over an ``(H, W, 3)`` picture of its input.
 
     ``kind`` is the run record's output kind: ``labels`` (integer masks),

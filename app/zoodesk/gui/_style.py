@@ -93,6 +93,4 @@ def apply_appearance(app: QApplication) -> None:
 def follow_system_appearance(app: QApplication) -> None:
     """Apply the appearance now and again whenever the system switches light/dark."""
     apply_appearance(app)
-    QGuiApplication.styleHints().colorSchemeChanged.connect(
-        lambda _scheme: apply_appearance(app)
-    )
+    QGuiApplication.styleHints().colorSchemeChanged.connect(lambda _scheme: apply_appearance(app))

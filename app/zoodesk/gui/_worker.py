@@ -69,13 +69,13 @@ class Worker(QRunnable):
         """True once the task has ended."""
         return self._done.is_set()
 
-    def run(self) -> None:  # noqa: D102 - QRunnable API, runs on the pool thread
+    def run(self) -> None:
         try:
             result = self._task(self.is_cancelled)
             if isinstance(result, Generator | Iterator):
                 result = self._drain(result)
             self.signals.returned.emit(result)
-        except BaseException as exc:  # noqa: BLE001 - every error goes to the GUI thread
+        except BaseException as exc:
             log.debug("task %s ended with an error", self.name, exc_info=True)
             self.signals.errored.emit(exc)
         finally:

@@ -33,25 +33,25 @@ LOG_FILE_NAME = "zoodesk.log"
 _IMPORTED_AT = time.time()
 
 
-def process_start_time() -> float:
-    """When this process started (epoch seconds), as precisely as the system tells.
+def seconds_since_process_start() -> float:
+    """Wall-clock seconds since this process started, as precisely as the system tells.
 
-    Falls back to the time this module was imported where the system does not say.
+    Falls back to the time since this module was imported where the system does not say.
     """
+    try:
+        # Linux: field 22 of /proc/self/stat is the start time in clock ticks after
+        # boot, on the same clock as CLOCK_BOOTTIME (10 ms resolution).
+        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        started = int(fields[19]) / os.sysconf("SC_CLK_TCK")
+        return time.clock_gettime(time.CLOCK_BOOTTIME) - started
+    except (OSError, ValueError, IndexError, AttributeError):
+        pass
     try:
         import psutil
 
-        return float(psutil.Process().create_time())
-    except Exception:  # noqa: BLE001 - optional dependency, any failure means "unknown"
-        pass
-    try:
-        # Linux: field 22 of /proc/self/stat is the start time in clock ticks after boot.
-        stat = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
-        ticks = os.sysconf("SC_CLK_TCK")
-        uptime = float(Path("/proc/uptime").read_text().split()[0])
-        return time.time() - uptime + int(stat[19]) / ticks
-    except (OSError, ValueError, IndexError):
-        return _IMPORTED_AT
+        return time.time() - float(psutil.Process().create_time())
+    except Exception:
+        return time.time() - _IMPORTED_AT
 
 
 def setup_logging(logs_dir: Path) -> Path | None:
@@ -93,7 +93,7 @@ def _install_excepthook(window: MainWindow) -> None:
         exc.__traceback__ = tb
         try:
             report_error(window, "Unexpected error", exc, window.services.log_file)
-        except Exception:  # noqa: BLE001 - never let the hook itself crash the app
+        except Exception:
             sys.__excepthook__(kind, exc, tb)
 
     sys.excepthook = hook
@@ -101,7 +101,6 @@ def _install_excepthook(window: MainWindow) -> None:
 
 def run_gui(argv: list[str] | None = None) -> int:
     """Open the main window and run until it is closed; returns the exit code."""
-    started = process_start_time()
     app = QApplication.instance() or QApplication(argv if argv is not None else sys.argv[:1])
     assert isinstance(app, QApplication)
     app.setApplicationName("ZooDesk")
@@ -129,12 +128,13 @@ def run_gui(argv: list[str] | None = None) -> int:
     if settings_problem is not None:
         from zoodesk.gui.errors import report_error
 
-        report_error(window, "The settings could not be read (defaults are used)",
-                     settings_problem, log_file)
+        report_error(
+            window, "The settings could not be read (defaults are used)", settings_problem, log_file
+        )
     if os.environ.get(EXIT_AFTER_SHOWN_ENV) == "1":
 
         def report_shown() -> None:
-            sys.stdout.write(f"zoodesk-gui-shown {time.time() - started:.3f}\n")
+            sys.stdout.write(f"zoodesk-gui-shown {seconds_since_process_start():.3f}\n")
             sys.stdout.flush()
             window.runner.cancel_all()
             window.runner.wait(10000)

@@ -77,12 +77,12 @@ def _human_bytes(n: int) -> str:
 def _duration(seconds: float) -> str:
     if not math.isfinite(seconds):
         return "–"
-    seconds = max(0, int(round(seconds)))
-    if seconds < 60:
-        return f"{seconds} s"
-    minutes, seconds = divmod(seconds, 60)
+    whole = max(0, round(seconds))
+    if whole < 60:
+        return f"{whole} s"
+    minutes, seconds_left = divmod(whole, 60)
     if minutes < 60:
-        return f"{minutes} min {seconds:02d} s"
+        return f"{minutes} min {seconds_left:02d} s"
     hours, minutes = divmod(minutes, 60)
     return f"{hours} h {minutes:02d} min"
 
@@ -113,7 +113,9 @@ class BatchWidget(QWidget):
     #: A line for the status bar.
     status_message = Signal(str)
 
-    def __init__(self, services: Services, runner: TaskRunner, parent: QWidget | None = None) -> None:
+    def __init__(
+        self, services: Services, runner: TaskRunner, parent: QWidget | None = None
+    ) -> None:
         super().__init__(parent)
         self.setObjectName("batchPage")
         self.services = services
@@ -372,7 +374,7 @@ class BatchWidget(QWidget):
         """List what the installed runtime offers (the default device first)."""
         try:
             devices = self.services.devices()
-        except Exception as exc:  # noqa: BLE001 - a broken runtime must not stop the window
+        except Exception as exc:
             log.warning("cannot list devices: %s", exc)
             devices = []
         gpus = [d for d in devices if d.is_gpu]
@@ -446,7 +448,7 @@ class BatchWidget(QWidget):
         self.package = package
         try:
             lines = self.services.model_expectations(package)
-        except Exception as exc:  # noqa: BLE001 - shown to the user instead
+        except Exception as exc:
             lines = [readable_message(exc)]
         outputs = ", ".join(f"{t.id} ({t.axes_letters})" for t in package.spec.outputs)
         tensor = next((t for t in package.spec.inputs if not t.optional), None)
@@ -485,7 +487,7 @@ class BatchWidget(QWidget):
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         try:
             samples = self.services.demo_images_dir()
-        except Exception:  # noqa: BLE001 - no demo resources: any folder will do
+        except Exception:
             samples = None
         if samples is not None and first.resolve() == samples.resolve():
             # The samples sit inside the installation, which may be read-only.
@@ -500,7 +502,10 @@ class BatchWidget(QWidget):
 
     def _on_add_files_clicked(self) -> None:
         files, _ = QFileDialog.getOpenFileNames(
-            self, "Add images", "", "Images (*.tif *.tiff *.png *.jpg *.jpeg *.bmp *.npy);;All files (*)"
+            self,
+            "Add images",
+            "",
+            "Images (*.tif *.tiff *.png *.jpg *.jpeg *.bmp *.npy);;All files (*)",
         )
         if files:
             self.add_inputs([Path(f) for f in files])
@@ -513,7 +518,7 @@ class BatchWidget(QWidget):
     def _on_samples_triggered(self) -> None:
         try:
             samples = self.services.demo_images_dir()
-        except Exception as exc:  # noqa: BLE001 - shown to the user
+        except Exception as exc:
             report_error(self, "No sample images", exc, self.services.log_file)
             return
         demo = next((i for i in self._items if i.origin == "builtin"), None)
@@ -556,7 +561,9 @@ class BatchWidget(QWidget):
         self._infos = []
         inputs = self.inputs()
         if not inputs:
-            self.files_label.setText("No inputs yet: add a folder, drop one here, or try the samples.")
+            self.files_label.setText(
+                "No inputs yet: add a folder, drop one here, or try the samples."
+            )
             self._scan = None
             self._update_buttons()
             return
@@ -756,8 +763,9 @@ class BatchWidget(QWidget):
         self.output_combo.blockSignals(False)
         y, x, h, w = result.region
         frame = ", ".join(f"{k}={v}" for k, v in result.frame.items())
+        name = self._overview_path.name if self._overview_path else ""
         self.preview_label.setText(
-            f"Region y {y}–{y + h}, x {x}–{x + w} of {self._overview_path.name if self._overview_path else ''}"
+            f"Region y {y}–{y + h}, x {x}–{x + w} of {name}"
             f"{f' ({frame})' if frame else ''}; {result.mapping}; ran on {result.device} in "
             f"{result.seconds:.2f} s. Drag to preview another region."
         )
@@ -944,9 +952,16 @@ class BatchWidget(QWidget):
         record: RunRecord = event.record
         self.last_record = record
         summary = record.summary()
-        parts = [f"{summary.get(k, 0)} {label}" for k, label in (
-            ("ok", "done"), ("skipped", "done earlier"), ("failed", "failed"), ("not done", "not done")
-        ) if summary.get(k)]
+        parts = [
+            f"{summary.get(k, 0)} {label}"
+            for k, label in (
+                ("ok", "done"),
+                ("skipped", "done earlier"),
+                ("failed", "failed"),
+                ("not done", "not done"),
+            )
+            if summary.get(k)
+        ]
         verdict = "Cancelled" if record.status == "cancelled" else "Finished"
         self.status_label.setText(f"{verdict}: {', '.join(parts) or 'nothing to do'}.")
         if record.status == "cancelled":
@@ -991,8 +1006,16 @@ class BatchWidget(QWidget):
         self.results_button.setEnabled(record is not None and not running)
         output = self.output_edit.text().strip()
         self.open_folder_button.setEnabled(bool(output) and Path(output).is_dir())
-        for widget in (self.model_combo, self.inputs_list, self.patterns_edit, self.axes_edit,
-                       self.channel_spin, self.device_combo, self.output_edit, self.samples_button):
+        for widget in (
+            self.model_combo,
+            self.inputs_list,
+            self.patterns_edit,
+            self.axes_edit,
+            self.channel_spin,
+            self.device_combo,
+            self.output_edit,
+            self.samples_button,
+        ):
             widget.setEnabled(not running)
 
 

@@ -126,7 +126,9 @@ class ExportDialog(QDialog):
         self.include_radio = QRadioButton("Copy the input images into the package")
         self.include_radio.setChecked(True)
         self.reference_radio = QRadioButton("Reference the input images (paths and checksums)")
-        self.destination_edit = QLineEdit(str(self.run_dir.parent / f"{self.run_dir.name}-deposition"))
+        self.destination_edit = QLineEdit(
+            str(self.run_dir.parent / f"{self.run_dir.name}-deposition")
+        )
         self.destination_edit.setObjectName("exportDestination")
         browse = QPushButton(icon("folder"), "Browse…")
         browse.clicked.connect(self._on_browse_clicked)
@@ -216,7 +218,7 @@ class ExportDialog(QDialog):
         """Validate the form and write the package off the GUI thread."""
         try:
             study = self.services.study_from_form(self.form_data())
-        except Exception as exc:  # noqa: BLE001 - a form error is shown, not raised
+        except Exception as exc:
             self.status_label.setText(readable_message(exc))
             return
         destination = Path(self.destination_edit.text().strip()).expanduser()
@@ -292,7 +294,7 @@ class ExportDialog(QDialog):
             return
         self.accept()
 
-    def reject(self) -> None:  # noqa: D102 - Escape cancels a running export first
+    def reject(self) -> None:
         if self._worker is not None:
             self._worker.cancel()
             return

@@ -81,7 +81,9 @@ class LibraryWidget(QWidget):
     #: A line for the status bar.
     status_message = Signal(str)
 
-    def __init__(self, services: Services, runner: TaskRunner, parent: QWidget | None = None) -> None:
+    def __init__(
+        self, services: Services, runner: TaskRunner, parent: QWidget | None = None
+    ) -> None:
         super().__init__(parent)
         self.setObjectName("libraryPage")
         self.services = services
@@ -207,9 +209,7 @@ class LibraryWidget(QWidget):
         self.subtitle_label.setWordWrap(True)
         self.description_label = QLabel("")
         self.description_label.setWordWrap(True)
-        self.description_label.setTextInteractionFlags(
-            Qt.TextInteractionFlag.TextSelectableByMouse
-        )
+        self.description_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
 
         self.fields = QFormLayout()
         self.fields.setLabelAlignment(Qt.AlignmentFlag.AlignRight)
@@ -349,7 +349,9 @@ class LibraryWidget(QWidget):
         current: QTreeWidgetItem | None = None
         items = self.visible_items()
         for item in items:
-            row = QTreeWidgetItem([item.name, item.origin_label, _ACTION_LABEL[item.compatibility.action]])
+            row = QTreeWidgetItem(
+                [item.name, item.origin_label, _ACTION_LABEL[item.compatibility.action]]
+            )
             row.setData(0, Qt.ItemDataRole.UserRole, item.item_id)
             row.setToolTip(0, item.description or item.name)
             row.setToolTip(2, item.compatibility.reason)
@@ -367,9 +369,7 @@ class LibraryWidget(QWidget):
         self._select_after_refresh = None
         if current is not None:
             self.tree.setCurrentItem(current)
-            if current.data(0, Qt.ItemDataRole.UserRole) != self._shown_id:
-                self._show_item(self.current_item())
-            elif wanted is not None:
+            if current.data(0, Qt.ItemDataRole.UserRole) != self._shown_id or wanted is not None:
                 self._show_item(self.current_item())
 
     def current_item(self) -> LibraryItem | None:
@@ -474,7 +474,9 @@ class LibraryWidget(QWidget):
         for c in spec.cite:
             text = html.escape(c.get("text", ""))
             link = c.get("url") or (f"https://doi.org/{c['doi']}" if c.get("doi") else "")
-            cites.append(f'{text} <a href="{html.escape(link)}">{html.escape(link)}</a>' if link else text)
+            cites.append(
+                f'{text} <a href="{html.escape(link)}">{html.escape(link)}</a>' if link else text
+            )
         self.field_labels["cite"].setText("<br>".join(cites) or "<i>none given</i>")
         self.field_labels["inputs"].setText(
             "<br>".join(
@@ -556,8 +558,8 @@ class LibraryWidget(QWidget):
             self.download_button.setToolTip(item.compatibility.reason)
         else:
             self.download_button.setToolTip("Download the model into the local cache")
-        needs_conversion = installed and item is not None and item.compatibility.action.startswith(
-            "convert"
+        needs_conversion = (
+            installed and item is not None and item.compatibility.action.startswith("convert")
         )
         self.convert_button.setVisible(bool(needs_conversion))
         self.convert_button.setEnabled(
@@ -588,9 +590,7 @@ class LibraryWidget(QWidget):
         self.task_label.setText(f"{name}…")
         self.task_progress.setVisible(True)
         self.task_progress.setRange(0, 0)
-        self._task = self.runner.start(
-            task, name, on_finished=self._on_task_finished, **callbacks
-        )
+        self._task = self.runner.start(task, name, on_finished=self._on_task_finished, **callbacks)
         self.task_cancel.setVisible(cancellable)
         self._update_buttons()
 

@@ -120,8 +120,12 @@ class MainWindow(QMainWindow):
         self.action_quit.setMenuRole(QAction.MenuRole.QuitRole)
         self.action_quit.triggered.connect(self.close)
         file_menu = self.menuBar().addMenu("&File")
-        for action in (lib.action_import_folder, lib.action_import_zip, lib.action_import_bundle,
-                       lib.action_export_bundle):
+        for action in (
+            lib.action_import_folder,
+            lib.action_import_zip,
+            lib.action_import_bundle,
+            lib.action_export_bundle,
+        ):
             file_menu.addAction(action)
         file_menu.addSeparator()
         file_menu.addAction(results.action_open)
@@ -168,8 +172,14 @@ class MainWindow(QMainWindow):
         toolbar.setMovable(False)
         toolbar.setIconSize(QSize(20, 20))
         toolbar.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
-        for action in (lib.action_import_folder, batch.action_add_folder, batch.action_start,
-                       batch.action_cancel, results.action_open, self.action_settings):
+        for action in (
+            lib.action_import_folder,
+            batch.action_add_folder,
+            batch.action_start,
+            batch.action_cancel,
+            results.action_open,
+            self.action_settings,
+        ):
             toolbar.addAction(action)
 
     def _connect_pages(self) -> None:
@@ -243,7 +253,7 @@ class MainWindow(QMainWindow):
     def _on_settings_accepted(self, dialog: Any) -> None:
         try:
             path = self.services.update_settings(dialog.settings())
-        except Exception as exc:  # noqa: BLE001 - shown to the user
+        except Exception as exc:
             report_error(self, "The settings could not be saved", exc, self.services.log_file)
             return
         self.statusBar().showMessage(f"Settings saved to {path}", 8000)

@@ -61,7 +61,9 @@ class ResultsWidget(QWidget):
     #: The user asked to export the shown run (the record path).
     export_requested = Signal(Path)
 
-    def __init__(self, services: Services, runner: TaskRunner, parent: QWidget | None = None) -> None:
+    def __init__(
+        self, services: Services, runner: TaskRunner, parent: QWidget | None = None
+    ) -> None:
         super().__init__(parent)
         self.setObjectName("resultsPage")
         self.services = services
@@ -92,7 +94,9 @@ class ResultsWidget(QWidget):
             self.addAction(action)
 
     def _build_ui(self) -> None:
-        self.summary_label = QLabel("Open a finished run (its zoodesk-run.json) to see its results.")
+        self.summary_label = QLabel(
+            "Open a finished run (its zoodesk-run.json) to see its results."
+        )
         self.summary_label.setObjectName("runSummary")
         self.summary_label.setWordWrap(True)
         self.summary_label.setTextFormat(Qt.TextFormat.RichText)
@@ -292,7 +296,7 @@ class ResultsWidget(QWidget):
             image = self.services.read_image(source)
             input_plane = np.array(_render.plane(image.array, image.axes))
             described = f"{source.name}: {image.axes} {' × '.join(map(str, image.shape))}"
-        except Exception as exc:  # noqa: BLE001 - an input moved away still shows outputs
+        except Exception as exc:
             problems.append(readable_message(exc))
             described = f"{source.name}: input not readable"
         planes: dict[str, tuple[np.ndarray, str]] = {}
@@ -300,12 +304,13 @@ class ResultsWidget(QWidget):
             try:
                 out = self.services.read_image(path)
                 planes[tensor] = (np.array(_render.plane(out.array, out.axes)), kind)
-            except Exception as exc:  # noqa: BLE001 - shown next to the picture
+            except Exception as exc:
                 problems.append(readable_message(exc))
         return row, input_plane, described, planes, problems
 
     def _on_planes_loaded(
-        self, result: tuple[int, np.ndarray | None, str, dict[str, tuple[np.ndarray, str]], list[str]]
+        self,
+        result: tuple[int, np.ndarray | None, str, dict[str, tuple[np.ndarray, str]], list[str]],
     ) -> None:
         row, input_plane, described, planes, problems = result
         if row != self.current_row():
@@ -388,5 +393,7 @@ class ResultsWidget(QWidget):
     def _update_buttons(self) -> None:
         has = self.record is not None
         self.folder_button.setEnabled(has)
-        self.export_button.setEnabled(has and any(f.status in ("ok", "skipped") for f in self.record.files))
+        self.export_button.setEnabled(
+            has and any(f.status in ("ok", "skipped") for f in self.record.files)
+        )
         self.action_export.setEnabled(self.export_button.isEnabled())

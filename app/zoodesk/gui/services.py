@@ -284,7 +284,7 @@ class Services:
     def export_available(self) -> str | None:
         """None when deposition export works in this installation, else why not."""
         try:
-            import zoodesk.export.package  # noqa: F401 - only checking it imports
+            import zoodesk.export.package
             import zoodesk.export.study  # noqa: F401
         except ImportError as exc:
             return f"the export service is not available ({exc})"

@@ -108,7 +108,9 @@ class SettingsDialog(QDialog):
         self.ca_edit.setEnabled(enabled)
 
     def _on_browse_cache_clicked(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Model cache folder", self.cache_edit.text())
+        folder = QFileDialog.getExistingDirectory(
+            self, "Model cache folder", self.cache_edit.text()
+        )
         if folder:
             self.cache_edit.setText(folder)
 

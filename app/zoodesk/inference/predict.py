@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
+
 import numpy as np
 
 from zoodesk.errors import ShapeError
@@ -82,9 +83,7 @@ class Predictor:
         self._post = {t.id: Processing(t.postprocessing, t) for t in spec.outputs}
         self._graph_dtypes = [self.session.inputs[i].dtype for i in self._in_index]
         first_graph_input = self.session.inputs[self._in_index[0]]
-        batch_pos = next(
-            (i for i, a in enumerate(spec.inputs[0].axes) if a.kind == "batch"), None
-        )
+        batch_pos = next((i for i, a in enumerate(spec.inputs[0].axes) if a.kind == "batch"), None)
         self._graph_batch = (
             first_graph_input.shape[batch_pos]
             if batch_pos is not None and batch_pos < len(first_graph_input.shape)

@@ -56,7 +56,14 @@ def compare_output(
     """Compare one output with its expected values using bioimageio.core's rule."""
     if actual.shape != expected.shape:
         return OutputComparison(
-            output_id, float("inf"), 1e6, rtol, atol, ppm, passed=False, shape_matches=False,
+            output_id,
+            float("inf"),
+            1e6,
+            rtol,
+            atol,
+            ppm,
+            passed=False,
+            shape_matches=False,
             message=f"shape {actual.shape} differs from the expected {expected.shape}",
         )
     a = actual.astype(np.float64, copy=False)
@@ -99,17 +106,18 @@ def run_reproducibility_test(
     inputs = {t.id: load_test_tensor(package, t.id) for t in spec.inputs if t.test_tensor}
     expected = {t.id: load_test_tensor(package, t.id) for t in spec.outputs}
     batch = next(
-        (inputs[spec.inputs[0].id].shape[i] for i, a in enumerate(spec.inputs[0].axes)
-         if a.kind == "batch"),
+        (
+            inputs[spec.inputs[0].id].shape[i]
+            for i, a in enumerate(spec.inputs[0].axes)
+            if a.kind == "batch"
+        ),
         1,
     )
     # Test tensors may hold several samples; each is predicted on its own.
     per_sample = []
     seconds = 0.0
     for b in range(batch):
-        sample = {
-            t.id: _take_batch(inputs[t.id], t, b) for t in spec.inputs if t.id in inputs
-        }
+        sample = {t.id: _take_batch(inputs[t.id], t, b) for t in spec.inputs if t.id in inputs}
         result = predictor.predict(sample)
         seconds += result.seconds
         per_sample.append(result.outputs)
@@ -154,8 +162,9 @@ def run_test_cli(args: argparse.Namespace, console: Any) -> int:
     settings = load_settings()
     package = resolve_model(args.model)
     device = args.device or settings.device
-    predictor = Predictor(package, device=device, weights_format=args.weights,
-                          threads=settings.threads or None)
+    predictor = Predictor(
+        package, device=device, weights_format=args.weights, threads=settings.threads or None
+    )
     for w in predictor.warnings:
         console.warn(w)
     try:

@@ -192,9 +192,7 @@ def _demo_item() -> LibraryItem | None:
         version=str(data.get("version")) if data.get("version") else None,
         tags=tuple(str(t) for t in data.get("tags") or ()),
         license=str(data.get("license")) if data.get("license") else None,
-        authors=tuple(
-            str(a.get("name")) for a in data.get("authors") or () if isinstance(a, dict)
-        ),
+        authors=tuple(str(a.get("name")) for a in data.get("authors") or () if isinstance(a, dict)),
         weights_formats=formats,
         spatial_dims=2,
         description_path=path,

@@ -89,7 +89,9 @@ class ModelPackage:
         """
         path = self.path_of(ref)
         if not path.is_file():
-            raise ModelPackageError(f"{path}: file listed in {self.description_path.name} is missing")
+            raise ModelPackageError(
+                f"{path}: file listed in {self.description_path.name} is missing"
+            )
         if ref.sha256 is None:
             return path
         if self._verified.get(path) != ref.sha256:
@@ -169,9 +171,14 @@ def load_description_file(path: Path) -> tuple[Any, ModelSpec]:
         kind = getattr(descr, "type", None)
         if kind and kind != "model":
             raise ModelPackageError(f"{path}: describes a {kind}, not a model")
-        raise ModelPackageError(f"{path}: not a valid model description: {_validation_errors(descr)}")
+        raise ModelPackageError(
+            f"{path}: not a valid model description: {_validation_errors(descr)}"
+        )
     original_sha = {}
-    if any(getattr(getattr(descr.weights, f, None), "sha256", 1) is None for f in ("onnx", "torchscript")):
+    if any(
+        getattr(getattr(descr.weights, f, None), "sha256", 1) is None
+        for f in ("onnx", "torchscript")
+    ):
         original_sha = _original_weights_sha256(path)
     try:
         spec = model_spec_from_descr(descr, original_sha)
@@ -199,8 +206,11 @@ def load_model_package(source: str | Path) -> ModelPackage:
         description = path
     else:
         raise ModelPackageError(
-            f"{path}: not a model package (expected a folder, a .zip, or a bioimageio.yaml/rdf.yaml)"
+            f"{path}: not a model package "
+            "(expected a folder, a .zip, or a bioimageio.yaml/rdf.yaml file)"
         )
     description = description.resolve()
     descr, spec = load_description_file(description)
-    return ModelPackage(root=description.parent, description_path=description, spec=spec, descr=descr)
+    return ModelPackage(
+        root=description.parent, description_path=description, spec=spec, descr=descr
+    )

@@ -66,7 +66,7 @@ class AxisSpec:
             return "t"
         if self.kind == "index":
             return "i"
-        return self.id[0] if self.id in ("x", "y", "z") else self.id[0]
+        return self.id[0]
 
     def allowed_sizes_at_least(self, n: int) -> int:
         """The smallest size this (input) axis accepts that is >= ``n``.
@@ -357,7 +357,9 @@ def _tolerances(config: Any) -> tuple[Tolerance, ...]:
     return tuple(tolerances)
 
 
-def model_spec_from_descr(descr: Any, original_sha256: Mapping[str, str] | None = None) -> ModelSpec:
+def model_spec_from_descr(
+    descr: Any, original_sha256: Mapping[str, str] | None = None
+) -> ModelSpec:
     """Flatten a bioimageio.spec 0.5 ``ModelDescr`` into a :class:`ModelSpec`.
 
     ``original_sha256`` supplies weights checksums of a 0.4 description that the
@@ -365,11 +367,7 @@ def model_spec_from_descr(descr: Any, original_sha256: Mapping[str, str] | None 
     """
     authors = tuple(str(a.name) for a in (getattr(descr, "authors", None) or ()))
     cite = tuple(
-        {
-            k: str(v)
-            for k, v in (("text", c.text), ("doi", c.doi), ("url", c.url))
-            if v is not None
-        }
+        {k: str(v) for k, v in (("text", c.text), ("doi", c.doi), ("url", c.url)) if v is not None}
         for c in (getattr(descr, "cite", None) or ())
     )
     documentation = getattr(descr, "documentation", None)
