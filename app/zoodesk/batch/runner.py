@@ -4,35 +4,108 @@
 demo`` and the desktop application's batch page.  It yields plain event objects and
 checks a ``cancelled`` callable between blocks, so any front end can drive it.
 
-The next file is read while the current one is computed and the previous one is
-written.  Each input's outputs are written under temporary names and renamed when
-complete, and the run record is rewritten atomically after every input, so a run
-that is killed leaves only complete outputs behind and a re-run skips them.
+Pipeline
+    The next file is read (decoded, checked for NaN/Inf, hashed) in a reader
+    thread while the current one is computed, and the previous one's outputs are
+    compressed and written in a writer thread.  Images above the streaming policy's
+    threshold (:class:`~zoodesk.inference.streaming.StreamingPolicy`: by default
+    more than 256 megapixels or a quarter of the available memory) are processed
+    block by block from disk (:func:`~zoodesk.inference.streaming.predict_streaming`)
+    and written tile by tile (:class:`~zoodesk.images.TiledOmeTiffWriter`).
+
+Files still being written
+    A file modified less than ``settle_seconds`` ago (default 2 s) is watched for
+    that long before reading: if its size or modification time changes meanwhile,
+    it fails as "still being written".  A file that changes while it is read fails
+    the same way, and a truncated file fails with the reader's message.  Run the
+    batch again once the acquisition is complete: finished files are skipped.
+
+Crash safety and resume
+    Outputs are written under temporary names (``.NAME.XXXXXXXX.part``) and renamed
+    when complete; the run record is rewritten atomically after every input.  A
+    re-run into the same output folder skips inputs whose record entry is ``ok``,
+    whose size and modification time are unchanged, and whose outputs still have
+    their recorded sha256; everything else is redone (outputs that exist but whose
+    entry was still pending when the run was killed are rewritten).  The record's
+    *signature* (model description and weights checksums, weights format, axes,
+    channels, series, tile size, padding) must match: a folder holding results of
+    another model or other parameters is refused unless ``overwrite`` is set, so
+    results of two set-ups never mix.  Leftover temporary files of our own outputs
+    and record (nothing else) are deleted at the start.  A lock file
+    (``.zoodesk-run.lock``, an OS lock released when the process dies, even by
+    SIGKILL) keeps two runs from writing into one folder at the same time.
+
+Errors
+    A problem with one input (unreadable, NaN/Inf, too small, axes that do not fit,
+    disk full or a read-only sub-folder while writing its outputs) fails that input
+    with a one-line message and the run goes on.  An output folder that cannot be
+    created or written at all stops the run before it starts (the record could not
+    be kept either).  If the record cannot be saved during the run (disk full), a
+    :class:`RunWarning` says so and the run goes on; :attr:`RunFinished.record_saved`
+    tells whether the final record reached the disk.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import math
 import os
+import time
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
-from zoodesk.batch.record import FileEntry, OutputEntry, RunRecord, RECORD_NAME, now_iso
-from zoodesk.errors import ImageReadError, ZooDeskError
+from zoodesk.batch.record import RECORD_NAME, FileEntry, OutputEntry, RunRecord, now_iso
+from zoodesk.errors import CancelledError, ImageReadError, ZooDeskError
 from zoodesk.fileutils import sha256_file
 from zoodesk.images.axes import AxisMapping, assemble_output, map_image_to_tensor
 from zoodesk.inference.predict import Predictor
+from zoodesk.inference.streaming import (
+    StreamingPolicy,
+    StreamResult,
+    finalize_output_dtype,
+    predict_streaming,
+)
 from zoodesk.models.package import ModelPackage
 from zoodesk.models.spec import ModelSpec, TensorSpec
 
 log = logging.getLogger(__name__)
+
+__all__ = [
+    "LOCK_NAME",
+    "BlockProgress",
+    "Event",
+    "FileFinished",
+    "FileStarted",
+    "PredictionRequest",
+    "RunFinished",
+    "RunStarted",
+    "RunWarning",
+    "collect_inputs",
+    "exit_code",
+    "finalize_output_dtype",
+    "output_kind",
+    "output_pixel_sizes",
+    "run_prediction",
+    "run_signature",
+    "throughput",
+    "unique_keys",
+]
+
+#: Lock file in the output folder while a run writes into it.
+LOCK_NAME = ".zoodesk-run.lock"
+#: Default seconds a recently modified input is watched for changes before reading.
+DEFAULT_SETTLE_SECONDS = 2.0
+#: Tile shape of outputs written block by block.
+STREAMED_TILE = (512, 512)
+# Bytes checked at once for NaN/Inf.
+_FINITE_CHECK_BYTES = 64 * 2**20
 
 
 # ------------------------------------------------------------------------------ events
@@ -40,7 +113,13 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class RunStarted:
-    """The run is set up: files found, model loaded, device known."""
+    """The run is set up: files found, model loaded, device known.
+
+    ``skipped`` inputs are already done (verified outputs of an earlier run);
+    ``to_do_bytes`` is the size of the input files still to process (for an ETA);
+    ``cleaned`` lists leftover temporary files of an interrupted run that were
+    deleted.
+    """
 
     run_id: str
     total: int
@@ -50,38 +129,63 @@ class RunStarted:
     weights_format: str
     record_path: Path
     warnings: tuple[str, ...] = ()
+    skipped: int = 0
+    to_do_bytes: int = 0
+    cleaned: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class FileStarted:
+    """Work on one input begins (it may still be being read in the background)."""
+
     index: int
     path: Path
 
 
 @dataclass(frozen=True)
 class BlockProgress:
+    """Progress within one input: ``done`` of ``total`` units of ``phase``.
+
+    ``phase`` is ``blocks`` (session calls over all frames) or, for images
+    processed block by block from disk, first ``statistics`` (bands read to compute
+    the whole-image statistics).
+    """
+
     index: int
     done: int
     total: int
+    phase: str = "blocks"
 
 
 @dataclass(frozen=True)
 class FileFinished:
+    """One input is done (ok, failed, skipped or not done); ``entry`` is its record."""
+
     index: int
     path: Path
     entry: FileEntry
 
 
 @dataclass(frozen=True)
+class RunWarning:
+    """Something the user should know that does not fail an input."""
+
+    message: str
+
+
+@dataclass(frozen=True)
 class RunFinished:
+    """The run is over; ``record`` is final (``record_saved``: it reached the disk)."""
+
     record: RunRecord
+    record_saved: bool = True
 
     @property
     def all_ok(self) -> bool:
         return all(f.status in ("ok", "skipped") for f in self.record.files)
 
 
-Event = RunStarted | FileStarted | BlockProgress | FileFinished | RunFinished
+Event = RunStarted | FileStarted | BlockProgress | FileFinished | RunWarning | RunFinished
 
 
 # ----------------------------------------------------------------------------- request
@@ -89,7 +193,25 @@ Event = RunStarted | FileStarted | BlockProgress | FileFinished | RunFinished
 
 @dataclass
 class PredictionRequest:
-    """Everything a prediction run needs.  Paths are resolved by the runner."""
+    """Everything a prediction run needs.  Paths are resolved by the runner.
+
+    Attributes
+    ----------
+    model
+        A model package, or a path / cached id for :func:`zoodesk.models.resolve_model`.
+    inputs
+        Image files and folders (a ``.txt``/``.lst``/``.list`` file is read as a list).
+    output_dir
+        Where outputs and the run record go.
+    lists
+        Files listing inputs (files or folders), one per line.
+    series
+        Which series (scene) of multi-series files to read.
+    streaming
+        When images are processed block by block from disk.
+    settle_seconds
+        How long a recently modified input is watched for changes before reading.
+    """
 
     model: str | Path | ModelPackage
     inputs: Sequence[Path]
@@ -105,10 +227,16 @@ class PredictionRequest:
     overwrite: bool = False
     pad_mode: str = "reflect"
     extra: dict[str, Any] = field(default_factory=dict)
+    lists: Sequence[Path] = ()
+    series: int = 0
+    streaming: StreamingPolicy = field(default_factory=StreamingPolicy)
+    settle_seconds: float = DEFAULT_SETTLE_SECONDS
 
     def parameters(self) -> dict[str, Any]:
+        """The request as recorded in the run record."""
         return {
             "inputs": [str(Path(p).resolve()) for p in self.inputs],
+            "lists": [str(Path(p).resolve()) for p in self.lists],
             "output_dir": str(Path(self.output_dir).resolve()),
             "device_requested": self.device,
             "weights_format": self.weights_format,
@@ -116,9 +244,12 @@ class PredictionRequest:
             "recursive": self.recursive,
             "axes": self.axes,
             "channels": list(self.channels) if self.channels is not None else None,
+            "series": self.series,
             "tile": dict(self.tile) if self.tile else None,
             "threads": self.threads,
             "pad_mode": self.pad_mode,
+            "streaming": self.streaming.as_dict(),
+            "settle_seconds": self.settle_seconds,
             **self.extra,
         }
 
@@ -136,21 +267,6 @@ def output_kind(tensor: TensorSpec, dtype: np.dtype[Any]) -> str:
     if any(op.id == "sigmoid" for op in tensor.postprocessing):
         return "probabilities"
     return "image"
-
-
-def finalize_output_dtype(array: np.ndarray, tensor: TensorSpec) -> np.ndarray:
-    """Float outputs as float32, integer outputs as the declared integer type."""
-    declared = np.dtype(tensor.data_type) if tensor.data_type != "bool" else np.dtype(np.uint8)
-    if array.dtype == np.bool_:
-        return array.astype(np.uint8)
-    if np.issubdtype(declared, np.integer):
-        if np.issubdtype(array.dtype, np.integer):
-            return array if array.dtype == declared else array.astype(declared)
-        info = np.iinfo(declared)
-        return np.clip(np.rint(array), info.min, info.max).astype(declared)
-    if array.dtype != np.float32 and np.issubdtype(array.dtype, np.floating):
-        return array.astype(np.float32)
-    return array
 
 
 def output_pixel_sizes(
@@ -175,51 +291,109 @@ def output_pixel_sizes(
     return result
 
 
-def unique_keys(files: Sequence[tuple[Path, Path | None]]) -> list[str]:
-    """Output name stems: the path below the input folder, made unique."""
+def _sanitize_key(key: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "._-/" else "_" for ch in key)
+
+
+def unique_keys(
+    files: Sequence[tuple[Path, Path | None]], preferred: Mapping[Path, str] | None = None
+) -> list[str]:
+    """Output name stems: the path below the input folder, made unique.
+
+    Parameters
+    ----------
+    files
+        Each input with the folder it was found in (None for files named directly).
+    preferred
+        Keys to keep where possible (those of an earlier run into the same output
+        folder, so that a re-run finds its outputs under the same names).
+    """
     from zoodesk.images import output_stem
 
-    keys: list[str] = []
+    keys: list[str | None] = [None] * len(files)
     seen: set[str] = set()
-    for path, root in files:
+    for i, (path, _root) in enumerate(files):
+        key = (preferred or {}).get(path)
+        if key and key.lower() not in seen:
+            keys[i] = key
+            seen.add(key.lower())
+    for i, (path, root) in enumerate(files):
+        if keys[i] is not None:
+            continue
         rel = path.relative_to(root) if root is not None else Path(path.name)
-        key = "/".join([*rel.parent.parts, output_stem(rel)]) if rel.parent.parts else output_stem(rel)
-        key = "".join(ch if ch.isalnum() or ch in "._-/" else "_" for ch in key)
+        stem = output_stem(rel)
+        key = _sanitize_key("/".join([*rel.parent.parts, stem]) if rel.parent.parts else stem)
         candidate, n = key, 2
         while candidate.lower() in seen:
             candidate, n = f"{key}-{n}", n + 1
         seen.add(candidate.lower())
-        keys.append(candidate)
-    return keys
+        keys[i] = candidate
+    return [k for k in keys if k is not None]
+
+
+_LIST_SUFFIXES = (".txt", ".lst", ".list")
 
 
 def collect_inputs(
-    inputs: Sequence[Path], patterns: Sequence[str], recursive: bool
+    inputs: Sequence[Path],
+    patterns: Sequence[str],
+    recursive: bool,
+    *,
+    lists: Sequence[Path] = (),
+    exclude: Path | None = None,
 ) -> tuple[list[tuple[Path, Path | None]], list[Path]]:
-    """Files to process (with the folder they were found in) and inputs that do not exist."""
+    """Files to process (with the folder they were found in) and inputs that do not exist.
+
+    Parameters
+    ----------
+    inputs
+        Files and folders; a file ending in ``.txt``, ``.lst`` or ``.list`` is a list.
+    patterns, recursive
+        As for :func:`zoodesk.images.find_images`, applied to folders.
+    lists
+        List files (any name): each line a file or folder, as in ``inputs``.
+    exclude
+        A folder whose files are never inputs (the output folder: a re-run must not
+        take the outputs of the last run for new images).
+    """
     from zoodesk.images import find_images, read_list_file
 
     found: list[tuple[Path, Path | None]] = []
     missing: list[Path] = []
     seen: set[Path] = set()
-    for raw in inputs:
+    excluded = exclude.resolve() if exclude is not None else None
+
+    def add(path: Path, root: Path | None) -> None:
+        if excluded is not None and path.is_relative_to(excluded):
+            return
+        if path not in seen:
+            seen.add(path)
+            found.append((path, root))
+
+    def visit(raw: Path, allow_list: bool) -> None:
         path = Path(raw).expanduser()
         if not path.exists():
             missing.append(path)
-            continue
-        if path.is_file() and path.suffix.lower() in (".txt", ".lst", ".list"):
-            listed = read_list_file(path)
-            items = [(p.resolve(), None) for p in listed]
-        elif path.is_dir():
+            return
+        if path.is_dir():
             root = path.resolve()
-            items = [(p.resolve(), root) for p in find_images([path], patterns=patterns,
-                                                                recursive=recursive)]
+            for p in find_images([path], patterns=patterns, recursive=recursive):
+                add(p.resolve(), root)
+        elif allow_list and path.suffix.lower() in _LIST_SUFFIXES:
+            for item in read_list_file(path):
+                visit(item, allow_list=False)
         else:
-            items = [(path.resolve(), None)]
-        for p, root in items:
-            if p not in seen:
-                seen.add(p)
-                found.append((p, root))
+            add(path.resolve(), None)
+
+    for raw in inputs:
+        visit(raw, allow_list=True)
+    for listing in lists:
+        path = Path(listing).expanduser()
+        if not path.is_file():
+            missing.append(path)
+            continue
+        for item in read_list_file(path):
+            visit(item, allow_list=False)
     return found, missing
 
 
@@ -230,15 +404,173 @@ def _describe_error(path: Path, exc: BaseException) -> str:
     if isinstance(exc, MemoryError):
         return f"{path}: not enough memory to process this image"
     if isinstance(exc, OSError):
-        if exc.errno == errno.ENOSPC:
-            return f"{path}: the disk is full (writing {exc.filename or 'the output'})"
-        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-            return f"{path}: permission denied writing {exc.filename or 'the output'}"
+        target = exc.filename or "the output"
+        if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+            return f"{path}: the disk is full (writing {target})"
+        if exc.errno == errno.EROFS:
+            return f"{path}: cannot write {target}: the file system is read-only"
+        if exc.errno in (errno.EACCES, errno.EPERM):
+            return f"{path}: permission denied writing {target}"
         return f"{path}: {exc.strerror or exc}"
     return f"{path}: unexpected error ({type(exc).__name__}: {exc})"
 
 
-# ------------------------------------------------------------------------------ runner
+def run_signature(package: ModelPackage, predictor: Predictor, request: PredictionRequest) -> dict[str, Any]:
+    """What makes outputs comparable between runs into one folder.
+
+    Model description and weights (by checksum and format) and the parameters
+    that change the pixels of the outputs: axes, channels, series, tile size and
+    padding.  The device, threads and input list are not part of it.
+    """
+    weights = predictor.weights
+    return {
+        "description_sha256": sha256_file(package.description_path),
+        "weights_format": weights.format,
+        "weights_sha256": weights.source.sha256 or sha256_file(package.path_of(weights.source)),
+        "axes": request.axes.upper() if request.axes else None,
+        "channels": list(request.channels) if request.channels is not None else None,
+        "series": request.series,
+        "tile": dict(sorted(request.tile.items())) if request.tile else None,
+        "pad_mode": request.pad_mode,
+    }
+
+
+_SIGNATURE_NAMES = {
+    "description_sha256": "model description",
+    "weights_format": "weights format",
+    "weights_sha256": "model weights",
+    "axes": "--axes",
+    "channels": "--channel",
+    "series": "--series",
+    "tile": "--tile",
+    "pad_mode": "padding mode",
+}
+
+
+def _check_same_setup(old: RunRecord, signature: Mapping[str, Any], out_dir: Path) -> None:
+    """Refuse to mix results of another model or other parameters into a folder."""
+    if not any(f.status in ("ok", "skipped") for f in old.files):
+        return
+    previous = old.signature
+    if not previous:
+        # Records written before signatures existed: compare the weights only.
+        old_sha = old.model.get("weights", {}).get("sha256")
+        previous = {**signature, "weights_sha256": old_sha}
+    differences = [
+        _SIGNATURE_NAMES.get(k, k) for k in signature if previous.get(k) != signature.get(k)
+    ]
+    if differences:
+        model = old.model.get("name") or old.model.get("id") or "another model"
+        raise ZooDeskError(
+            f"{out_dir}: holds results of an earlier run ({model}) with a different "
+            f"{', '.join(differences)}; choose another output folder, or use --overwrite "
+            "to redo every input with the new set-up"
+        )
+
+
+# ----------------------------------------------------------------------- output folder
+
+
+class _FolderLock:
+    """An exclusive OS lock on a file in the output folder, released at process exit."""
+
+    def __init__(self, folder: Path) -> None:
+        self.path = folder / LOCK_NAME
+        self._handle: IO[str] | None = None
+        handle = self.path.open("a+", encoding="utf-8")
+        try:
+            _lock_file(handle)
+        except OSError:
+            handle.close()
+            raise ZooDeskError(
+                f"{folder}: another ZooDesk run is writing to this folder; wait for it to "
+                "finish or choose another output folder"
+            ) from None
+        self._handle = handle
+        with contextlib.suppress(OSError):
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"{os.getpid()}\n")
+            handle.flush()
+
+    def release(self) -> None:
+        # The file stays: deleting it would let a third run lock a new file while a
+        # second one still holds the old one.
+        if self._handle is not None:
+            with contextlib.suppress(OSError):
+                _unlock_file(self._handle)
+            self._handle.close()
+            self._handle = None
+
+
+def _lock_file(handle: IO[str]) -> None:
+    if os.name == "nt":
+        import msvcrt
+
+        handle.seek(0)
+        msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)  # type: ignore[attr-defined]
+    else:
+        import fcntl
+
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def _unlock_file(handle: IO[str]) -> None:
+    if os.name == "nt":
+        import msvcrt
+
+        handle.seek(0)
+        msvcrt.locking(handle.fileno(), msvcrt.LK_UNLCK, 1)  # type: ignore[attr-defined]
+    else:
+        import fcntl
+
+        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _prepare_output_folder(out_dir: Path) -> None:
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / f".zoodesk-write-test-{os.getpid()}.part"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        if exc.errno == errno.EROFS:
+            reason = "the file system is read-only"
+        elif exc.errno in (errno.EACCES, errno.EPERM):
+            reason = "permission denied"
+        raise ZooDeskError(f"{out_dir}: the output folder is not writable ({reason})") from exc
+
+
+def _clean_leftovers(out_dir: Path, names: set[str]) -> list[str]:
+    """Delete temporary files of our own outputs and record left by a killed run.
+
+    Only ``.NAME.*.part`` files next to a ``NAME`` this run (or the record's earlier
+    run) writes, and the folder probe's ``.zoodesk-write-test-*.part``, are touched.
+    """
+    removed: list[str] = []
+    folders: dict[Path, set[str]] = {}
+    for rel in names:
+        path = out_dir / rel
+        folders.setdefault(path.parent, set()).add(path.name)
+    folders.setdefault(out_dir, set())
+    for folder, finals in folders.items():
+        if not folder.is_dir():
+            continue
+        for candidate in folder.iterdir():
+            name = candidate.name
+            if not (name.startswith(".") and name.endswith(".part")):
+                continue
+            ours = name.startswith(".zoodesk-write-test-") and folder == out_dir
+            ours = ours or any(name.startswith(f".{final}.") for final in finals)
+            if ours and candidate.is_file() and not candidate.is_symlink():
+                with contextlib.suppress(OSError):
+                    candidate.unlink()
+                    removed.append(str(candidate.relative_to(out_dir)))
+    return sorted(removed)
+
+
+# ------------------------------------------------------------------------------ reading
 
 
 @dataclass
@@ -247,17 +579,65 @@ class _Loaded:
     sha256: str
     size: int
     mtime_ns: int
+    seconds: float
 
 
-def _read(path: Path, axes: str | None) -> _Loaded:
+def _check_finite(path: Path, array: np.ndarray) -> None:
+    """Refuse NaN and infinite values, a band at a time (memory-mapped images too)."""
+    from zoodesk.images import release_mapped_pages
+
+    if not np.issubdtype(array.dtype, np.floating) or array.size == 0:
+        return
+    flat = array.reshape(-1) if array.flags.c_contiguous else None
+    if flat is None:
+        if not np.isfinite(array).all():
+            raise ImageReadError(f"{path}: the image contains NaN or infinite values")
+        return
+    step = max(1, _FINITE_CHECK_BYTES // array.itemsize)
+    for start in range(0, flat.size, step):
+        finite = np.isfinite(flat[start : start + step]).all()
+        release_mapped_pages(array)
+        if not finite:
+            raise ImageReadError(f"{path}: the image contains NaN or infinite values")
+
+
+def _stat(path: Path) -> os.stat_result:
+    try:
+        return path.stat()
+    except FileNotFoundError:
+        raise ImageReadError(f"{path}: the file disappeared before it could be read") from None
+
+
+def _read(path: Path, axes: str | None, series: int, settle_seconds: float) -> _Loaded:
     from zoodesk.images import read_image
 
-    st = path.stat()
-    image = read_image(path, axes=axes)
-    data = image.array
-    if np.issubdtype(data.dtype, np.floating) and not np.isfinite(data).all():
-        raise ImageReadError(f"{path}: the image contains NaN or infinite values")
-    return _Loaded(image, sha256_file(path), st.st_size, st.st_mtime_ns)
+    start = time.perf_counter()
+    before = _stat(path)
+    age = time.time() - before.st_mtime
+    if age < settle_seconds:
+        # Recently modified: make sure nobody is still writing it.
+        time.sleep(settle_seconds - max(0.0, age))
+        now = _stat(path)
+        if (now.st_size, now.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
+            raise ImageReadError(
+                f"{path}: the file is still being written (its size went from "
+                f"{before.st_size} to {now.st_size} bytes within {settle_seconds:g} s); run "
+                "the batch again once it is complete"
+            )
+        before = now
+    image = read_image(path, series=series, axes=axes)
+    _check_finite(path, image.array)
+    sha = sha256_file(path)
+    after = _stat(path)
+    if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
+        raise ImageReadError(
+            f"{path}: the file changed while it was being read (still being written?); run "
+            "the batch again once it is complete"
+        )
+    return _Loaded(image, sha, before.st_size, before.st_mtime_ns, time.perf_counter() - start)
+
+
+# ------------------------------------------------------------------------------ writing
 
 
 def _provenance(
@@ -289,6 +669,15 @@ def _provenance(
     return prov
 
 
+def _output_rel(entry: FileEntry, tensor: TensorSpec) -> str:
+    return f"{entry.key}_{tensor.id}.ome.tif"
+
+
+def _channel_names(tensor: TensorSpec) -> list[str] | None:
+    axis = next((a for a in tensor.axes if a.kind == "channel"), None)
+    return list(axis.channel_names) if axis is not None and axis.channel_names else None
+
+
 def _write_outputs(
     out_dir: Path,
     entry: FileEntry,
@@ -305,16 +694,15 @@ def _write_outputs(
         if tensor.id not in outputs:
             continue
         array, axes = outputs[tensor.id]
-        rel = f"{entry.key}_{tensor.id}.ome.tif"
+        rel = _output_rel(entry, tensor)
         path = out_dir / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        channel_axis = next((a for a in tensor.axes if a.kind == "channel"), None)
+        channel_names = _channel_names(tensor)
         write_ome_tiff(
             path,
             array,
             axes,
             pixel_sizes=output_pixel_sizes(spec, tensor, pixel_sizes),
-            channel_names=list(channel_axis.channel_names) if channel_axis else None,
+            channel_names=channel_names if channel_names and "C" in axes else None,
             provenance=_provenance(record, predictor, tensor, entry),
         )
         written.append(
@@ -331,8 +719,55 @@ def _write_outputs(
     return written
 
 
+@dataclass
+class _StreamedFile:
+    """The tiled writers of one input processed block by block."""
+
+    writers: dict[str, tuple[str, Any]] = field(default_factory=dict)
+
+    def abort(self) -> None:
+        for _rel, writer in self.writers.values():
+            writer.abort()
+        self.writers.clear()
+
+
+def _close_streamed(
+    out_dir: Path, streamed: _StreamedFile, result: StreamResult, predictor: Predictor
+) -> list[OutputEntry]:
+    written: list[OutputEntry] = []
+    try:
+        for tensor in predictor.spec.outputs:
+            if tensor.id not in streamed.writers:
+                continue
+            rel, writer = streamed.writers[tensor.id]
+            writer.close()
+            info = result.outputs[tensor.id]
+            written.append(
+                OutputEntry(
+                    tensor=tensor.id,
+                    path=rel,
+                    sha256=sha256_file(out_dir / rel),
+                    axes=info.axes,
+                    shape=list(info.shape),
+                    dtype=str(info.dtype),
+                    kind=output_kind(tensor, info.dtype),
+                )
+            )
+    finally:
+        streamed.abort()
+    return written
+
+
+def _timed(func: Callable[..., list[OutputEntry]], *args: Any) -> tuple[list[OutputEntry], float]:
+    start = time.perf_counter()
+    return func(*args), time.perf_counter() - start
+
+
+# ------------------------------------------------------------------------- run set-up
+
+
 def _previous_outputs_valid(previous: FileEntry, out_dir: Path, st: os.stat_result) -> bool:
-    if previous.status != "ok" or not previous.outputs:
+    if previous.status not in ("ok", "skipped") or not previous.outputs:
         return False
     if previous.input_size != st.st_size or previous.input_mtime_ns != st.st_mtime_ns:
         return False
@@ -367,6 +802,42 @@ def _model_identity(package: ModelPackage, predictor: Predictor) -> dict[str, An
     }
 
 
+def _load_previous(record_path: Path) -> tuple[RunRecord | None, str | None]:
+    if not record_path.is_file():
+        return None, None
+    try:
+        return RunRecord.load(record_path), None
+    except ZooDeskError as exc:
+        return None, f"{exc}; every input is processed again"
+
+
+class _RecordKeeper:
+    """Saves the record, turning write failures (disk full) into warnings."""
+
+    def __init__(self, record: RunRecord) -> None:
+        self.record = record
+        self.saved = True
+        self._reported = False
+
+    def save(self) -> RunWarning | None:
+        try:
+            self.record.save()
+        except OSError as exc:
+            self.saved = False
+            if self._reported:
+                return None
+            self._reported = True
+            return RunWarning(
+                f"{self.record.path}: cannot save the run record ({exc.strerror or exc}); "
+                "the run goes on, but a re-run cannot skip what this one finishes"
+            )
+        self.saved = True
+        return None
+
+
+# ------------------------------------------------------------------------------ runner
+
+
 def run_prediction(
     request: PredictionRequest,
     *,
@@ -376,14 +847,18 @@ def run_prediction(
     """Run a model over every input file; yield events; the last one is RunFinished.
 
     Raises :class:`ZooDeskError` only for problems that stop the whole run (model
-    cannot be loaded, output folder not writable, nothing to process); a problem
-    with one input is recorded for that input and the run goes on.
+    cannot be loaded, output folder not writable or in use by another run, results
+    of another set-up in the output folder, nothing to process); a problem with one
+    input is recorded for that input and the run goes on.  See the module
+    documentation for resume, crash safety and files still being written.
     """
     from zoodesk.models import resolve_model
 
     is_cancelled = cancelled or (lambda: False)
     package = (
-        request.model if isinstance(request.model, ModelPackage) else resolve_model(str(request.model))
+        request.model
+        if isinstance(request.model, ModelPackage)
+        else resolve_model(str(request.model))
     )
     spec = package.spec
     required_inputs = [t for t in spec.inputs if not t.optional]
@@ -392,20 +867,20 @@ def run_prediction(
             f"model {spec.name!r} needs {len(required_inputs)} input tensors; "
             "running it on image files needs exactly one"
         )
+    if request.series < 0:
+        raise ZooDeskError(f"--series must be 0 or more, not {request.series}")
     out_dir = Path(request.output_dir).expanduser().resolve()
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        probe = out_dir / f".zoodesk-write-test-{os.getpid()}.part"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise ZooDeskError(f"{out_dir}: output folder is not writable ({exc.strerror})") from exc
-
-    files, missing = collect_inputs(request.inputs, request.patterns, request.recursive)
+    _prepare_output_folder(out_dir)
+    files, missing = collect_inputs(
+        request.inputs,
+        request.patterns,
+        request.recursive,
+        lists=request.lists,
+        exclude=out_dir,
+    )
     if not files and not missing:
-        names = ", ".join(str(p) for p in request.inputs)
+        names = ", ".join(str(p) for p in [*request.inputs, *request.lists])
         raise ZooDeskError(f"no readable images found in {names}")
-    keys = unique_keys(files)
 
     predictor = predictor or Predictor(
         package,
@@ -415,26 +890,59 @@ def run_prediction(
         tile=request.tile,
         pad_mode=request.pad_mode,
     )
+    lock = _FolderLock(out_dir)
+    try:
+        yield from _run_locked(
+            request, package, predictor, out_dir, files, missing, required_inputs[0], is_cancelled
+        )
+    finally:
+        lock.release()
+
+
+def _run_locked(
+    request: PredictionRequest,
+    package: ModelPackage,
+    predictor: Predictor,
+    out_dir: Path,
+    files: list[tuple[Path, Path | None]],
+    missing: list[Path],
+    input_tensor: TensorSpec,
+    is_cancelled: Callable[[], bool],
+) -> Iterator[Event]:
+    spec = package.spec
     record_path = out_dir / RECORD_NAME
+    signature = run_signature(package, predictor, request)
+    old, load_problem = _load_previous(record_path)
+    warnings = list(predictor.warnings)
+    if load_problem:
+        warnings.append(load_problem)
     previous: dict[str, FileEntry] = {}
-    model_info = _model_identity(package, predictor)
-    if record_path.is_file() and not request.overwrite:
-        try:
-            old = RunRecord.load(record_path)
-            same_model = old.model.get("weights", {}).get("sha256") == model_info["weights"]["sha256"]
-            if same_model:
-                previous = {f.input: f for f in old.files}
-                history = [*old.history, {"run_id": old.run_id, "started": old.started,
-                                          "finished": old.finished, "status": old.status}]
-            else:
-                history = []
-        except ZooDeskError:
-            history = []
-    else:
-        history = []
+    history: list[dict[str, Any]] = []
+    if old is not None:
+        if not request.overwrite:
+            _check_same_setup(old, signature, out_dir)
+            previous = {f.input: f for f in old.files}
+        history = [
+            *old.history,
+            {
+                "run_id": old.run_id,
+                "started": old.started,
+                "finished": old.finished,
+                "status": old.status,
+                "summary": old.summary(),
+            },
+        ]
+    keys = unique_keys(
+        files, preferred={Path(f.input): f.key for f in previous.values() if f.key}
+    )
+    planned = {f"{key}_{t.id}.ome.tif" for key in keys for t in spec.outputs}
+    planned |= {o.path for f in (old.files if old else []) for o in f.outputs}
+    planned |= {f"{f.key}_{t.id}.ome.tif" for f in (old.files if old else []) if f.key for t in spec.outputs}
+    cleaned = _clean_leftovers(out_dir, planned | {RECORD_NAME})
 
     record = RunRecord(path=record_path, history=history)
-    record.model = model_info
+    record.model = _model_identity(package, predictor)
+    record.signature = signature
     record.device = {
         "requested": request.device,
         "used": predictor.session.device.name,
@@ -443,19 +951,20 @@ def run_prediction(
         "warnings": list(predictor.warnings),
     }
     record.parameters = request.parameters()
+    keeper = _RecordKeeper(record)
     for path in missing:
         record.files.append(
             FileEntry(input=str(path), status="failed", error=f"{path}: no such file or folder")
         )
     entries: list[FileEntry] = []
     to_do: list[int] = []
+    to_do_bytes = 0
     for (path, _root), key in zip(files, keys, strict=True):
-        entry = FileEntry(input=str(path), key=key)
+        entry = FileEntry(input=str(path), key=key, series=request.series)
         prev = previous.get(str(path))
-        if prev is not None and not request.overwrite:
+        if prev is not None and not request.overwrite and prev.key == key:
             try:
-                st = path.stat()
-                if _previous_outputs_valid(prev, out_dir, st):
+                if _previous_outputs_valid(prev, out_dir, path.stat()):
                     entry = prev
                     entry.status = "skipped"
             except OSError:
@@ -463,8 +972,14 @@ def run_prediction(
         entries.append(entry)
         if entry.status != "skipped":
             to_do.append(len(entries) - 1)
+            with contextlib.suppress(OSError):
+                to_do_bytes += path.stat().st_size
     record.files.extend(entries)
-    record.save()
+    warning = keeper.save()
+    if warning is not None and not keeper.saved and record_path.parent.is_dir():
+        # Not even the first record could be written: nothing of this run would be
+        # recoverable, so stop now with the reason.
+        raise ZooDeskError(warning.message.split("; the run goes on")[0])
     yield RunStarted(
         run_id=record.run_id,
         total=len(record.files),
@@ -473,7 +988,10 @@ def run_prediction(
         device_description=predictor.session.device.description,
         weights_format=predictor.weights.format,
         record_path=record_path,
-        warnings=tuple(predictor.warnings),
+        warnings=tuple(warnings),
+        skipped=len(entries) - len(to_do),
+        to_do_bytes=to_do_bytes,
+        cleaned=tuple(cleaned),
     )
     offset = len(missing)
     for k in range(len(missing)):
@@ -484,8 +1002,13 @@ def run_prediction(
 
     reader = ThreadPoolExecutor(1, thread_name_prefix="zoodesk-read")
     writer = ThreadPoolExecutor(1, thread_name_prefix="zoodesk-write")
-    pending_write: tuple[int, FileEntry, Future[list[OutputEntry]]] | None = None
+    pending_write: tuple[int, FileEntry, Future[tuple[list[OutputEntry], float]]] | None = None
     cancelled_run = False
+
+    def saved() -> Iterator[Event]:
+        problem = keeper.save()
+        if problem is not None:
+            yield problem
 
     def finish_write() -> Iterator[Event]:
         nonlocal pending_write
@@ -494,20 +1017,27 @@ def run_prediction(
         index, wentry, future = pending_write
         pending_write = None
         try:
-            wentry.outputs = future.result()
+            wentry.outputs, wentry.write_seconds = future.result()
             wentry.status = "ok"
-        except BaseException as exc:  # noqa: BLE001 - recorded per file, the run goes on
+            wentry.run_id = record.run_id
+        except BaseException as exc:  # recorded per file, the run goes on
             log.debug("writing outputs for %s failed", wentry.input, exc_info=True)
             wentry.status = "failed"
             wentry.error = _describe_error(Path(wentry.input), exc)
+            if isinstance(exc, KeyboardInterrupt):
+                raise
         wentry.finished = now_iso()
-        record.save()
+        yield from saved()
         yield FileFinished(offset + index, Path(wentry.input), wentry)
 
+    def submit_read(n: int) -> Future[_Loaded] | None:
+        if n >= len(to_do):
+            return None
+        path = Path(entries[to_do[n]].input)
+        return reader.submit(_read, path, request.axes, request.series, request.settle_seconds)
+
     try:
-        next_read: Future[_Loaded] | None = (
-            reader.submit(_read, Path(entries[to_do[0]].input), request.axes) if to_do else None
-        )
+        next_read = submit_read(0)
         for n, index in enumerate(to_do):
             entry = entries[index]
             path = Path(entry.input)
@@ -518,66 +1048,124 @@ def run_prediction(
             entry.started = now_iso()
             assert next_read is not None
             current = next_read
-            next_read = (
-                reader.submit(_read, Path(entries[to_do[n + 1]].input), request.axes)
-                if n + 1 < len(to_do)
-                else None
-            )
+            next_read = submit_read(n + 1)
+            streamed = _StreamedFile()
             try:
                 loaded = current.result()
                 image = loaded.image
                 entry.input_sha256 = loaded.sha256
                 entry.input_size = loaded.size
                 entry.input_mtime_ns = loaded.mtime_ns
+                entry.read_seconds = round(loaded.seconds, 4)
                 entry.axes = image.axes
                 entry.shape = [int(s) for s in image.shape]
                 entry.pixel_sizes = {k: [v[0], v[1]] for k, v in image.pixel_sizes.items()}
                 mapping = map_image_to_tensor(
-                    image.axes, image.shape, required_inputs[0], channels=request.channels
+                    image.axes, image.shape, input_tensor, channels=request.channels
                 )
                 entry.axes_mapping = mapping.describe()
-                outputs, plan_info, seconds = yield from _predict_frames(
-                    predictor, mapping, image.array, offset + index, is_cancelled
-                )
-                entry.tiling = plan_info
-                entry.seconds = seconds
-            except BaseException as exc:  # noqa: BLE001 - one bad file never stops the run
-                from zoodesk.errors import CancelledError
-
+                entry.streamed = request.streaming.should_stream(spec, mapping)
+                if entry.streamed:
+                    result = yield from _stream_file(
+                        predictor, mapping, image, out_dir, entry, record, streamed,
+                        offset + index, is_cancelled,
+                    )  # fmt: skip
+                    entry.tiling = {**result.plan.describe(), "frames": result.frames}
+                    entry.seconds = result.seconds
+                    entry.inference_seconds = round(result.inference_seconds, 4)
+                    job: tuple[Any, ...] = (_close_streamed, out_dir, streamed, result, predictor)
+                else:
+                    outputs, plan_info, seconds, inference = yield from _predict_frames(
+                        predictor, mapping, image.array, offset + index, is_cancelled
+                    )
+                    entry.tiling = plan_info
+                    entry.seconds = seconds
+                    entry.inference_seconds = round(inference, 4)
+                    job = (
+                        _write_outputs, out_dir, entry, outputs, predictor, record,
+                        image.pixel_sizes,
+                    )  # fmt: skip
+            except BaseException as exc:  # one bad file never stops the run
+                streamed.abort()
                 if isinstance(exc, CancelledError | KeyboardInterrupt):
                     cancelled_run = True
                     entry.status = "not done"
                     entry.error = "cancelled"
+                    entry.finished = now_iso()
                     yield from finish_write()
+                    yield from saved()
+                    yield FileFinished(offset + index, path, entry)
                     break
                 log.debug("processing %s failed", path, exc_info=True)
                 entry.status = "failed"
                 entry.error = _describe_error(path, exc)
                 entry.finished = now_iso()
                 yield from finish_write()
-                record.save()
+                yield from saved()
                 yield FileFinished(offset + index, path, entry)
                 continue
             yield from finish_write()
-            pending_write = (
-                index,
-                entry,
-                writer.submit(
-                    _write_outputs, out_dir, entry, outputs, predictor, record,
-                    image.pixel_sizes,
-                ),
-            )
+            pending_write = (index, entry, writer.submit(_timed, *job))
         yield from finish_write()
+    except KeyboardInterrupt:
+        # A second Ctrl-C: stop at once, but leave a consistent record behind.
+        cancelled_run = True
     finally:
         reader.shutdown(wait=True, cancel_futures=True)
         writer.shutdown(wait=True)
+    if pending_write is not None:
+        yield from finish_write()
     for entry in entries:
         if entry.status == "pending":
             entry.status = "not done"
     record.status = "cancelled" if cancelled_run else "finished"
     record.finished = now_iso()
-    record.save()
-    yield RunFinished(record)
+    yield from saved()
+    yield RunFinished(record, record_saved=keeper.saved)
+
+
+def _stream_file(
+    predictor: Predictor,
+    mapping: AxisMapping,
+    image: Any,
+    out_dir: Path,
+    entry: FileEntry,
+    record: RunRecord,
+    streamed: _StreamedFile,
+    index: int,
+    cancelled: Callable[[], bool],
+) -> Generator[Event, None, StreamResult]:
+    """Predict one image block by block from disk into tiled writers."""
+    from zoodesk.images import TiledOmeTiffWriter
+
+    spec = predictor.spec
+
+    def open_sink(
+        tensor: TensorSpec, shape: tuple[int, ...], dtype: np.dtype[Any], axes: str
+    ) -> TiledOmeTiffWriter:
+        rel = _output_rel(entry, tensor)
+        names = _channel_names(tensor)
+        writer = TiledOmeTiffWriter(
+            out_dir / rel,
+            shape,
+            dtype,
+            axes,
+            pixel_sizes=output_pixel_sizes(spec, tensor, image.pixel_sizes),
+            channel_names=names if names and "C" in axes else None,
+            provenance=_provenance(record, predictor, tensor, entry),
+            tile=STREAMED_TILE,
+        )
+        streamed.writers[tensor.id] = (rel, writer)
+        return writer
+
+    steps = predict_streaming(predictor, mapping, image.array, open_sink, cancelled=cancelled)
+    while True:
+        try:
+            progress = next(steps)
+        except StopIteration as stop:
+            result: StreamResult = stop.value
+            return result
+        yield BlockProgress(index, progress.done, progress.total, progress.phase)
 
 
 def _predict_frames(
@@ -586,13 +1174,16 @@ def _predict_frames(
     array: np.ndarray,
     index: int,
     cancelled: Callable[[], bool],
-) -> Generator[Event, None, tuple[dict[str, tuple[np.ndarray, str]], dict[str, Any], float]]:
-    """Predict every frame of one image; yield block progress; return the outputs."""
+) -> Generator[
+    Event, None, tuple[dict[str, tuple[np.ndarray, str]], dict[str, Any], float, float]
+]:
+    """Predict every frame of one image in memory; yield block progress; return the outputs."""
     spec = predictor.spec
     input_id = mapping.tensor.id
     per_output: dict[str, list[np.ndarray]] = {t.id: [] for t in spec.outputs}
     plan_info: dict[str, Any] = {}
     seconds = 0.0
+    inference = 0.0
     frame_total = mapping.frame_count
     for f, (_frame_index, frame) in enumerate(mapping.frames(array)):
         steps = predictor.iter_predict({input_id: np.asarray(frame)}, cancelled=cancelled)
@@ -604,11 +1195,12 @@ def _predict_frames(
                 break
             yield BlockProgress(index, f * total + done, frame_total * total)
         seconds += result.seconds
+        inference += result.inference_seconds
         plan_info = plan_info or result.plan.describe()
         for t in spec.outputs:
             per_output[t.id].append(finalize_output_dtype(result.outputs[t.id], t))
     outputs = {t.id: assemble_output(mapping, t, per_output[t.id]) for t in spec.outputs}
-    return outputs, {**plan_info, "frames": frame_total}, seconds
+    return outputs, {**plan_info, "frames": frame_total}, seconds, inference
 
 
 def exit_code(record: RunRecord) -> int:
