@@ -338,8 +338,12 @@ def windows_installer(version: str, variant: str) -> Path:
     return OUTPUT / f"zoodesk-{version}-windows-x64-{variant}-setup.exe"
 
 
-def macos_dmg(python: Path, version: str, variant: str) -> Path:
-    """The disk image holding ZooDesk.app and a link to /Applications."""
+def macos_dmg(version: str, variant: str) -> Path:
+    """The disk image holding ZooDesk.app and a link to /Applications.
+
+    dmgbuild runs in the interpreter running this script (``pip install dmgbuild``),
+    not in the build environment: it is not part of the bundle.
+    """
     app = DIST / "ZooDesk.app"
     if not app.is_dir():
         raise BuildError(f"{app} is missing: PyInstaller makes it on macOS only")
@@ -347,7 +351,7 @@ def macos_dmg(python: Path, version: str, variant: str) -> Path:
     target = OUTPUT / f"zoodesk-{version}-macos-{machine()}-{variant}.dmg"
     target.unlink(missing_ok=True)
     run([
-        python, "-m", "dmgbuild", "-s", INSTALLERS / "macos" / "settings.py",
+        sys.executable, "-m", "dmgbuild", "-s", INSTALLERS / "macos" / "settings.py",
         "-D", f"app={app}", "-D", f"icon={ROOT / 'resources' / 'icons' / 'zoodesk.icns'}",
         f"ZooDesk {version}", target,
     ])  # fmt: skip
@@ -384,7 +388,7 @@ def build(args: argparse.Namespace) -> list[Path]:
         elif sys.platform == "win32":
             made.append(windows_installer(version, variant))
         elif sys.platform == "darwin":
-            made.append(macos_dmg(python, version, variant))
+            made.append(macos_dmg(version, variant))
     for path in made:
         log(f"installer {path}: {path.stat().st_size / 1e6:.0f} MB")
 

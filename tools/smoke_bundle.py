@@ -16,11 +16,14 @@ the proxies are removed, and the report says so).  The checks:
    its main window, reports it and quits with exit code 0 (timed: launch to window
    shown).  A bundle without the desktop application reports this step as skipped.
 
-The desktop step relies on two environment variables that the application honours:
-``ZOODESK_SMOKE_REPORT`` (a file path: once the main window is shown, the
-application writes ``{"shown": <time.time()>, ...}`` there) and
-``ZOODESK_SMOKE_QUIT_AFTER_SHOWN=1`` (then quit with exit code 0).  See
-``docs/installers.md``.
+The desktop step uses the application's own hook: with
+``ZOODESK_EXIT_AFTER_SHOWN=1`` it prints ``zoodesk-gui-shown <seconds since the
+process started>`` on standard output once the main window is shown and painted,
+then quits with exit code 0 (``zoodesk.gui.app``).  Where the desktop entry has no
+standard output (Windows builds without a console), the line lands in
+``ZOODESK_HOME/logs/zoodesk-gui.log`` (``installers/entry_gui.py``).  The cold start
+is measured here, from launch to the line's arrival, and the application's own
+figure is reported beside it.  See ``docs/installers.md``.
 
 Usage::
 
@@ -39,11 +42,12 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_BUNDLE = ROOT / "dist" / "zoodesk"
@@ -52,6 +56,10 @@ IS_WINDOWS = sys.platform == "win32"
 EXE_SUFFIX = ".exe" if IS_WINDOWS else ""
 #: Where PyInstaller puts libraries and data inside the bundle folder.
 CONTENTS_DIR = "_internal"
+#: Environment variable that makes the application quit once its window is shown.
+EXIT_AFTER_SHOWN_VARIABLE = "ZOODESK_EXIT_AFTER_SHOWN"
+#: First word of the line the application prints then (``zoodesk.gui.app``).
+SHOWN_MARKER = "zoodesk-gui-shown"
 #: What the command line says when the bundle has no desktop application.
 NO_GUI_MESSAGE = "the desktop application is not available"
 #: Seconds a single command may take.
@@ -327,42 +335,79 @@ class BundleSmoke:
 
     def check_gui(self, timeout: float = GUI_TIMEOUT) -> Check:
         """The desktop entry shows its main window offscreen and quits with exit code 0."""
-        report = self.workdir / "gui-smoke.json"
-        launched = time.time()
-        done = self.run(
-            [],
-            exe=self.gui_exe,
-            timeout=timeout,
-            QT_QPA_PLATFORM="offscreen",
-            ZOODESK_SMOKE_QUIT_AFTER_SHOWN="1",
-            ZOODESK_SMOKE_REPORT=str(report),
+        command = [*self.prefix, str(self.gui_exe)]
+        env = self.environment(QT_QPA_PLATFORM="offscreen", **{EXIT_AFTER_SHOWN_VARIABLE: "1"})
+        start = time.perf_counter()
+        proc = subprocess.Popen(
+            command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            encoding="utf-8",
+            errors="replace",
+            env=env,
+            cwd=self.workdir,
         )
-        output = done.stdout + done.stderr + _gui_log(self.home)
-        if done.returncode != 0 and NO_GUI_MESSAGE in output:
-            return Check("gui", "skipped", round(done.seconds, 3),
-                         "this bundle has no desktop application yet")  # fmt: skip
+        # Each line with the time it arrived: the shown line's arrival is the cold start.
+        stdout: list[tuple[float, str]] = []
+        stderr: list[tuple[float, str]] = []
+        readers = [
+            threading.Thread(target=_collect, args=(proc.stdout, stdout, start), daemon=True),
+            threading.Thread(target=_collect, args=(proc.stderr, stderr, start), daemon=True),
+        ]
+        for reader in readers:
+            reader.start()
+        try:
+            returncode = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            returncode = -1
+        for reader in readers:
+            reader.join(timeout=10)
+        seconds = time.perf_counter() - start
+        text = "".join(line for _, line in stdout + stderr)
+        done = Completed(returncode, "".join(line for _, line in stdout),
+                         "".join(line for _, line in stderr), seconds)  # fmt: skip
+        if returncode != 0 and NO_GUI_MESSAGE in text + _gui_log(self.home):
+            return Check("gui", "skipped", round(seconds, 3),
+                         "this bundle has no desktop application")  # fmt: skip
+        arrived, reported = _shown_line(stdout)
+        if reported is None:
+            # No standard output (a windowed build): the entry script logged it.
+            _, reported = _shown_line([(0.0, line) for line in _gui_log(self.home).splitlines()])
         problem = None
-        data: dict[str, Any] = {}
-        if done.returncode == 0:
-            try:
-                shown = json.loads(report.read_text(encoding="utf-8"))
-            except (OSError, json.JSONDecodeError) as exc:
-                problem = (
-                    f"exited 0 without a report in ZOODESK_SMOKE_REPORT ({exc}); "
-                    "the application must write it once the main window is shown"
-                )
-            else:
-                data = {
-                    "cold_start_seconds": round(float(shown["shown"]) - launched, 3),
-                    "seconds_to_exit": round(done.seconds, 3),
-                    **{k: v for k, v in shown.items() if k != "shown"},
-                }
-        elif done.returncode == -1:
+        data: dict[str, Any] = {"seconds_to_exit": round(seconds, 3)}
+        if returncode == -1:
             problem = (
-                f"still running after {timeout:.0f} s: the application must quit once its "
-                f"window is shown when ZOODESK_SMOKE_QUIT_AFTER_SHOWN=1; {done.tail()}"
+                f"still running after {timeout:.0f} s: with {EXIT_AFTER_SHOWN_VARIABLE}=1 the "
+                f"application must quit once its window is shown; {done.tail()}"
             )
+        elif returncode == 0 and reported is None:
+            problem = f"exited 0 without printing '{SHOWN_MARKER} <seconds>'"
+        else:
+            data["cold_start_seconds"] = round(arrived if arrived is not None else reported, 3)
+            data["reported_seconds"] = reported
         return self._check("gui", done, ["(no arguments)"], problem, **data)
+
+
+def _collect(stream: IO[str] | None, lines: list[tuple[float, str]], start: float) -> None:
+    if stream is None:
+        return
+    for line in stream:
+        lines.append((time.perf_counter() - start, line))
+
+
+def _shown_line(lines: Sequence[tuple[float, str]]) -> tuple[float | None, float | None]:
+    """When the shown line arrived, and the seconds it reports (None, None if absent)."""
+    for arrived, line in lines:
+        words = line.split()
+        if len(words) == 2 and words[0] == SHOWN_MARKER:
+            try:
+                return arrived, float(words[1])
+            except ValueError:
+                continue
+    return None, None
 
 
 def _gui_log(home: Path) -> str:

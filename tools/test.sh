@@ -8,7 +8,13 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e ".[dev]"
+.venv/bin/python -m pip install --quiet -e ".[dev,convert]"
+# The RO-Crate validator used by the export tests pins rich<14, which clashes with
+# ZooDesk's rich: it gets an environment of its own (inside .venv, so it is ignored).
+if [ ! -x .venv/rocrate-validator/bin/python ]; then
+  "$PYTHON" -m venv .venv/rocrate-validator
+fi
+.venv/rocrate-validator/bin/python -m pip install --quiet roc-validator==0.13.0
 export QT_QPA_PLATFORM=offscreen
 .venv/bin/ruff check app tests tools benchmarks
 .venv/bin/ruff format --check app tests tools benchmarks

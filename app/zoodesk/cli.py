@@ -106,8 +106,23 @@ def _register_inference_commands(
 ) -> None:
     p = sub.add_parser("predict", help="run a model on images and write OME-TIFF outputs")
     p.add_argument("--model", "-m", required=True, help="model folder, description, zip or cached id")
-    p.add_argument("--input", "-i", nargs="+", required=True, type=Path, metavar="PATH",
-                   help="image files or folders (every readable image in a folder)")
+    p.add_argument(
+        "--input",
+        "-i",
+        nargs="+",
+        default=[],
+        type=Path,
+        metavar="PATH",
+        help="image files or folders (every readable image in a folder); several allowed",
+    )
+    p.add_argument(
+        "--list",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="FILE",
+        help="text file listing images or folders, one per line (repeatable)",
+    )
     p.add_argument("--output", "-o", required=True, type=Path, metavar="DIR")
     _add_device_option(p)
     p.add_argument("--weights", default=None, help="weights format to use (default: onnx)")
@@ -119,8 +134,42 @@ def _register_inference_commands(
                    help="image channel(s) to feed the model (repeatable, 0-based)")
     p.add_argument("--tile", type=int, nargs="+", default=None, metavar="N",
                    help="block size per spatial axis (default: chosen automatically)")
+    p.add_argument(
+        "--series",
+        type=int,
+        default=0,
+        metavar="N",
+        help="series (scene) to read from multi-series files (default: 0, the first)",
+    )
+    p.add_argument(
+        "--stream",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="process images block by block from disk: auto (default) for images above "
+        "--stream-above megapixels or a quarter of the available memory",
+    )
+    p.add_argument(
+        "--stream-above",
+        type=float,
+        default=None,
+        metavar="MP",
+        help="size in megapixels above which --stream auto streams (default: 256)",
+    )
+    p.add_argument(
+        "--settle-seconds",
+        type=float,
+        default=None,
+        metavar="S",
+        help="watch files modified less than S seconds ago for that long before reading, "
+        "to skip files still being written (default: 2)",
+    )
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads")
-    p.add_argument("--overwrite", action="store_true", help="redo inputs already done")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="redo inputs already done, also when the output folder holds results of "
+        "another model or other parameters",
+    )
     p.add_argument("--quiet", "-q", action="store_true")
     p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
     p.set_defaults(handler=_cmd_predict)
@@ -570,8 +619,9 @@ def _cmd_export_template(args: argparse.Namespace, console: _Console) -> int:
     if args.json:
         console.document({"template": str(path)})
     else:
-        console.info(f"wrote the study metadata template {path}; fill it in and pass it with "
-                     "--metadata")
+        console.info(
+            f"wrote the study metadata template {path}; fill it in and pass it with --metadata"
+        )
     return EXIT_OK
 
 
@@ -581,8 +631,11 @@ def _cmd_export_check(args: argparse.Namespace, console: _Console) -> int:
     problems = check_package(args.check)
     if args.json:
         console.document(
-            {"package": str(args.check), "ok": not problems,
-             "problems": [{"path": p.path, "message": p.message} for p in problems]}
+            {
+                "package": str(args.check),
+                "ok": not problems,
+                "problems": [{"path": p.path, "message": p.message} for p in problems],
+            }
         )
     else:
         for problem in problems:
@@ -636,14 +689,17 @@ def _cmd_export(args: argparse.Namespace) -> int:
                 console.document(result.as_dict())
                 continue
             for image, error in result.failures:
-                console.warn(f"no results for {image}: {error} (listed in the provenance)")
+                reason = error if error.startswith(image) else f"{image}: {error}"
+                console.warn(f"no results for {reason} (listed in the provenance)")
             console.info(
                 f"wrote {result.files} files ({_human_size(result.size)}) to {result.destination}"
             )
             if study is None:
-                console.info("no study metadata given: write a template with "
-                             "'zoodesk export --template study.yaml', fill it in and export "
-                             "again with --metadata")
+                console.info(
+                    "no study metadata given: write a template with "
+                    "'zoodesk export --template study.yaml', fill it in and export "
+                    "again with --metadata"
+                )
     return EXIT_OK
 
 
@@ -653,26 +709,57 @@ def _register_export_commands(sub: argparse._SubParsersAction) -> None:
         "export",
         help="write a deposition package (BioImage Archive, Zenodo, RO-Crate) of a run",
         description="Write a run's results as a deposition package; or write a study "
-                    "metadata template; or check a package.",
+        "metadata template; or check a package.",
     )
-    p.add_argument("run_dir", nargs="?", type=Path, default=None, metavar="RUN_DIR",
-                   help="output folder of 'zoodesk predict' (holds zoodesk-run.json)")
-    p.add_argument("--to", type=Path, default=None, metavar="EXPORT_DIR",
-                   help="package folder to create")
+    p.add_argument(
+        "run_dir",
+        nargs="?",
+        type=Path,
+        default=None,
+        metavar="RUN_DIR",
+        help="output folder of 'zoodesk predict' (holds zoodesk-run.json)",
+    )
+    p.add_argument(
+        "--to", type=Path, default=None, metavar="EXPORT_DIR", help="package folder to create"
+    )
     inputs = p.add_mutually_exclusive_group()
-    inputs.add_argument("--include-inputs", action="store_true",
-                        help="copy the input images into the package (the default)")
-    inputs.add_argument("--reference-inputs", action="store_true",
-                        help="leave the inputs out; record their paths and checksums")
-    p.add_argument("--metadata", type=Path, default=None, metavar="STUDY_YAML",
-                   help="study metadata (title, authors, licence, REMBI fields); see --template")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace an earlier export (or template) of the same name")
+    inputs.add_argument(
+        "--include-inputs",
+        action="store_true",
+        help="copy the input images into the package (the default)",
+    )
+    inputs.add_argument(
+        "--reference-inputs",
+        action="store_true",
+        help="leave the inputs out; record their paths and checksums",
+    )
+    p.add_argument(
+        "--metadata",
+        type=Path,
+        default=None,
+        metavar="STUDY_YAML",
+        help="study metadata (title, authors, licence, REMBI fields); see --template",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an earlier export (or template) of the same name",
+    )
     mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--template", type=Path, default=None, metavar="FILE",
-                      help="write a commented study metadata template and exit")
-    mode.add_argument("--check", type=Path, default=None, metavar="EXPORT_DIR",
-                      help="re-verify a package: one line per problem, exit 1 if any")
+    mode.add_argument(
+        "--template",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="write a commented study metadata template and exit",
+    )
+    mode.add_argument(
+        "--check",
+        type=Path,
+        default=None,
+        metavar="EXPORT_DIR",
+        help="re-verify a package: one line per problem, exit 1 if any",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
     p.set_defaults(handler=_cmd_export)
 

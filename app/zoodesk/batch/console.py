@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import signal
 import sys
 import time
@@ -11,8 +12,11 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from rich.markup import escape
+
 from zoodesk.batch.record import RunRecord
 from zoodesk.batch.runner import (
+    DEFAULT_SETTLE_SECONDS,
     BlockProgress,
     Event,
     FileFinished,
@@ -20,10 +24,12 @@ from zoodesk.batch.runner import (
     PredictionRequest,
     RunFinished,
     RunStarted,
+    RunWarning,
     exit_code,
     run_prediction,
 )
 from zoodesk.errors import ZooDeskError
+from zoodesk.inference.streaming import DEFAULT_MAX_MEGAPIXELS, StreamingPolicy
 
 
 class _CancelOnInterrupt:
@@ -67,81 +73,208 @@ def _parse_tile(values: list[int] | None, request_axes: list[str]) -> dict[str, 
     return dict(zip(request_axes, values, strict=True))
 
 
-def drive(events: Iterator[Event], console: Any, quiet: bool) -> RunRecord:
-    """Consume the runner's events, drawing a progress bar; return the final record."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
+class _ProgressView:
+    """Shows the runner's events: a live bar on a terminal, one line per file otherwise.
 
-    show = not quiet
-    progress = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]}"),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        TextColumn("{task.fields[current]}"),
-        console=console.err,
-        disable=not show,
-        transient=True,
-    )
-    record: RunRecord | None = None
-    task = None
-    started = time.perf_counter()
-    processed = 0
-    with progress:
-        for event in events:
-            if isinstance(event, RunStarted):
-                for w in event.warnings:
-                    console.warn(w)
-                console.info(
-                    f"running on {event.device_description} ({event.device}), "
-                    f"{event.weights_format} weights; {event.to_do} of {event.total} file(s) to do"
+    The bar shows files done of the total, the current file and its blocks, the
+    throughput (megapixels and files per second) and an ETA from the bytes of input
+    still to process at the rate seen so far.  Without a terminal (output redirected
+    to a log file, a scheduler, a test) each finished file gets one line instead.
+    """
+
+    def __init__(self, console: Any, quiet: bool) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+        self.console = console
+        self.quiet = quiet
+        self.live = not quiet and bool(console.err.is_terminal)
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[detail]}"),
+            console=console.err,
+            disable=not self.live,
+            transient=True,
+        )
+        self.files_task: Any = None
+        self.blocks_task: Any = None
+        self.total = 0
+        self.finished = 0
+        self.processed = 0
+        self.bytes_done = 0
+        self.bytes_to_do = 0
+        self.pixels_done = 0
+        self.started = time.perf_counter()
+        self.current = ""
+        self.result: RunFinished | None = None
+
+    # ---------------------------------------------------------------- measures
+
+    def _rate(self) -> str:
+        elapsed = time.perf_counter() - self.started
+        if not self.processed or elapsed <= 0:
+            return ""
+        return (
+            f"{self.pixels_done / elapsed / 1e6:.1f} MP/s, {self.processed / elapsed:.2f} files/s"
+        )
+
+    def _eta(self) -> str:
+        elapsed = time.perf_counter() - self.started
+        remaining = max(0, self.bytes_to_do - self.bytes_done)
+        if not self.bytes_done or elapsed <= 0:
+            return "ETA -"
+        seconds = remaining / (self.bytes_done / elapsed)
+        return f"ETA {_duration(seconds)}"
+
+    def _detail(self) -> str:
+        parts = [p for p in (self._rate(), self._eta(), self.current) if p]
+        return "  ".join(parts)
+
+    # ------------------------------------------------------------------ events
+
+    def handle(self, event: Event) -> None:
+        if isinstance(event, RunStarted):
+            self._started(event)
+        elif isinstance(event, FileStarted):
+            self.current = event.path.name
+            if self.live:
+                self.progress.update(self.files_task, detail=self._detail())
+                self.progress.reset(self.blocks_task, total=None, visible=False)
+        elif isinstance(event, BlockProgress):
+            if self.live:
+                label = "  statistics" if event.phase == "statistics" else "  blocks"
+                self.progress.update(
+                    self.blocks_task,
+                    description=label,
+                    completed=event.done,
+                    total=event.total,
+                    visible=event.total > 1,
+                    detail="",
                 )
-                task = progress.add_task("files", total=event.total, rate="", current="")
-            elif isinstance(event, FileStarted) and task is not None:
-                progress.update(task, current=event.path.name)
-            elif isinstance(event, BlockProgress):
-                continue
-            elif isinstance(event, FileFinished) and task is not None:
-                entry = event.entry
-                if entry.status in ("ok", "failed"):
-                    processed += 1
-                elapsed = time.perf_counter() - started
-                rate = f"{processed / elapsed:.2f} files/s" if processed and elapsed > 0 else ""
-                progress.update(task, advance=1, rate=rate)
-                if entry.status == "failed":
-                    progress.console.print(f"failed: {entry.error}", style="red", markup=False)
-            elif isinstance(event, RunFinished):
-                record = event.record
-    assert record is not None
-    return record
+        elif isinstance(event, FileFinished):
+            self._finished(event)
+        elif isinstance(event, RunWarning):
+            self._print_warning(event.message)
+        elif isinstance(event, RunFinished):
+            self.result = event
+
+    def _started(self, event: RunStarted) -> None:
+        self.total = event.total
+        self.bytes_to_do = event.to_do_bytes
+        self.started = time.perf_counter()
+        for w in event.warnings:
+            self.console.warn(w)
+        if event.cleaned and not self.quiet:
+            self.console.warn(
+                f"deleted {len(event.cleaned)} unfinished temporary file(s) left by an "
+                "interrupted run"
+            )
+        if not self.quiet:
+            done = f", {event.skipped} already done" if event.skipped else ""
+            self.console.info(
+                f"running on {event.device_description} ({event.device}), "
+                f"{event.weights_format} weights; {event.to_do} of {event.total} file(s) "
+                f"to do{done}"
+            )
+        self.files_task = self.progress.add_task("files", total=event.total, detail="")
+        self.blocks_task = self.progress.add_task("  blocks", total=None, visible=False, detail="")
+
+    def _finished(self, event: FileFinished) -> None:
+        entry = event.entry
+        self.finished += 1
+        if entry.status in ("ok", "failed"):
+            self.processed += 1
+            self.bytes_done += entry.input_size or 0
+        if entry.status == "ok" and entry.shape:
+            self.pixels_done += math.prod(entry.shape)
+        if self.live:
+            self.progress.update(self.files_task, advance=1, detail=self._detail())
+            if entry.status == "failed":
+                self.progress.console.print(f"failed: {entry.error}", style="red", markup=False)
+            return
+        if self.quiet or entry.status == "skipped":
+            return
+        width = len(str(self.total))
+        head = f"[{self.finished:>{width}}/{self.total}] {entry.status:8s} {event.path.name}"
+        if entry.status == "failed":
+            self.console.err.print(f"{head}: {entry.error}", style="red", markup=False)
+        elif entry.status == "ok":
+            seconds = f"  {entry.seconds:.2f} s" if entry.seconds is not None else ""
+            streamed = "  (block by block from disk)" if entry.streamed else ""
+            self.console.err.print(f"{head}{seconds}{streamed}", markup=False)
+        else:
+            self.console.err.print(head, markup=False)
+
+    def _print_warning(self, message: str) -> None:
+        if self.live:
+            self.progress.console.print(f"warning: {message}", style="yellow", markup=False)
+        else:
+            self.console.warn(message)
+
+
+def _duration(value: float) -> str:
+    seconds = round(value)
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {seconds:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+def drive_events(events: Iterator[Event], console: Any, quiet: bool) -> RunFinished:
+    """Consume the runner's events, showing progress; return the final event."""
+    view = _ProgressView(console, quiet)
+    with view.progress:
+        for event in events:
+            view.handle(event)
+    assert view.result is not None
+    return view.result
+
+
+def drive(events: Iterator[Event], console: Any, quiet: bool) -> RunRecord:
+    """Consume the runner's events, showing progress; return the final record."""
+    return drive_events(events, console, quiet).record
+
+
+#: Runs with more inputs than this list only the inputs that are not ok in the table.
+SUMMARY_ROWS = 40
 
 
 def summary_table(record: RunRecord) -> Any:
-    """A rich table: one row per input with its status and outputs or error."""
+    """A rich table: one row per input with its status and outputs or error.
+
+    For long runs only the inputs that failed or were not done are listed; the
+    caption gives the counts of every status.
+    """
     from rich.table import Table
 
-    table = Table(title=f"run {record.run_id[:8]}: {record.status}", show_lines=False)
+    counts = record.summary()
+    caption = ", ".join(f"{counts[k]} {k}" for k in sorted(counts) if k != "total")
+    rows = record.files
+    title = f"run {record.run_id[:8]}: {record.status}"
+    if len(rows) > SUMMARY_ROWS:
+        rows = [f for f in rows if f.status not in ("ok", "skipped")]
+        title += f" ({len(record.files)} inputs; those not ok below)"
+    table = Table(title=title, caption=caption, show_lines=False)
     table.add_column("input")
     table.add_column("status")
     table.add_column("seconds", justify="right")
     table.add_column("outputs / error")
     styles = {"ok": "green", "skipped": "cyan", "failed": "red", "not done": "yellow"}
-    for f in record.files:
-        detail = ", ".join(o.path for o in f.outputs) if f.status in ("ok", "skipped") else (f.error or "")
+    for f in rows:
+        detail = (
+            ", ".join(o.path for o in f.outputs)
+            if f.status in ("ok", "skipped")
+            else (f.error or "")
+        )
         table.add_row(
             Path(f.input).name,
             f"[{styles.get(f.status, 'white')}]{f.status}[/]",
             f"{f.seconds:.2f}" if f.seconds is not None else "",
-            detail,
+            escape(detail),
         )
     return table
 
@@ -171,10 +304,21 @@ def record_document(record: RunRecord) -> dict[str, Any]:
     }
 
 
+#: Exit code of a run stopped with Ctrl-C (the shell's convention for SIGINT).
+EXIT_CANCELLED = 130
+
+
 def execute(request: PredictionRequest, console: Any, *, json_mode: bool, quiet: bool) -> int:
-    """Run a prediction request with console progress; return the exit code."""
+    """Run a prediction request with console progress; return the exit code.
+
+    0 when every input is done (now or by an earlier run), 1 when any failed or the
+    record could not be saved, 130 when the run was cancelled with Ctrl-C.
+    """
     with _CancelOnInterrupt(console) as cancel:
-        record = drive(run_prediction(request, cancelled=cancel), console, quiet or json_mode)
+        finished = drive_events(
+            run_prediction(request, cancelled=cancel), console, quiet or json_mode
+        )
+    record = finished.record
     if json_mode:
         console.document(record_document(record))
     elif not quiet:
@@ -185,6 +329,11 @@ def execute(request: PredictionRequest, console: Any, *, json_mode: bool, quiet:
             f"{counts.get('failed', 0)} failed, {counts.get('not done', 0)} not done; "
             f"record: {record.path}"
         )
+    if not finished.record_saved:
+        console.error(f"{record.path}: the run record could not be saved")
+        return 1
+    if record.status == "cancelled":
+        return EXIT_CANCELLED
     return exit_code(record)
 
 
@@ -193,12 +342,24 @@ def run_prediction_cli(args: argparse.Namespace, console: Any) -> int:
     from zoodesk.models import resolve_model
     from zoodesk.settings import load_settings
 
+    inputs = list(args.input or [])
+    lists = list(getattr(args, "list", None) or [])
+    if not inputs and not lists:
+        raise ZooDeskError("name the images to process with --input PATH... and/or --list FILE")
     settings = load_settings()
     package = resolve_model(args.model)
     spatial = [a.id for a in package.spec.inputs[0].axes if a.is_spatial]
+    try:
+        streaming = StreamingPolicy(
+            mode=getattr(args, "stream", None) or "auto",
+            max_megapixels=getattr(args, "stream_above", None) or DEFAULT_MAX_MEGAPIXELS,
+        )
+    except ValueError as exc:
+        raise ZooDeskError(str(exc)) from None
+    settle = getattr(args, "settle_seconds", None)
     request = PredictionRequest(
         model=package,
-        inputs=args.input,
+        inputs=inputs,
         output_dir=args.output,
         device=args.device or settings.device,
         weights_format=args.weights,
@@ -210,6 +371,10 @@ def run_prediction_cli(args: argparse.Namespace, console: Any) -> int:
         threads=args.threads or settings.threads or None,
         overwrite=args.overwrite,
         extra={"model_argument": args.model},
+        lists=lists,
+        series=getattr(args, "series", 0) or 0,
+        streaming=streaming,
+        settle_seconds=DEFAULT_SETTLE_SECONDS if settle is None else settle,
     )
     return execute(request, console, json_mode=args.json, quiet=args.quiet)
 

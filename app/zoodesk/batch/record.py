@@ -12,7 +12,7 @@ import json
 import platform
 import sys
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -73,7 +73,15 @@ class OutputEntry:
 
 @dataclass
 class FileEntry:
-    """What happened to one input."""
+    """What happened to one input.
+
+    ``seconds`` is the prediction time (reading and writing overlap with other
+    inputs and are given apart: ``read_seconds`` includes hashing and checks,
+    ``write_seconds`` compression and checksums); ``inference_seconds`` the part
+    spent in the runtime.  ``streamed`` is true when the image was processed block by
+    block from disk.  ``run_id`` names the run that wrote the outputs (an earlier one
+    for inputs ``skipped`` by a re-run).
+    """
 
     input: str
     status: FileStatus = "pending"
@@ -91,6 +99,12 @@ class FileEntry:
     tiling: dict[str, Any] | None = None
     pixel_sizes: dict[str, list[Any]] | None = None
     shape: list[int] | None = None
+    series: int | None = None
+    streamed: bool = False
+    read_seconds: float | None = None
+    inference_seconds: float | None = None
+    write_seconds: float | None = None
+    run_id: str | None = None
 
 
 @dataclass
@@ -109,6 +123,7 @@ class RunRecord:
     software: dict[str, str] = field(default_factory=software_versions)
     files: list[FileEntry] = field(default_factory=list)
     history: list[dict[str, Any]] = field(default_factory=list)
+    signature: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -134,10 +149,21 @@ class RunRecord:
             raise ZooDeskError(f"{path}: not a readable run record ({exc})") from exc
         if data.get("schema") != RECORD_SCHEMA:
             raise ZooDeskError(f"{path}: not a ZooDesk run record")
-        files = []
-        for f in data.get("files", []):
-            outputs = [OutputEntry(**o) for o in f.pop("outputs", [])]
-            files.append(FileEntry(**f, outputs=outputs))
-        data.pop("summary", None)
-        data["files"] = files
-        return cls(path=Path(path), **data)
+        try:
+            files = []
+            for f in data.get("files", []):
+                outputs = [OutputEntry(**_known(OutputEntry, o)) for o in f.pop("outputs", [])]
+                files.append(FileEntry(**_known(FileEntry, f), outputs=outputs))
+            data["files"] = files
+            known = _known(cls, data)
+            known.pop("path", None)
+            return cls(path=Path(path), **known)
+        except (TypeError, AttributeError) as exc:
+            raise ZooDeskError(f"{path}: damaged run record ({exc})") from exc
+
+
+def _known(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+    """The entries of ``data`` that are fields of ``cls`` (records written by a newer
+    version may carry more)."""
+    names = {f.name for f in fields(cls)}
+    return {k: v for k, v in data.items() if k in names}

@@ -415,7 +415,9 @@ def _describe_error(path: Path, exc: BaseException) -> str:
     return f"{path}: unexpected error ({type(exc).__name__}: {exc})"
 
 
-def run_signature(package: ModelPackage, predictor: Predictor, request: PredictionRequest) -> dict[str, Any]:
+def run_signature(
+    package: ModelPackage, predictor: Predictor, request: PredictionRequest
+) -> dict[str, Any]:
     """What makes outputs comparable between runs into one folder.
 
     Model description and weights (by checksum and format) and the parameters
@@ -932,12 +934,12 @@ def _run_locked(
                 "summary": old.summary(),
             },
         ]
-    keys = unique_keys(
-        files, preferred={Path(f.input): f.key for f in previous.values() if f.key}
-    )
+    keys = unique_keys(files, preferred={Path(f.input): f.key for f in previous.values() if f.key})
     planned = {f"{key}_{t.id}.ome.tif" for key in keys for t in spec.outputs}
     planned |= {o.path for f in (old.files if old else []) for o in f.outputs}
-    planned |= {f"{f.key}_{t.id}.ome.tif" for f in (old.files if old else []) if f.key for t in spec.outputs}
+    planned |= {
+        f"{f.key}_{t.id}.ome.tif" for f in (old.files if old else []) if f.key for t in spec.outputs
+    }
     cleaned = _clean_leftovers(out_dir, planned | {RECORD_NAME})
 
     record = RunRecord(path=record_path, history=history)
@@ -975,11 +977,14 @@ def _run_locked(
             with contextlib.suppress(OSError):
                 to_do_bytes += path.stat().st_size
     record.files.extend(entries)
-    warning = keeper.save()
-    if warning is not None and not keeper.saved and record_path.parent.is_dir():
-        # Not even the first record could be written: nothing of this run would be
+    try:
+        record.save()
+    except OSError as exc:
+        # Not even the first record can be written: nothing of this run would be
         # recoverable, so stop now with the reason.
-        raise ZooDeskError(warning.message.split("; the run goes on")[0])
+        raise ZooDeskError(
+            f"{record_path}: cannot write the run record ({exc.strerror or exc})"
+        ) from exc
     yield RunStarted(
         run_id=record.run_id,
         total=len(record.files),
@@ -1020,12 +1025,10 @@ def _run_locked(
             wentry.outputs, wentry.write_seconds = future.result()
             wentry.status = "ok"
             wentry.run_id = record.run_id
-        except BaseException as exc:  # recorded per file, the run goes on
+        except Exception as exc:  # recorded per file, the run goes on
             log.debug("writing outputs for %s failed", wentry.input, exc_info=True)
             wentry.status = "failed"
             wentry.error = _describe_error(Path(wentry.input), exc)
-            if isinstance(exc, KeyboardInterrupt):
-                raise
         wentry.finished = now_iso()
         yield from saved()
         yield FileFinished(offset + index, Path(wentry.input), wentry)
@@ -1085,17 +1088,22 @@ def _run_locked(
                         _write_outputs, out_dir, entry, outputs, predictor, record,
                         image.pixel_sizes,
                     )  # fmt: skip
-            except BaseException as exc:  # one bad file never stops the run
+            except GeneratorExit:
+                # The consumer stopped iterating: drop this input's partial outputs.
                 streamed.abort()
-                if isinstance(exc, CancelledError | KeyboardInterrupt):
-                    cancelled_run = True
-                    entry.status = "not done"
-                    entry.error = "cancelled"
-                    entry.finished = now_iso()
-                    yield from finish_write()
-                    yield from saved()
-                    yield FileFinished(offset + index, path, entry)
-                    break
+                raise
+            except (CancelledError, KeyboardInterrupt):
+                streamed.abort()
+                cancelled_run = True
+                entry.status = "not done"
+                entry.error = "cancelled"
+                entry.finished = now_iso()
+                yield from finish_write()
+                yield from saved()
+                yield FileFinished(offset + index, path, entry)
+                break
+            except Exception as exc:  # one bad file never stops the run
+                streamed.abort()
                 log.debug("processing %s failed", path, exc_info=True)
                 entry.status = "failed"
                 entry.error = _describe_error(path, exc)
@@ -1174,9 +1182,7 @@ def _predict_frames(
     array: np.ndarray,
     index: int,
     cancelled: Callable[[], bool],
-) -> Generator[
-    Event, None, tuple[dict[str, tuple[np.ndarray, str]], dict[str, Any], float, float]
-]:
+) -> Generator[Event, None, tuple[dict[str, tuple[np.ndarray, str]], dict[str, Any], float, float]]:
     """Predict every frame of one image in memory; yield block progress; return the outputs."""
     spec = predictor.spec
     input_id = mapping.tensor.id

@@ -115,9 +115,12 @@ def _check_file_lists(root: Path, files: set[str]) -> list[Problem]:
                 source = row.get("Source Image", "")
                 if not source or ";" in source or "," in source or source not in files:
                     problems.append(
-                        Problem(rel, f"line {n}: Source Image {source!r} does not name one file "
-                                     "of the package")
-                    )  # fmt: skip
+                        Problem(
+                            rel,
+                            f"line {n}: Source Image {source!r} does not name one file "
+                            "of the package",
+                        )
+                    )
     return problems
 
 
@@ -156,9 +159,11 @@ def _check_ome(root: Path, files: list[str], run: dict[str, Any] | None) -> list
                 got = written.get(axis)
                 if got is None or abs(got[0] - size) > 1e-9 * max(1.0, abs(size)) or got[1] != unit:
                     problems.append(
-                        Problem(rel, f"physical size {axis} is {got}, the source image has "
-                                     f"{(size, unit)}")
-                    )  # fmt: skip
+                        Problem(
+                            rel,
+                            f"physical size {axis} is {got}, the source image has {(size, unit)}",
+                        )
+                    )
     return problems
 
 

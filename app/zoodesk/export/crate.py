@@ -60,7 +60,9 @@ _FORMATS = (
 def encoding_format(name: str) -> str:
     """The media type of a package file, from its name."""
     lower = name.lower()
-    return next((fmt for suffix, fmt in _FORMATS if lower.endswith(suffix)), "application/octet-stream")
+    return next(
+        (fmt for suffix, fmt in _FORMATS if lower.endswith(suffix)), "application/octet-stream"
+    )
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,10 @@ class FileFacts:
 
     size: int
     sha256: str
+
+
+def _license_properties(spdx: str) -> dict[str, str]:
+    return {"@type": "CreativeWork", "name": spdx, "identifier": spdx}
 
 
 def license_id(spdx: str) -> str:
@@ -118,7 +124,9 @@ class _Parameters:
             }
             if unit:
                 props["unitText"] = unit
-            entity = ContextEntity(self.crate, f"#param-{name}-{len(self.ids) + 1}", properties=props)
+            entity = ContextEntity(
+                self.crate, f"#param-{name}-{len(self.ids) + 1}", properties=props
+            )
             self.ids[key] = self.crate.add(entity)
         return self.ids[key]
 
@@ -165,16 +173,18 @@ def _input_entity(
     entry = item.entry
     if item.included and item.package_path:
         return _describe_file(
-            crate, item.package_path, facts[item.package_path],
+            crate,
+            item.package_path,
+            facts[item.package_path],
             {"description": f"input image, byte-for-byte copy of {entry.input}"},
-        )  # fmt: skip
+        )
     source = Path(entry.input)
     if entry.input_sha256 or original is not None:
         # An input that is referenced, not included: a File with a local identifier.
         props: dict[str, Any] = {
             "@type": "File",
             "name": source.name,
-            "description": f"input image, not included in this package; original path {entry.input}",
+            "description": f"input image, not included; original path {entry.input}",
             "encodingFormat": encoding_format(source.name),
             "identifier": entry.input,
         }
@@ -202,7 +212,9 @@ def _input_entity(
     )
 
 
-def _model_entities(crate: Any, model: ModelSummary, facts: Mapping[str, FileFacts], rdf_path: str) -> Any:
+def _model_entities(
+    crate: Any, model: ModelSummary, facts: Mapping[str, FileFacts], rdf_path: str
+) -> Any:
     from rocrate.model.contextentity import ContextEntity
 
     props: dict[str, Any] = {
@@ -220,23 +232,34 @@ def _model_entities(crate: Any, model: ModelSummary, facts: Mapping[str, FileFac
         props["license"] = {"@id": license_id(model.license)}
         crate.add(
             ContextEntity(
-                crate, license_id(model.license),
-                properties={"@type": "CreativeWork", "name": model.license, "identifier": model.license},
+                crate,
+                license_id(model.license),
+                properties=_license_properties(model.license),
             )
-        )  # fmt: skip
+        )
     citations = []
     for n, cite in enumerate(model.cite, start=1):
-        cid = f"https://doi.org/{cite['doi']}" if cite.get("doi") else cite.get("url") or f"#model-cite-{n}"
+        cid = (
+            f"https://doi.org/{cite['doi']}"
+            if cite.get("doi")
+            else cite.get("url") or f"#model-cite-{n}"
+        )
         citations.append(
             crate.add(
-                ContextEntity(crate, cid, properties={"@type": "ScholarlyArticle", "name": cite.get("text", cid)})
+                ContextEntity(
+                    crate,
+                    cid,
+                    properties={"@type": "ScholarlyArticle", "name": cite.get("text", cid)},
+                )
             )
         )
     if citations:
         props["citation"] = citations
     authors = []
     for n, author in enumerate(model.authors, start=1):
-        aid = f"https://orcid.org/{author['orcid']}" if author.get("orcid") else f"#model-author-{n}"
+        aid = (
+            f"https://orcid.org/{author['orcid']}" if author.get("orcid") else f"#model-author-{n}"
+        )
         a_props = {"@type": "Person", "name": author.get("name", "")}
         if author.get("affiliation"):
             a_props["affiliation"] = author["affiliation"]
@@ -258,8 +281,9 @@ def _model_entities(crate: Any, model: ModelSummary, facts: Mapping[str, FileFac
                 "sha256": str(weights.get("sha256", "")),
                 "description": (
                     "the weights that ran, referenced by sha256 (not included); converted from "
-                    f"{weights['parent']}" if weights.get("parent") else
-                    "the weights that ran, referenced by sha256 (not included)"
+                    f"{weights['parent']}"
+                    if weights.get("parent")
+                    else "the weights that ran, referenced by sha256 (not included)"
                 ),
             },
         )
@@ -267,9 +291,11 @@ def _model_entities(crate: Any, model: ModelSummary, facts: Mapping[str, FileFac
     props["hasPart"] = [weights_entity]
     entity = crate.add(ContextEntity(crate, model.crate_id, properties=props))
     rdf = _describe_file(
-        crate, rdf_path, facts[rdf_path],
+        crate,
+        rdf_path,
+        facts[rdf_path],
         {"description": "the exact model description the run used", "about": entity},
-    )  # fmt: skip
+    )
     entity["subjectOf"] = rdf
     return entity
 
@@ -288,7 +314,11 @@ def _application(crate: Any, plan: ExportPlan) -> Any:
                 SoftwareApplication(
                     crate,
                     f"https://pypi.org/project/{name}/{version}/",
-                    properties={"name": name, "version": version, "url": f"https://pypi.org/project/{name}/"},
+                    properties={
+                        "name": name,
+                        "version": version,
+                        "url": f"https://pypi.org/project/{name}/",
+                    },
                 )
             )
         )
@@ -345,16 +375,18 @@ def build_crate(
     root["license"] = {"@id": license_id(study.license)}
     crate.add(
         ContextEntity(
-            crate, license_id(study.license),
-            properties={"@type": "CreativeWork", "name": study.license, "identifier": study.license},
+            crate,
+            license_id(study.license),
+            properties=_license_properties(study.license),
         )
-    )  # fmt: skip
+    )
     profile = crate.add(
         ContextEntity(
-            crate, PROCESS_RUN_CRATE,
+            crate,
+            PROCESS_RUN_CRATE,
             properties={"@type": "CreativeWork", "name": "Process Run Crate", "version": "0.5"},
         )
-    )  # fmt: skip
+    )
     root["conformsTo"] = [profile]
     if study.clean_keywords:
         root["keywords"] = study.clean_keywords
@@ -363,29 +395,35 @@ def build_crate(
     organisations: dict[str, Any] = {}
     for n, author in enumerate(study.named_authors, start=1):
         pid = f"https://orcid.org/{author.orcid}" if author.orcid else f"#author-{n}"
-        props: dict[str, Any] = {"@type": "Person", "name": author.name}
+        person: dict[str, Any] = {"@type": "Person", "name": author.name}
         if author.email:
-            props["email"] = author.email
+            person["email"] = author.email
         if author.affiliation:
             if author.affiliation not in organisations:
                 organisations[author.affiliation] = crate.add(
                     ContextEntity(
-                        crate, f"#organization-{len(organisations) + 1}",
+                        crate,
+                        f"#organization-{len(organisations) + 1}",
                         properties={"@type": "Organization", "name": author.affiliation},
                     )
-                )  # fmt: skip
-            props["affiliation"] = organisations[author.affiliation]
-        people.append(crate.add(ContextEntity(crate, pid, properties=props)))
+                )
+            person["affiliation"] = organisations[author.affiliation]
+        people.append(crate.add(ContextEntity(crate, pid, properties=person)))
     if people:
         root["author"] = people
     for n, grant in enumerate(study.named_funding, start=1):
         funder = crate.add(
             ContextEntity(
-                crate, f"#funding-{n}",
-                properties={"@type": "Grant", "name": grant.grant_id or grant.funder,
-                            "identifier": grant.grant_id, "funder": grant.funder},
+                crate,
+                f"#funding-{n}",
+                properties={
+                    "@type": "Grant",
+                    "name": grant.grant_id or grant.funder,
+                    "identifier": grant.grant_id,
+                    "funder": grant.funder,
+                },
             )
-        )  # fmt: skip
+        )
         root.append_to("funding", funder)
 
     app = _application(crate, plan)
@@ -400,21 +438,29 @@ def build_crate(
             listed.add(item.package_path)
         if item.package_path and not item.included:
             _describe_file(
-                crate, item.package_path, facts[item.package_path],
-                {"description": f"metadata-only OME-XML standing for the referenced input {item.entry.input}",
-                 "about": source},
-            )  # fmt: skip
+                crate,
+                item.package_path,
+                facts[item.package_path],
+                {
+                    "description": f"metadata-only OME-XML of the referenced {item.entry.input}",
+                    "about": source,
+                },
+            )
         results = []
         for out in item.outputs:
             listed.add(out.package_path)
             results.append(
                 _describe_file(
-                    crate, out.package_path, facts[out.package_path],
-                    {"description": f"model output {out.tensor} ({out.kind}) for {item.name}; "
-                                    "model-generated, not manually curated",
-                     "isBasedOn": source},
+                    crate,
+                    out.package_path,
+                    facts[out.package_path],
+                    {
+                        "description": f"model output {out.tensor} ({out.kind}) for {item.name}; "
+                        "model-generated, not manually curated",
+                        "isBasedOn": source,
+                    },
                 )
-            )  # fmt: skip
+            )
         status = item.entry.status
         props: dict[str, Any] = {
             "@type": "CreateAction",
@@ -430,7 +476,8 @@ def build_crate(
             props["endTime"] = end
         if not item.done:
             props["error"] = item.entry.error or (
-                "not processed: the run ended before this input" if status in ("not done", "pending")
+                "not processed: the run ended before this input"
+                if status in ("not done", "pending")
                 else f"no result ({status})"
             )
         if people:

@@ -147,9 +147,7 @@ def images_list(plan: ExportPlan, image_info: dict[int, dict[str, Any]]) -> str:
     return tsv_text(header, rows)
 
 
-def output_lists(
-    plan: ExportPlan, model: ModelSummary, created: dict[str, str]
-) -> dict[str, str]:
+def output_lists(plan: ExportPlan, model: ModelSummary, created: dict[str, str]) -> dict[str, str]:
     """One file list per output id: ``annotations_<id>.tsv`` or ``processed_<id>.tsv``.
 
     Parameters
@@ -181,7 +179,9 @@ def output_lists(
             ]
             when = created.get(out.package_path) or plan.input_of(out).entry.finished or ""
             if annotations:
-                rows.append([out.package_path, source, annotation_type(out.kind), method, when, *common])
+                rows.append(
+                    [out.package_path, source, annotation_type(out.kind), method, when, *common]
+                )
             else:
                 rows.append([out.package_path, source, method, when, *common])
         header = ANNOTATION_COLUMNS if annotations else PROCESSED_COLUMNS

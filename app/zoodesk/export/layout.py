@@ -13,7 +13,7 @@ from pathlib import Path, PurePosixPath
 from typing import Literal
 
 from zoodesk.batch.record import FileEntry, OutputEntry, RunRecord
-from zoodesk.export.naming import UniqueNames, safe_name, safe_relative_path
+from zoodesk.export.naming import UniqueNames, safe_name, safe_relative_path, split_suffix
 
 InputMode = Literal["include", "reference"]
 
@@ -156,9 +156,13 @@ def plan_export(record: RunRecord, run_dir: Path, mode: InputMode = "include") -
                 package_path = names.claim(f"images/{rel}")
                 included = True
             else:
-                package_path = names.claim(f"images/{rel}{COMPANION_SUFFIX}")
-        crate_id = package_path if included and package_path else (
-            f"#input-{number}-{safe_name(source.name, 'input')}"
+                stem = split_suffix(rel.rsplit("/", 1)[-1])[0]
+                folder = rel.rsplit("/", 1)[0] + "/" if "/" in rel else ""
+                package_path = names.claim(f"images/{folder}{stem}{COMPANION_SUFFIX}")
+        crate_id = (
+            package_path
+            if included and package_path
+            else (f"#input-{number}-{safe_name(source.name, 'input')}")
         )
         planned = PlannedInput(number, entry, source, package_path, crate_id, included)
         if done:

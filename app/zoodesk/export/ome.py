@@ -65,7 +65,10 @@ def pixel_sizes_of(xml: str) -> dict[str, tuple[float, str]]:
 def provenance_of(xml: str) -> dict[str, str]:
     """ZooDesk's provenance key/value pairs (its MapAnnotation), or an empty dict."""
     for element in ET.fromstring(xml).iter():
-        if _local(element.tag) == "MapAnnotation" and element.get("Namespace") == PROVENANCE_NAMESPACE:
+        if (
+            _local(element.tag) == "MapAnnotation"
+            and element.get("Namespace") == PROVENANCE_NAMESPACE
+        ):
             return {m.get("K", ""): m.text or "" for m in element.iter() if _local(m.tag) == "M"}
     return {}
 
@@ -76,7 +79,7 @@ def schema_problems(xml: str) -> list[str]:
 
     try:
         validate_xml(xml, warn_on_schema_update=False)
-    except Exception as exc:  # noqa: BLE001 - ome-types raises several types here
+    except Exception as exc:
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
         return [" ".join(lines[:3]) or type(exc).__name__]
     return []

@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
 import tempfile
 from collections.abc import Callable, Generator, Iterator
@@ -297,8 +296,9 @@ def _hash_file(path: Path, cancelled: Callable[[], bool]) -> Generator[int, None
     return FileFacts(size, digest.hexdigest())
 
 
-def _pixel_size_problem(item: PlannedInput, out_path: str, xml: str, out_axes: str,
-                        out_shape: list[int]) -> str | None:
+def _pixel_size_problem(
+    item: PlannedInput, out_path: str, xml: str, out_axes: str, out_shape: list[int]
+) -> str | None:
     """Why an output's pixel sizes differ from its source's, or None."""
     source = {k: (float(v[0]), str(v[1])) for k, v in (item.entry.pixel_sizes or {}).items()}
     written = pixel_sizes_of(xml)
@@ -308,7 +308,11 @@ def _pixel_size_problem(item: PlannedInput, out_path: str, xml: str, out_axes: s
         if in_sizes.get(axis) != out_sizes.get(axis):
             continue  # resampled by the model: the size differs by design
         got = written.get(axis)
-        if got is None or abs(got[0] - value[0]) > 1e-9 * max(1.0, abs(value[0])) or got[1] != value[1]:
+        if (
+            got is None
+            or abs(got[0] - value[0]) > 1e-9 * max(1.0, abs(value[0]))
+            or got[1] != value[1]
+        ):
             return (
                 f"{out_path}: physical size {axis} is {got} but the source image "
                 f"{item.entry.input} has {value}"
@@ -361,7 +365,9 @@ def export_run(
     )
 
     destination.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", suffix=".part", dir=destination.parent))
+    tmp = Path(
+        tempfile.mkdtemp(prefix=f".{destination.name}.", suffix=".part", dir=destination.parent)
+    )
     package = _Package(tmp)
     finished = False
     try:
@@ -410,9 +416,7 @@ def export_run(
         for message in warnings:
             yield ExportWarning(message)
 
-        manifest = "".join(
-            f"{package.facts[rel].sha256}  {rel}\n" for rel in sorted(package.facts)
-        )
+        manifest = "".join(f"{package.facts[rel].sha256}  {rel}\n" for rel in sorted(package.facts))
         (tmp / MANIFEST).write_text(manifest, encoding="utf-8")
         if is_cancelled():
             raise CancelledError("export cancelled")
@@ -462,7 +466,9 @@ def _write_metadata(
 
     infos: dict[int, dict[str, Any]] = {}
     for item in plan.done:
-        infos[item.number] = image_info(Path(item.entry.input))
+        # Runs over multi-series files record which series was processed.
+        series = getattr(item.entry, "series", None) or 0
+        infos[item.number] = image_info(Path(item.entry.input), series)
         if item.package_path and not item.included:
             package.write_text(item.package_path, _companion(item, infos[item.number], originals))
         yield progress(item.package_path or item.entry.input)
@@ -477,7 +483,9 @@ def _write_metadata(
             prov = provenance_of(xml)
             if prov.get("created"):
                 created[out.package_path] = prov["created"]
-            problem = _pixel_size_problem(item, out.package_path, xml, out.entry.axes, out.entry.shape)
+            problem = _pixel_size_problem(
+                item, out.package_path, xml, out.entry.axes, out.entry.shape
+            )
             if problem:
                 warnings.append(problem)
         yield progress(out.package_path)
@@ -491,7 +499,10 @@ def _write_metadata(
     rembi = rembi_mifa(study, plan, model, infos)
     package.write_text(REMBI_PATH, dump_yaml(rembi))
     package.write_text(PAGETAB_PATH, pagetab(study, plan, model, rembi))
-    package.write_text(ZENODO_PATH, json.dumps(zenodo_metadata(study, plan, model), indent=2, ensure_ascii=False) + "\n")
+    package.write_text(
+        ZENODO_PATH,
+        json.dumps(zenodo_metadata(study, plan, model), indent=2, ensure_ascii=False) + "\n",
+    )
     yield progress("metadata")
 
     package.write_text(
@@ -550,14 +561,16 @@ def _replace(tmp: Path, destination: Path) -> None:
     """Put the finished package under its final name (replacing an earlier export)."""
     old: Path | None = None
     if destination.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", suffix=".old", dir=destination.parent))
+        old = Path(
+            tempfile.mkdtemp(prefix=f".{destination.name}.", suffix=".old", dir=destination.parent)
+        )
         old.rmdir()
-        os.replace(destination, old)
+        destination.replace(old)
     try:
-        os.replace(tmp, destination)
+        tmp.replace(destination)
     except OSError:
         if old is not None:
-            os.replace(old, destination)
+            old.replace(destination)
         raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
@@ -582,4 +595,3 @@ def run_export(
     if result is None:  # the generator always ends with ExportFinished or raises
         raise ZooDeskError("export ended without a result")
     return result
-

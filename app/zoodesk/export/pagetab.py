@@ -60,7 +60,9 @@ def pagetab(
     title = study.title or f"Predictions of {model.name} on {len(plan.done)} images"
     when = release_date or datetime.now(UTC).date().isoformat()
     blocks: list[list[str]] = [
-        _block(["Submission"], [("Title", title), ("ReleaseDate", when), ("AttachTo", "BioImages")]),
+        _block(
+            ["Submission"], [("Title", title), ("ReleaseDate", when), ("AttachTo", "BioImages")]
+        ),
     ]
     study_pairs: list[tuple[str, Any]] = [
         ("Title", title),
@@ -69,7 +71,9 @@ def pagetab(
     ]
     study_pairs += [("Keyword", k) for k in study.clean_keywords]
     study_pairs += [(str(k).replace("_", " ").capitalize(), v) for k, v in study.study.items()]
-    study_pairs += [(str(k), v) for k, v in study.extra_fields().items() if not isinstance(v, dict | list)]
+    study_pairs += [
+        (str(k), v) for k, v in study.extra_fields().items() if not isinstance(v, dict | list)
+    ]
     blocks.append(_block(["Study"], study_pairs))
 
     organisations: dict[str, str] = {}
@@ -91,9 +95,13 @@ def pagetab(
 
     bio = study.biosample
     organism = " ".join(
-        x for x in (bio.organism.scientific_name, f"({bio.organism.common_name})"
-                    if bio.organism.common_name else "") if x
-    )  # fmt: skip
+        x
+        for x in (
+            bio.organism.scientific_name,
+            f"({bio.organism.common_name})" if bio.organism.common_name else "",
+        )
+        if x
+    )
     blocks.append(
         _block(
             ["Biosample", "Biosample-1"],
@@ -134,9 +142,13 @@ def pagetab(
                 ("Imaging method", acq.get("imaging_method")),
                 ("Imaging instrument", acq.get("imaging_instrument_description")),
                 ("Image acquisition parameters", acq.get("image_acquisition_parameters")),
-                ("Physical pixel sizes", "; ".join(
-                    ", ".join(f"{k} {v}" for k, v in s.items()) for s in found.get("physical_pixel_sizes", [])
-                )),
+                (
+                    "Physical pixel sizes",
+                    "; ".join(
+                        ", ".join(f"{k} {v}" for k, v in s.items())
+                        for s in found.get("physical_pixel_sizes", [])
+                    ),
+                ),
                 ("Image dimensions", "; ".join(found.get("dimensions", []))),
                 ("Channel names", ", ".join(found.get("channel_names", []))),
             ],

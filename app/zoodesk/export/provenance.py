@@ -48,7 +48,9 @@ class ModelSummary:
     @property
     def label(self) -> str:
         """``name (id, version)`` with whatever is known."""
-        extra = ", ".join(x for x in (self.id, f"version {self.version}" if self.version else None) if x)
+        extra = ", ".join(
+            x for x in (self.id, f"version {self.version}" if self.version else None) if x
+        )
         return f"{self.name} ({extra})" if extra else self.name
 
     @property
@@ -86,11 +88,15 @@ def _axes(tensor: dict[str, Any]) -> str:
     letters = []
     for ax in tensor.get("axes", []):
         kind = ax.get("type")
-        letters.append({"batch": "b", "channel": "c", "index": "i"}.get(kind, str(ax.get("id", "?"))))
+        letters.append(
+            {"batch": "b", "channel": "c", "index": "i"}.get(kind, str(ax.get("id", "?")))
+        )
     return "".join(letters)
 
 
-def describe_model(description: Path, record_model: dict[str, Any], rdf_sha256: str) -> ModelSummary:
+def describe_model(
+    description: Path, record_model: dict[str, Any], rdf_sha256: str
+) -> ModelSummary:
     """Summarise the description file that the run used.
 
     Parameters
@@ -116,9 +122,17 @@ def describe_model(description: Path, record_model: dict[str, Any], rdf_sha256: 
         descr, _spec = load_description_file(description)
         full = descr.model_dump(mode="json", exclude_none=True)
         for key in (
-            "name", "description", "authors", "cite", "license", "documentation", "tags",
-            "training_data", "git_repo", "format_version",
-        ):  # fmt: skip
+            "name",
+            "description",
+            "authors",
+            "cite",
+            "license",
+            "documentation",
+            "tags",
+            "training_data",
+            "git_repo",
+            "format_version",
+        ):
             if key in full:
                 data[key] = full[key]
         data["id"] = full.get("id")
@@ -128,7 +142,11 @@ def describe_model(description: Path, record_model: dict[str, Any], rdf_sha256: 
             for t in full.get("inputs", [])
         ]
         data["outputs"] = [
-            {"id": t.get("id"), "axes": _axes(t), "postprocessing": _ops(t.get("postprocessing", []))}
+            {
+                "id": t.get("id"),
+                "axes": _axes(t),
+                "postprocessing": _ops(t.get("postprocessing", [])),
+            }
             for t in full.get("outputs", [])
         ]
         config = full.get("config", {}).get("bioimageio", {})

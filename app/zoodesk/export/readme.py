@@ -111,8 +111,11 @@ def readme_text(
         "## How to reproduce",
         "",
         "Install ZooDesk, get the same model"
-        + (f" (`zoodesk models download {model.id}`)" if model.id else
-           f" (the run used the package at `{record.model.get('root', '?')}`)")
+        + (
+            f" (`zoodesk models download {model.id}`)"
+            if model.id
+            else f" (the run used the package at `{record.model.get('root', '?')}`)"
+        )
         + f", check that its {weights.get('format', '?')} weights have the sha256 above, then:",
         "",
         "```",
@@ -137,4 +140,3 @@ def readme_text(
         "",
     ]
     return "\n".join(lines)
-

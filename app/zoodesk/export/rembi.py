@@ -13,6 +13,7 @@ software, device), confidence (not human-verified) and coverage with the failure
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 from zoodesk.export.filelists import IMAGES_LIST, annotation_type, method_text
@@ -27,7 +28,7 @@ REMBI_PATH = "metadata/rembi_mifa.yaml"
 CONFIDENCE = "not human-verified"
 
 
-def image_info(path: Any) -> dict[str, Any]:
+def image_info(path: Path, series: int = 0) -> dict[str, Any]:
     """What an input image records about its acquisition (read with ``read_image``).
 
     Returns an empty dict when the image cannot be read.
@@ -35,8 +36,8 @@ def image_info(path: Any) -> dict[str, Any]:
     from zoodesk.images import read_image
 
     try:
-        image = read_image(path)
-    except Exception as exc:  # noqa: BLE001 - metadata is a bonus; the run already read it
+        image = read_image(path, series=series)
+    except Exception as exc:
         log.debug("cannot read %s for its metadata: %s", path, exc)
         return {}
     meta = image.metadata
@@ -113,9 +114,11 @@ def coverage(plan: ExportPlan) -> dict[str, Any]:
     ]
     text = f"{done} of {total} images"
     if failures:
-        text += f"; {len(failures)} not annotated (" + "; ".join(
-            f"{f['image']}: {f['status']}" for f in failures
-        ) + ")"
+        text += (
+            f"; {len(failures)} not annotated ("
+            + "; ".join(f"{f['image']}: {f['status']}" for f in failures)
+            + ")"
+        )
     return {"text": text, "annotated": done, "total": total, "failures": failures}
 
 
@@ -151,7 +154,7 @@ def annotation_sections(plan: ExportPlan, model: ModelSummary) -> list[dict[str,
                 "annotation_coverage": cover["text"],
                 "annotation_confidence_level": CONFIDENCE,
                 "transformations": "none: outputs are on the source images' pixel grid",
-                "spatial_information": "same pixel grid and physical pixel sizes as the source image",
+                "spatial_information": "same pixel grid and pixel sizes as the source image",
                 "postprocessing": post.get(output_id, "") or "none",
                 "threshold": thresholds.get(output_id),
                 "model": {
@@ -165,7 +168,8 @@ def annotation_sections(plan: ExportPlan, model: ModelSummary) -> list[dict[str,
                 "software": {
                     k: v
                     for k, v in plan.record.software.items()
-                    if k in ("zoodesk", "onnxruntime", "bioimageio.spec", "bioimageio.core", "tifffile")
+                    if k
+                    in ("zoodesk", "onnxruntime", "bioimageio.spec", "bioimageio.core", "tifffile")
                 },
                 "device": plan.record.device.get("used"),
                 "failures": cover["failures"],

@@ -211,7 +211,8 @@ def dump_yaml(data: Any) -> str:
     yaml = YAML(typ="safe", pure=True)
     yaml.default_flow_style = False
     yaml.allow_unicode = True
-    yaml.sort_base_mapping_type_on_output = False  # type: ignore[attr-defined]
+    # Keep the keys in the order they were built (sections read top-down).
+    yaml.sort_base_mapping_type_on_output = False  # type: ignore[assignment]
     buffer = io.StringIO()
     yaml.dump(data, buffer)
     return buffer.getvalue()

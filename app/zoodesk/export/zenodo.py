@@ -32,19 +32,31 @@ def _related(model: ModelSummary) -> list[dict[str, str]]:
     related: list[dict[str, str]] = []
     if model.doi:
         related.append(
-            {"identifier": model.doi, "relation": "isCompiledBy", "scheme": "doi",
-             "resource_type": "software"}
-        )  # fmt: skip
+            {
+                "identifier": model.doi,
+                "relation": "isCompiledBy",
+                "scheme": "doi",
+                "resource_type": "software",
+            }
+        )
     elif model.crate_id.startswith("http"):
         related.append(
-            {"identifier": model.crate_id, "relation": "isCompiledBy", "scheme": "url",
-             "resource_type": "software"}
-        )  # fmt: skip
+            {
+                "identifier": model.crate_id,
+                "relation": "isCompiledBy",
+                "scheme": "url",
+                "resource_type": "software",
+            }
+        )
     for cite in model.cite:
         if cite.get("doi"):
-            related.append({"identifier": str(cite["doi"]), "relation": "references", "scheme": "doi"})
+            related.append(
+                {"identifier": str(cite["doi"]), "relation": "references", "scheme": "doi"}
+            )
         elif cite.get("url"):
-            related.append({"identifier": str(cite["url"]), "relation": "references", "scheme": "url"})
+            related.append(
+                {"identifier": str(cite["url"]), "relation": "references", "scheme": "url"}
+            )
     return related
 
 
@@ -92,7 +104,9 @@ def zenodo_metadata(
         # Zenodo resolves grants of known funders only; the funder names go to the
         # notes too so that none is lost.
         metadata["grants"] = [{"id": g} for g in grants]
-        metadata["notes"] += " Funding: " + "; ".join(
-            f"{g.funder} {g.grant_id}".strip() for g in study.named_funding
-        ) + "."
+        metadata["notes"] += (
+            " Funding: "
+            + "; ".join(f"{g.funder} {g.grant_id}".strip() for g in study.named_funding)
+            + "."
+        )
     return {"metadata": metadata}

@@ -6,7 +6,7 @@ import sys
 from functools import cache
 from pathlib import Path
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QSize, Qt
 from PySide6.QtGui import QColor, QGuiApplication, QIcon, QPalette
 from PySide6.QtWidgets import QApplication
 
@@ -32,7 +32,12 @@ def icon(name: str) -> QIcon:
     for suffix in (".svg", ".png"):
         path = folder / f"{name}{suffix}"
         if path.is_file():
-            return QIcon(str(path))
+            result = QIcon()
+            # The same drawing in every mode: Qt's generated "selected" variant of an
+            # SVG is blank on some platforms.
+            for mode in (QIcon.Mode.Normal, QIcon.Mode.Selected, QIcon.Mode.Active):
+                result.addFile(str(path), QSize(), mode)
+            return result
     return QIcon()
 
 

@@ -254,6 +254,7 @@ class BatchWidget(QWidget):
         preview_button.clicked.connect(self.action_preview.trigger)
         self.preview_button = preview_button
         self.output_combo = QComboBox()
+        self.output_combo.setMinimumContentsLength(18)
         self.output_combo.currentIndexChanged.connect(self._on_overlay_changed)
         self.opacity_slider = QSlider(Qt.Orientation.Horizontal)
         self.opacity_slider.setRange(0, 100)

@@ -44,9 +44,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _ACTION_LABEL = {
-    "run": "runs directly",
-    "convert": "needs conversion",
-    "convert-with-consent": "needs conversion (consent)",
+    "run": "runs",
+    "convert": "convert first",
+    "convert-with-consent": "convert (consent)",
     "none": "cannot run",
 }
 _SHOW_FILTERS = (("All models", "all"), ("Installed", "installed"), ("Zoo catalogue", "catalogue"))
@@ -298,7 +298,7 @@ class LibraryWidget(QWidget):
         splitter.addWidget(scroll)
         splitter.setStretchFactor(0, 2)
         splitter.setStretchFactor(1, 3)
-        splitter.setSizes([420, 640])
+        splitter.setSizes([520, 640])
         layout = QVBoxLayout(self)
         layout.addWidget(splitter)
 
@@ -506,6 +506,7 @@ class LibraryWidget(QWidget):
         )
         log.warning("cannot load model details: %s", readable_message(exc))
         self._update_buttons()
+        self.details_loaded.emit(self._shown_id or "")
 
     def _show_cover(self, package: ModelPackage) -> None:
         for cover in package.spec.covers:

@@ -13,8 +13,8 @@ from PySide6.QtWidgets import (
     QListWidget,
     QListWidgetItem,
     QMainWindow,
+    QHBoxLayout,
     QMessageBox,
-    QSplitter,
     QStackedWidget,
     QWidget,
 )
@@ -68,8 +68,9 @@ class MainWindow(QMainWindow):
         self.nav = QListWidget()
         self.nav.setObjectName("navigation")
         self.nav.setIconSize(QSize(28, 28))
-        self.nav.setFixedWidth(150)
+        self.nav.setFixedWidth(160)
         self.nav.setSpacing(2)
+        self.nav.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self.nav.setFrameShape(QListWidget.Shape.NoFrame)
         self.pages = QStackedWidget()
         for widget, name, icon_name in (
@@ -89,12 +90,12 @@ class MainWindow(QMainWindow):
             "QListWidget#navigation::item:selected { background: palette(highlight);"
             " color: palette(highlighted-text); }"
         )
-        splitter = QSplitter(Qt.Orientation.Horizontal)
-        splitter.addWidget(self.nav)
-        splitter.addWidget(self.pages)
-        splitter.setStretchFactor(1, 1)
-        splitter.setChildrenCollapsible(False)
-        self.setCentralWidget(splitter)
+        central = QWidget()
+        layout = QHBoxLayout(central)
+        layout.setContentsMargins(6, 6, 6, 0)
+        layout.addWidget(self.nav)
+        layout.addWidget(self.pages, 1)
+        self.setCentralWidget(central)
 
         self.busy_label = QLabel("")
         self.statusBar().addPermanentWidget(self.busy_label)

@@ -136,11 +136,13 @@ class ResultsWidget(QWidget):
         following.clicked.connect(self.action_next.trigger)
         self.output_combo = QComboBox()
         self.output_combo.setObjectName("resultsOutput")
+        self.output_combo.setMinimumContentsLength(16)
         self.output_combo.currentIndexChanged.connect(self._on_display_changed)
         self.opacity_slider = QSlider(Qt.Orientation.Horizontal)
         self.opacity_slider.setObjectName("opacitySlider")
         self.opacity_slider.setRange(0, 100)
         self.opacity_slider.setValue(50)
+        self.opacity_slider.setMinimumWidth(90)
         self.opacity_slider.setMaximumWidth(140)
         self.opacity_slider.valueChanged.connect(self._on_display_changed)
         self.labels_check = QCheckBox("Colour labels")
@@ -153,6 +155,7 @@ class ResultsWidget(QWidget):
             spin.setRange(-1e12, 1e12)
             spin.setDecimals(2)
             spin.setKeyboardTracking(False)
+            spin.setMaximumWidth(110)
             spin.valueChanged.connect(self._on_display_changed)
         auto = QPushButton("Auto")
         auto.setToolTip("Contrast from the 0.5 and 99.5 percentiles of the input")
@@ -186,7 +189,7 @@ class ResultsWidget(QWidget):
         splitter.addWidget(viewer)
         splitter.setStretchFactor(0, 2)
         splitter.setStretchFactor(1, 3)
-        splitter.setSizes([420, 640])
+        splitter.setSizes([430, 800])
         layout = QVBoxLayout(self)
         layout.addLayout(top)
         layout.addWidget(splitter, 1)
@@ -227,7 +230,7 @@ class ResultsWidget(QWidget):
             f"{html.escape(str(model.get('version') or ''))} · run {record.status} · "
             f"{counts['total']} input(s): {html.escape(parts or 'none')} · "
             f"device {html.escape(str(device.get('used', '?')))} · "
-            f"started {html.escape(record.started)}<br>"
+            f"started {html.escape(record.started[:16].replace('T', ' '))}<br>"
             f"<span>{html.escape(str(record.path.parent))}</span>"
         )
         self.table.setRowCount(0)

@@ -187,7 +187,7 @@ def map_image_to_tensor(
         axis = tensor.axes[model_letters.index("C")]
         have = len(chosen) if chosen is not None else (shape[axes.index("C")] if "C" in axes else 1)
         if axis.size is not None and have != axis.size:
-            hint = " ; choose with --channel" if have > axis.size else ""
+            hint = "; choose with --channel" if have > axis.size else ""
             raise AxesMismatchError(
                 f"{both}: the model needs {axis.size} channel(s), the image gives {have}{hint}"
             )

@@ -722,6 +722,7 @@ class ModelCache:
         parent: str,
         fields: Mapping[str, Any] | None = None,
         note: str | None = None,
+        zoodesk_config: Mapping[str, Any] | None = None,
     ) -> CachedModel:
         """Add a weights entry (e.g. ONNX converted from torchscript) to a cached model.
 
@@ -744,6 +745,10 @@ class ModelCache:
             Further fields of the entry.
         note
             Recorded in the manifest's notes.
+        zoodesk_config
+            Entries set in the description's ``config.zoodesk`` in the same step (e.g.
+            the input sizes converted weights accept, see
+            :func:`zoodesk.models.spec.apply_onnx_input_sizes`).
         """
         if isinstance(model, str):
             model = self.find(model)
@@ -763,6 +768,12 @@ class ModelCache:
             entry: dict[str, Any] = {"source": name, "sha256": sha, "parent": parent}
             entry.update(fields or {})
             weights[weights_format] = entry
+            if zoodesk_config:
+                config = data.setdefault("config", {})
+                section = config.setdefault("zoodesk", {}) if isinstance(config, dict) else None
+                if not isinstance(section, dict):
+                    raise CacheError(f"{model.description_path}: config.zoodesk is not a mapping")
+                section.update(zoodesk_config)
             (package_root / model.description).write_text(dump_description(data), encoding="utf-8")
             load_model_package(package_root / model.description)
             declared = {f.path for f in model.files if f.declared} | {name}

@@ -9,6 +9,7 @@ the zoo) do not prevent a package from loading.
 from __future__ import annotations
 
 import hashlib
+import threading
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,7 @@ from zoodesk.models.spec import (
 from zoodesk.settings import zoodesk_home
 
 DESCRIPTION_NAMES = ("bioimageio.yaml", "rdf.yaml")
+_SPEC_LOCK = threading.Lock()
 
 
 @dataclass
@@ -160,7 +162,9 @@ def load_description_file(path: Path) -> tuple[Any, ModelSpec]:
     from bioimageio.spec.model import v0_5
 
     try:
-        with warnings.catch_warnings():
+        # bioimageio.spec parses YAML with a shared parser that breaks when two threads
+        # use it at once (the desktop application loads models in worker threads).
+        with _SPEC_LOCK, warnings.catch_warnings():
             warnings.simplefilter("ignore")
             descr = load_model_description(path, perform_io_checks=False, format_version="latest")
     except Exception as exc:

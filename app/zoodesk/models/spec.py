@@ -9,7 +9,7 @@ reads it on the hot path, so :func:`model_spec_from_descr` flattens a validated
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -357,13 +357,107 @@ def _tolerances(config: Any) -> tuple[Tolerance, ...]:
     return tuple(tolerances)
 
 
+# ------------------------------------------------------------ converted ONNX weights
+
+#: Entry of a description's ``config.zoodesk`` that records the input sizes accepted by
+#: ONNX weights converted by ZooDesk (written by :mod:`zoodesk.models.convert`).
+ONNX_INPUT_SIZES = "onnx_input_sizes"
+
+
+def _zoodesk_config(config: Any) -> Mapping[str, Any]:
+    if config is None:
+        return {}
+    if isinstance(config, Mapping):
+        section = config.get("zoodesk")
+    else:
+        # bioimageio.spec keeps unknown config entries as pydantic extras.
+        section = (getattr(config, "model_extra", None) or {}).get("zoodesk")
+    return section if isinstance(section, Mapping) else {}
+
+
+def _resized_axis(axis: AxisSpec, size: Any, where: str) -> AxisSpec:
+    if not isinstance(size, Mapping):
+        raise ValueError(f"{where}: expected {{min, step}}, got {size!r}")
+    low, step = size.get("min"), size.get("step")
+    if not isinstance(low, int) or not isinstance(step, int) or low < 1 or step < 0:
+        raise ValueError(f"{where}: min must be an integer >= 1 and step one >= 0")
+    if axis.kind == "batch":
+        return replace(axis, size=None if (low, step) == (1, 1) else low)
+    if not axis.is_spatial:
+        raise ValueError(f"{where}: only batch, space and time axes can be resized")
+    if step == 0:
+        return replace(axis, size=low, min=None, step=None)
+    return replace(axis, size=None, min=low, step=step)
+
+
+def apply_onnx_input_sizes(spec: ModelSpec, config: Any) -> ModelSpec:
+    """Give the inputs the sizes that the description's converted ONNX weights accept.
+
+    A description often declares one fixed input size (the one its PyTorch weights
+    were tested with) although the ONNX graph converted from those weights accepts a
+    whole range.  ZooDesk's conversion measures that range and records it in the
+    description's ``config.zoodesk``::
+
+        onnx_input_sizes:
+          weights_sha256: <sha256 of the ONNX file the sizes were measured on>
+          inputs:
+            raw:                      # input tensor id
+              batch: {min: 1, step: 1}   # any batch size
+              y: {min: 8, step: 8}       # 8, 16, 24, ...
+              x: {min: 8, step: 8}
+
+    ZooDesk runs ONNX weights only, so the spec's input axes simply take these sizes
+    (``min + n * step``; ``step: 0`` fixes the size at ``min``); axes not listed keep
+    the declared size.  The record applies only while ``weights.onnx`` is the very
+    file it was measured on (same sha256), and is ignored otherwise.  The ONNX
+    weights entry carries the record in ``extra["input_sizes"]``.
+
+    Raises
+    ------
+    ValueError
+        When the record names unknown tensors or axes or holds invalid sizes.
+    """
+    record = _zoodesk_config(config).get(ONNX_INPUT_SIZES)
+    onnx = spec.weights.get("onnx")
+    if not isinstance(record, Mapping) or onnx is None or onnx.source.sha256 is None:
+        return spec
+    if str(record.get("weights_sha256", "")).lower() != onnx.source.sha256.lower():
+        return spec
+    where = f"config.zoodesk.{ONNX_INPUT_SIZES}.inputs"
+    sizes = record.get("inputs")
+    if not isinstance(sizes, Mapping):
+        raise ValueError(f"{where} must map input tensor ids to axis sizes")
+    unknown = sorted(str(k) for k in sizes if str(k) not in {t.id for t in spec.inputs})
+    if unknown:
+        raise ValueError(f"{where}: no input tensor {', '.join(unknown)}")
+    inputs = []
+    for tensor in spec.inputs:
+        axes_sizes = sizes.get(tensor.id) or {}
+        if not isinstance(axes_sizes, Mapping):
+            raise ValueError(f"{where}.{tensor.id} must map axis ids to sizes")
+        missing = sorted(str(k) for k in axes_sizes if str(k) not in tensor.axis_ids)
+        if missing:
+            raise ValueError(f"{where}.{tensor.id}: no axis {', '.join(missing)}")
+        axes = tuple(
+            _resized_axis(a, axes_sizes[a.id], f"{where}.{tensor.id}.{a.id}")
+            if a.id in axes_sizes
+            else a
+            for a in tensor.axes
+        )
+        inputs.append(replace(tensor, axes=axes))
+    weights = dict(spec.weights)
+    weights["onnx"] = replace(onnx, extra={**onnx.extra, "input_sizes": sizes})
+    return replace(spec, inputs=tuple(inputs), weights=weights)
+
+
 def model_spec_from_descr(
     descr: Any, original_sha256: Mapping[str, str] | None = None
 ) -> ModelSpec:
     """Flatten a bioimageio.spec 0.5 ``ModelDescr`` into a :class:`ModelSpec`.
 
     ``original_sha256`` supplies weights checksums of a 0.4 description that the
-    conversion to 0.5 does not carry over.
+    conversion to 0.5 does not carry over.  Input sizes recorded for converted ONNX
+    weights are applied (:func:`apply_onnx_input_sizes`).
     """
     authors = tuple(str(a.name) for a in (getattr(descr, "authors", None) or ()))
     cite = tuple(
@@ -371,7 +465,7 @@ def model_spec_from_descr(
         for c in (getattr(descr, "cite", None) or ())
     )
     documentation = getattr(descr, "documentation", None)
-    return ModelSpec(
+    spec = ModelSpec(
         id=str(descr.id) if getattr(descr, "id", None) else None,
         name=str(descr.name),
         version=str(descr.version) if getattr(descr, "version", None) else None,
@@ -388,3 +482,4 @@ def model_spec_from_descr(
         weights=_weights_specs(descr.weights, original_sha256 or {}),
         tolerances=_tolerances(getattr(descr, "config", None)),
     )
+    return apply_onnx_input_sizes(spec, getattr(descr, "config", None))
