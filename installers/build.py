@@ -160,7 +160,7 @@ def prepare_venv(venv: Path, variant: str) -> Path:
     python = venv_python(venv)
     if not python.exists():
         run([sys.executable, "-m", "venv", venv])
-    pip = [python, "-m", "pip", "install", "--disable-pip-version-check"]
+    pip: list[str | Path] = [python, "-m", "pip", "install", "--disable-pip-version-check"]
     run([*pip, "--upgrade", "pip"])
     extras = project_extras()
     target = f"{ROOT}[{','.join(extras)}]" if extras else str(ROOT)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 import types
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import imageio.v3 as iio
 import numpy as np
@@ -238,7 +238,7 @@ def test_series_pyramids_and_physical_metadata(
 class _FakeBioImage:
     """The parts of ``bioio.BioImage`` the reader uses, over an in-memory array."""
 
-    data_by_path: dict[str, np.ndarray] = {}
+    data_by_path: ClassVar[dict[str, np.ndarray]] = {}
 
     def __init__(self, path: Path) -> None:
         self._data = self.data_by_path[str(path)]
@@ -275,6 +275,7 @@ def test_vendor_formats_need_bioio_and_use_it_when_installed(
     entry = finished.record.files[0]
     assert entry.axes == "CYX"
     assert entry.pixel_sizes == {"X": [0.5, "µm"], "Y": [0.5, "µm"]}
+    assert entry.channel_names == ["DAPI", "GFP"]
     result = read_image(tmp_path / "b" / "acquisition_out.ome.tif")
     np.testing.assert_allclose(result.array, box_filter(pixels[0, 1, 0]), atol=1e-6)
     assert result.pixel_sizes == {"X": (0.5, "µm"), "Y": (0.5, "µm")}

@@ -144,6 +144,18 @@ def test_bundle_predicts_a_folder_with_the_nuclei_model(
 
 
 @needs_bundle
+def test_bundle_exports_the_run_for_deposition(smoke: BundleSmoke, nuclei_dir: Path) -> None:
+    _, samples = demo_resources(smoke.bundle)
+    run_dir = smoke.workdir / "export-run"
+    predicted = smoke.run(["predict", "--model", str(nuclei_dir), "--input", str(samples[0]),
+                           "--output", str(run_dir), "--device", "cpu", "--quiet"])  # fmt: skip
+    assert predicted.returncode == 0, predicted.tail()
+    check = smoke.check_export(run_dir)
+    _assert_ok(check)
+    assert check.data["files"] > 0
+
+
+@needs_bundle
 def test_bundle_shows_the_gui_offscreen_and_quits(smoke: BundleSmoke) -> None:
     check = smoke.check_gui()
     if check.status == "skipped":

@@ -900,3 +900,118 @@ def test_every_suffix_found_is_readable(tmp_path: Path, rng: np.random.Generator
     assert [p.name for p in found] == ["a.tif", "b.ome.tif", "c.npy", "d.png", "e.bmp"]
     for path in found:
         np.testing.assert_array_equal(read_image(path).array, pixels)
+
+
+# --- tiled writer: regions, pixel types, memory -----------------------------------------
+
+
+def test_tiled_writer_regions_in_the_callers_axes(tmp_path: Path, rng: np.random.Generator) -> None:
+    full = rng.integers(0, 60000, (40, 56, 3), dtype=np.uint16)
+    path = tmp_path / "channels_last.ome.tif"
+    with TiledOmeTiffWriter(path, full.shape, np.uint16, "YXC", tile=(16, 16)) as writer:
+        writer.write_block((slice(0, 40), slice(0, 30)), full[:, :30])
+        # An integer index drops that axis from the data, as numpy assignment does.
+        for c in range(3):
+            writer.write_block((slice(0, 40), slice(30, 56), c), full[:, 30:, c])
+        writer.write_block((slice(10, 12), slice(0, 4), 1), 7)  # a scalar broadcasts
+    expected = full.copy()
+    expected[10:12, 0:4, 1] = 7
+    image = read_image(path)
+    assert image.axes == "CYX"
+    np.testing.assert_array_equal(image.array, np.moveaxis(expected, -1, 0))
+
+
+def test_tiled_writer_narrows_64_bit_labels_and_offers_a_memmap(tmp_path: Path) -> None:
+    path = tmp_path / "labels.ome.tif"
+    with TiledOmeTiffWriter(path, (2, 32, 48), np.int64, "ZYX", tile=(16, 16)) as writer:
+        writer.write_block((0,), np.full((32, 48), 70000, np.int64))
+        writer.array[1, :16] = 5  # the memory-mapped view writes to the same data
+        writer.write_block((1, slice(16, 32)), 3)
+    image = read_image(path)
+    assert image.dtype == np.uint32
+    assert (image.array[0] == 70000).all()
+    assert (image.array[1, :16] == 5).all() and (image.array[1, 16:] == 3).all()
+    path = tmp_path / "negative.ome.tif"
+    with TiledOmeTiffWriter(path, (32, 32), np.int64, "YX", tile=(16, 16)) as writer:
+        writer.write_block((slice(0, 16),), -(2**40))
+        with pytest.raises(ValueError, match="do not fit the 32-bit integers"):
+            writer.close()
+    assert not path.exists() and _leftovers(tmp_path) == []
+
+
+def test_tiled_writer_refuses_regions_it_cannot_store(tmp_path: Path) -> None:
+    with TiledOmeTiffWriter(tmp_path / "x.ome.tif", (32, 32), np.float32, "YX") as writer:
+        with pytest.raises(ValueError, match="steps are not supported"):
+            writer.write_block((slice(0, 32, 2),), 1.0)
+        with pytest.raises(ValueError, match="outside an axis of 32"):
+            writer.write_block((40,), 1.0)
+        with pytest.raises(ValueError, match=r"data of shape \(3, 3\) does not fit"):
+            writer.write_block((slice(0, 4), slice(0, 4)), np.zeros((3, 3)))
+        writer.abort()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_tiled_writer_keeps_blocks_out_of_the_process_memory(tmp_path: Path) -> None:
+    # 256 MiB written block by block: with a memory map, every page written would
+    # stay resident until close; with file writes the process grows by a block.
+    process = psutil.Process()
+    block = np.ones((1024, 1024), np.float32)
+    with TiledOmeTiffWriter(
+        tmp_path / "big.ome.tif", (8192, 8192), np.float32, "YX", compression=None
+    ) as writer:
+        before = process.memory_info().rss
+        for y in range(0, 8192, 1024):
+            for x in range(0, 8192, 1024):
+                writer.write_block((slice(y, y + 1024), slice(x, x + 1024)), block)
+        grown = process.memory_info().rss - before
+    assert grown < 64 * 2**20, f"the process grew by {grown / 2**20:.0f} MiB"
+    with tifffile.TiffFile(tmp_path / "big.ome.tif") as tif:
+        assert tif.pages.first.is_tiled
+        assert float(tif.pages.first.asarray()[-1, -1]) == 1.0
+
+
+# --- axes: frames are views, blocks land where assemble_output puts them ---------------
+
+
+def _axis_tensor(letters: str) -> Any:
+    from zoodesk.models.spec import AxisSpec, TensorSpec
+
+    kinds = {"b": "batch", "c": "channel", "z": "space", "y": "space", "x": "space"}
+    axes = tuple(
+        AxisSpec(id={"b": "batch", "c": "channel"}.get(a, a), kind=kinds[a]) for a in letters
+    )
+    return TensorSpec(id="t", axes=axes)
+
+
+def test_frames_of_a_memory_mapped_image_are_views(tmp_path: Path) -> None:
+    from zoodesk.images.axes import map_image_to_tensor
+
+    np.save(
+        tmp_path / "movie.npy", np.arange(2 * 1 * 3 * 8 * 8, dtype=np.uint16).reshape(2, 1, 3, 8, 8)
+    )
+    image = read_image(tmp_path / "movie.npy", axes="TZCYX")
+    mapping = map_image_to_tensor(image.axes, image.shape, _axis_tensor("bcyx"), channels=[1, 2])
+    frames = list(mapping.frames(image.array))
+    assert [index for index, _ in frames] == [(0,), (1,)]
+    for (t,), frame in frames:
+        assert frame.shape == (1, 2, 8, 8)
+        assert isinstance(frame, np.memmap) and np.shares_memory(frame, image.array)
+        np.testing.assert_array_equal(frame[0], image.array[t, 0, 1:3])
+
+
+def test_output_placement_matches_assemble_output(rng: np.random.Generator) -> None:
+    from zoodesk.images.axes import assemble_output, map_image_to_tensor, output_placement
+
+    tensor = _axis_tensor("bcyx")
+    mapping = map_image_to_tensor("ZTYX", (3, 2, 16, 20), tensor)
+    frames = [rng.random((1, 2, 16, 20)).astype(np.float32) for _ in range(mapping.frame_count)]
+    expected, axes = assemble_output(mapping, tensor, frames)
+    placement = output_placement(mapping, tensor, (1, 2, 16, 20))
+    assert (placement.axes, placement.shape) == (axes, expected.shape)
+    result = np.zeros(placement.shape, np.float32)
+    for (index, _), frame in zip(mapping.frames(np.zeros((3, 2, 16, 20))), frames, strict=True):
+        for y0, x0 in ((0, 0), (0, 10), (8, 0), (8, 10)):
+            dst = (slice(None), slice(None), slice(y0, y0 + 8), slice(x0, x0 + 10))
+            region, data = placement.place(index, dst, frame[dst])
+            result[region] = data
+    np.testing.assert_array_equal(result, expected)

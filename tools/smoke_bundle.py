@@ -12,7 +12,9 @@ the proxies are removed, and the report says so).  The checks:
    bundle's demo model, and the nuclei model of ``../shared`` when present);
 5. ``zoodesk-cli predict`` on a folder of images (copies of the bundle's samples)
    writes OME-TIFF outputs and a run record that says the run was frozen;
-6. the desktop entry ``zoodesk`` starts with ``QT_QPA_PLATFORM=offscreen``, shows
+6. ``zoodesk-cli export`` packages that run for deposition, and
+   ``export --check`` accepts the package;
+7. the desktop entry ``zoodesk`` starts with ``QT_QPA_PLATFORM=offscreen``, shows
    its main window, reports it and quits with exit code 0 (timed: launch to window
    shown).  A bundle without the desktop application reports this step as skipped.
 
@@ -333,6 +335,31 @@ class BundleSmoke:
             problem, data = _run_record_problem(out, expected_files=len(images))
         return self._check(f"predict {Path(model).name}", done, args, problem, **data)
 
+    def check_export(self, run_dir: Path | None = None) -> Check:
+        """``export`` turns a finished run into a package that ``export --check`` accepts.
+
+        The run is the one :meth:`check_predict` wrote, unless another is given.
+        """
+        run_dir = run_dir or self.workdir / "predict-output"
+        package = self.workdir / "export-package"
+        args = ["export", str(run_dir), "--to", str(package), "--json"]
+        done = self.run(args)
+        problem = None
+        data: dict[str, Any] = {}
+        if done.returncode == 0:
+            try:
+                result = json.loads(done.stdout)
+            except json.JSONDecodeError as exc:
+                result, problem = {}, f"--json output is not JSON: {exc}"
+            data = {"files": result.get("files"), "failures": result.get("failures")}
+            if not problem and (result.get("failures") or not result.get("files")):
+                problem = f"export incomplete: {done.stdout.strip()[-500:]}"
+            if not problem:
+                checked = self.run(["export", "--check", str(package)])
+                if checked.returncode != 0:
+                    problem = f"export --check found problems: {checked.tail()}"
+        return self._check("export", done, args, problem, **data)
+
     def check_gui(self, timeout: float = GUI_TIMEOUT) -> Check:
         """The desktop entry shows its main window offscreen and quits with exit code 0."""
         command = [*self.prefix, str(self.gui_exe)]
@@ -385,7 +412,7 @@ class BundleSmoke:
             )
         elif returncode == 0 and reported is None:
             problem = f"exited 0 without printing '{SHOWN_MARKER} <seconds>'"
-        else:
+        if reported is not None:
             data["cold_start_seconds"] = round(arrived if arrived is not None else reported, 3)
             data["reported_seconds"] = reported
         return self._check("gui", done, ["(no arguments)"], problem, **data)
@@ -485,6 +512,7 @@ def run_all(
     checks.append(smoke.check_demo())
     checks += [smoke.check_models_test(m) for m in models]
     checks.append(smoke.check_predict(models[-1], samples))
+    checks.append(smoke.check_export())
     if gui:
         checks.append(smoke.check_gui())
     return checks, smoke.network_note

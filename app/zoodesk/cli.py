@@ -516,6 +516,35 @@ def _cmd_bundle_import(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_models_convert(args: argparse.Namespace) -> int:
+    from zoodesk.models.convert import ConversionTestError, convert_model
+    from zoodesk.models.download import run_with_progress
+
+    console = _console(args)
+    events = convert_model(
+        args.model, weights_format=args.weights, trust_code=args.trust_code, replace=args.replace
+    )
+    try:
+        result = run_with_progress(events, console=console.err, show=not args.json)
+    except ConversionTestError as exc:
+        if args.json:
+            console.document({**exc.result.as_dict(), "error": str(exc)})
+        else:
+            for line in exc.result.describe():
+                console.info(line)
+        console.error(str(exc))
+        return EXIT_FAILED
+    if args.json:
+        console.document(result.as_dict())
+        return EXIT_OK
+    if result.imported:
+        console.info(f"imported {args.model} into the cache as {result.model}")
+    for line in result.describe():
+        console.info(line)
+    console.info(f"added the ONNX weights to {result.model}")
+    return EXIT_OK
+
+
 def _register_cache_commands(
     sub: argparse._SubParsersAction, models_sub: argparse._SubParsersAction
 ) -> None:
@@ -560,6 +589,30 @@ def _register_cache_commands(
     p.add_argument("path", type=Path, help="model .zip, folder, or description .yaml")
     p.add_argument("--json", action="store_true", help=json_help)
     p.set_defaults(handler=_cmd_models_import)
+
+    p = models_sub.add_parser(
+        "convert",
+        help="convert a cached model's PyTorch weights to ONNX and test them "
+        "(needs the convert extra: torch)",
+    )
+    p.add_argument("model", help=f"{model_help}; a package path is imported first")
+    p.add_argument(
+        "--weights",
+        choices=("torchscript", "pytorch_state_dict"),
+        default=None,
+        help="weights to convert (default: torchscript if present)",
+    )
+    p.add_argument(
+        "--trust-code",
+        action="store_true",
+        help="allow executing the architecture code that pytorch_state_dict weights need "
+        "(only for models from a source you trust)",
+    )
+    p.add_argument(
+        "--replace", action="store_true", help="replace the model's existing ONNX weights"
+    )
+    p.add_argument("--json", action="store_true", help=json_help)
+    p.set_defaults(handler=_cmd_models_convert)
 
     p = models_sub.add_parser(
         "report", help="what ZooDesk can do with each cached (or catalogue) model"

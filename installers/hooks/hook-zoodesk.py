@@ -17,7 +17,8 @@ datas = collect_data_files("zoodesk", includes=["resources/**/*"])
 
 hiddenimports = collect_submodules("zoodesk")
 
-for _name in ("numpy", "tifffile", "imagecodecs", "pydantic", "platformdirs"):
+# zoodesk.batch.record.software_versions (the runtimes' own hooks copy theirs).
+for _name in ("numpy", "tifffile"):
     try:
         datas += copy_metadata(_name)
     except metadata.PackageNotFoundError:

@@ -271,7 +271,7 @@ def summary_table(record: RunRecord) -> Any:
             else (f.error or "")
         )
         table.add_row(
-            Path(f.input).name,
+            escape(Path(f.input).name),
             f"[{styles.get(f.status, 'white')}]{f.status}[/]",
             f"{f.seconds:.2f}" if f.seconds is not None else "",
             escape(detail),

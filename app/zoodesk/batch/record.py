@@ -78,9 +78,10 @@ class FileEntry:
     ``seconds`` is the prediction time (reading and writing overlap with other
     inputs and are given apart: ``read_seconds`` includes hashing and checks,
     ``write_seconds`` compression and checksums); ``inference_seconds`` the part
-    spent in the runtime.  ``streamed`` is true when the image was processed block by
-    block from disk.  ``run_id`` names the run that wrote the outputs (an earlier one
-    for inputs ``skipped`` by a re-run).
+    spent in the runtime.  ``axes``, ``shape``, ``pixel_sizes``, ``channel_names``
+    and ``series`` describe the input image as read.  ``streamed`` is true when the
+    image was processed block by block from disk.  ``run_id`` names the run that
+    wrote the outputs (an earlier one for inputs ``skipped`` by a re-run).
     """
 
     input: str
@@ -100,6 +101,7 @@ class FileEntry:
     pixel_sizes: dict[str, list[Any]] | None = None
     shape: list[int] | None = None
     series: int | None = None
+    channel_names: list[str] | None = None
     streamed: bool = False
     read_seconds: float | None = None
     inference_seconds: float | None = None

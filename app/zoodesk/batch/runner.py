@@ -22,7 +22,9 @@ Files still being written
 
 Crash safety and resume
     Outputs are written under temporary names (``.NAME.XXXXXXXX.part``) and renamed
-    when complete; the run record is rewritten atomically after every input.  A
+    when complete; the run record is rewritten atomically as inputs finish (at
+    most once a second, and at the end; a run killed in between redoes the inputs
+    finished since the last save).  A
     re-run into the same output folder skips inputs whose record entry is ``ok``,
     whose size and modification time are unchanged, and whose outputs still have
     their recorded sha256; everything else is redone (outputs that exist but whose
@@ -102,6 +104,10 @@ __all__ = [
 LOCK_NAME = ".zoodesk-run.lock"
 #: Default seconds a recently modified input is watched for changes before reading.
 DEFAULT_SETTLE_SECONDS = 2.0
+#: Least seconds between two saves of the run record during a run: rewriting it
+#: after every file of a long run would cost time quadratic in the number of files.
+#: A run killed in between redoes the files finished since the last save.
+RECORD_SAVE_INTERVAL = 1.0
 #: Tile shape of outputs written block by block.
 STREAMED_TILE = (512, 512)
 # Bytes checked at once for NaN/Inf.
@@ -814,14 +820,20 @@ def _load_previous(record_path: Path) -> tuple[RunRecord | None, str | None]:
 
 
 class _RecordKeeper:
-    """Saves the record, turning write failures (disk full) into warnings."""
+    """Saves the record, at most every :data:`RECORD_SAVE_INTERVAL` seconds unless
+    forced, turning write failures (disk full) into warnings."""
 
     def __init__(self, record: RunRecord) -> None:
         self.record = record
         self.saved = True
         self._reported = False
+        self._last = -math.inf
 
-    def save(self) -> RunWarning | None:
+    def save(self, *, force: bool = False) -> RunWarning | None:
+        now = time.monotonic()
+        if not force and now - self._last < RECORD_SAVE_INTERVAL:
+            return None
+        self._last = now
         try:
             self.record.save()
         except OSError as exc:
@@ -1010,8 +1022,8 @@ def _run_locked(
     pending_write: tuple[int, FileEntry, Future[tuple[list[OutputEntry], float]]] | None = None
     cancelled_run = False
 
-    def saved() -> Iterator[Event]:
-        problem = keeper.save()
+    def saved(force: bool = False) -> Iterator[Event]:
+        problem = keeper.save(force=force)
         if problem is not None:
             yield problem
 
@@ -1063,6 +1075,7 @@ def _run_locked(
                 entry.axes = image.axes
                 entry.shape = [int(s) for s in image.shape]
                 entry.pixel_sizes = {k: [v[0], v[1]] for k, v in image.pixel_sizes.items()}
+                entry.channel_names = list(image.channel_names) if image.channel_names else None
                 mapping = map_image_to_tensor(
                     image.axes, image.shape, input_tensor, channels=request.channels
                 )
@@ -1099,7 +1112,7 @@ def _run_locked(
                 entry.error = "cancelled"
                 entry.finished = now_iso()
                 yield from finish_write()
-                yield from saved()
+                yield from saved(force=True)
                 yield FileFinished(offset + index, path, entry)
                 break
             except Exception as exc:  # one bad file never stops the run
@@ -1128,7 +1141,7 @@ def _run_locked(
             entry.status = "not done"
     record.status = "cancelled" if cancelled_run else "finished"
     record.finished = now_iso()
-    yield from saved()
+    yield from saved(force=True)
     yield RunFinished(record, record_saved=keeper.saved)
 
 

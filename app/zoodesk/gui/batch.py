@@ -810,6 +810,11 @@ class BatchWidget(QWidget):
     # ---------------------------------------------------------------------- run
 
     @property
+    def scanning(self) -> bool:
+        """True while the inputs are being listed."""
+        return self._scan is not None
+
+    @property
     def running(self) -> bool:
         """True while a run is in progress."""
         return self._run is not None

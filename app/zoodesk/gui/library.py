@@ -321,7 +321,7 @@ class LibraryWidget(QWidget):
             if library.catalogue is not None
             else "No zoo catalogue saved yet: refresh it when online, or import a bundle."
         )
-        self._fill_list()
+        self._fill_list(reload=True)
         self.library_changed.emit(library)
 
     def _on_library_failed(self, exc: BaseException) -> None:
@@ -342,8 +342,14 @@ class LibraryWidget(QWidget):
             dims=self.dims_combo.currentData(),
         )
 
-    def _fill_list(self) -> None:
+    def _fill_list(self, reload: bool = False) -> None:
+        """Show the items matching the filters; keep the selection where possible.
+
+        ``reload``: the library was rebuilt, so the selected item's details are
+        shown again even if the same item stays selected.
+        """
         wanted = self._select_after_refresh or self._shown_id
+        self._select_after_refresh = None
         self.tree.blockSignals(True)
         self.tree.clear()
         current: QTreeWidgetItem | None = None
@@ -361,16 +367,18 @@ class LibraryWidget(QWidget):
             self.tree.addTopLevelItem(row)
             if item.item_id == wanted:
                 current = row
-        self.tree.blockSignals(False)
         total = len(self.library.items) if self.library else 0
         self.count_label.setText(f"{len(items)} of {total} models")
-        if current is None and self.tree.topLevelItemCount() and self._shown_id is None:
+        if current is None and self.tree.topLevelItemCount():
             current = self.tree.topLevelItem(0)
-        self._select_after_refresh = None
         if current is not None:
             self.tree.setCurrentItem(current)
-            if current.data(0, Qt.ItemDataRole.UserRole) != self._shown_id or wanted is not None:
-                self._show_item(self.current_item())
+        self.tree.blockSignals(False)
+        chosen = self.current_item()
+        if chosen is None:
+            self._show_item(None)
+        elif reload or chosen.item_id != self._shown_id:
+            self._show_item(chosen)
 
     def current_item(self) -> LibraryItem | None:
         """The selected library item."""

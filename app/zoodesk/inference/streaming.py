@@ -180,9 +180,13 @@ def check_streamable(spec: ModelSpec) -> None:
             "can only be processed with single-input models"
         )
     for t in spec.outputs:
-        own = [r for r in Processing(t.postprocessing, t).stat_requests() if r.tensor_id == t.id]
-        if own:
-            ops = ", ".join(sorted({op.id for op in t.postprocessing}))
+        needing = [
+            op.id
+            for op in t.postprocessing
+            if any(r.tensor_id == t.id for r in Processing([op], t).stat_requests())
+        ]
+        if needing:
+            ops = ", ".join(dict.fromkeys(needing))
             raise StreamingUnsupportedError(
                 f"model {spec.name!r}: the postprocessing of output {t.id!r} ({ops}) needs "
                 "statistics of the whole output, which an image too large for memory cannot "

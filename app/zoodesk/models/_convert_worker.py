@@ -90,7 +90,9 @@ def _architecture_callable(arch: Mapping[str, Any], package_root: Path) -> Any:
         try:
             spec.loader.exec_module(module)
         except Exception as exc:
-            raise WorkerError("architecture", f"{path}: fails to import ({_first_line(exc)})") from exc
+            raise WorkerError(
+                "architecture", f"{path}: fails to import ({_first_line(exc)})"
+            ) from exc
         origin = str(path)
     factory = getattr(module, name, None)
     if factory is None or not callable(factory):

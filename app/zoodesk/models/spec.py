@@ -451,13 +451,14 @@ def apply_onnx_input_sizes(spec: ModelSpec, config: Any) -> ModelSpec:
 
 
 def model_spec_from_descr(
-    descr: Any, original_sha256: Mapping[str, str] | None = None
+    descr: Any, original_sha256: Mapping[str, str] | None = None, *, onnx_sizes: bool = True
 ) -> ModelSpec:
     """Flatten a bioimageio.spec 0.5 ``ModelDescr`` into a :class:`ModelSpec`.
 
     ``original_sha256`` supplies weights checksums of a 0.4 description that the
     conversion to 0.5 does not carry over.  Input sizes recorded for converted ONNX
-    weights are applied (:func:`apply_onnx_input_sizes`).
+    weights are applied (:func:`apply_onnx_input_sizes`) unless ``onnx_sizes`` is
+    False, which gives the input axes as declared.
     """
     authors = tuple(str(a.name) for a in (getattr(descr, "authors", None) or ()))
     cite = tuple(
@@ -482,4 +483,4 @@ def model_spec_from_descr(
         weights=_weights_specs(descr.weights, original_sha256 or {}),
         tolerances=_tolerances(getattr(descr, "config", None)),
     )
-    return apply_onnx_input_sizes(spec, getattr(descr, "config", None))
+    return apply_onnx_input_sizes(spec, getattr(descr, "config", None)) if onnx_sizes else spec

@@ -1,0 +1,185 @@
+"""Peak resident memory of ``zoodesk predict`` on one very large image.
+
+Writes a synthetic uint16 TIFF of SIZE x SIZE pixels (uncompressed, so it is memory
+mapped; written band by band, so this script never holds it either), then runs
+``zoodesk predict`` on it in a child process and reports the child's peak resident
+set size (``ru_maxrss``), sampled RSS over time, the wall time and the output's
+layout (tiled OME-TIFF).  The image is above the streaming threshold, so the run
+takes the block-by-block path: statistics pass, then blocks read from the memory
+map and written tile by tile.
+
+Usage::
+
+    .venv/bin/python benchmarks/bench_memory.py [--size 16384]
+        [--model ../shared/zoo-models/unet2d_nuclei_broad | demo] [--threads N]
+
+Prints a summary and writes ``bench-results/memory.json``.  Needs Linux or macOS
+(``resource``) and psutil for the RSS samples.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tifffile
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_MODEL = REPO.parent / "shared" / "zoo-models" / "unet2d_nuclei_broad"
+BAND = 512
+
+
+def write_big_tiff(path: Path, size: int, seed: int = 0) -> None:
+    """A SIZE x SIZE uint16 image of blobs on noise, written one band at a time."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:BAND, 0:size]
+    image = tifffile.memmap(path, shape=(size, size), dtype=np.uint16, photometric="minisblack")
+    for y in range(0, size, BAND):
+        rows = min(BAND, size - y)
+        band = rng.normal(200, 20, (rows, size))
+        # Periodic bright blobs, about nucleus-sized.
+        band += 3000 * np.exp(
+            -(((yy[:rows] + y) % 48 - 24) ** 2 + (xx[:rows] % 52 - 26) ** 2) / 60.0
+        )
+        image[y : y + rows] = np.clip(band, 0, 65535).astype(np.uint16)
+        image.flush()
+    del image
+
+
+class RssSampler(threading.Thread):
+    """Samples a process's resident set size every ``interval`` seconds."""
+
+    def __init__(self, pid: int, interval: float = 0.5) -> None:
+        super().__init__(daemon=True)
+        self.pid = pid
+        self.interval = interval
+        self.samples: list[tuple[float, int]] = []
+        self._stop = threading.Event()
+
+    def run(self) -> None:
+        try:
+            import psutil
+        except ImportError:
+            return
+        start = time.perf_counter()
+        try:
+            process = psutil.Process(self.pid)
+            while not self._stop.is_set():
+                self.samples.append((time.perf_counter() - start, process.memory_info().rss))
+                time.sleep(self.interval)
+        except psutil.Error:
+            return
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=16384)
+    parser.add_argument("--model", default=str(DEFAULT_MODEL), help="model folder, or 'demo'")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument(
+        "--stream",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="passed to zoodesk predict (auto streams images above 256 megapixels)",
+    )
+    parser.add_argument("--results", type=Path, default=REPO / "bench-results" / "memory.json")
+    parser.add_argument("--workdir", type=Path, default=None, help="keep the files here")
+    args = parser.parse_args()
+    model = args.model
+    if model == "demo":
+        from zoodesk.demo import demo_model_path
+
+        model = str(demo_model_path())
+
+    with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
+        folder = Path(tmp)
+        image = folder / f"big_{args.size}.tif"
+        t0 = time.perf_counter()
+        write_big_tiff(image, args.size)
+        gib = image.stat().st_size / 2**30
+        print(f"wrote {image} ({gib:.2f} GiB) in {time.perf_counter() - t0:.0f} s")
+        out = folder / "out"
+        command = [
+            sys.executable, "-m", "zoodesk.cli", "predict", "-m", model, "-i", str(image),
+            "-o", str(out), "--device", "cpu", "--settle-seconds", "0",
+        ]  # fmt: skip
+        command += ["--stream", args.stream]
+        if args.threads:
+            command += ["--threads", str(args.threads)]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "app"), str(REPO)])}
+        t0 = time.perf_counter()
+        child = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        sampler = RssSampler(child.pid)
+        sampler.start()
+        output, _ = child.communicate()
+        wall = time.perf_counter() - t0
+        sampler.stop()
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        # ru_maxrss is in KiB on Linux, in bytes on macOS.
+        peak = usage.ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+        text = output.decode(errors="replace")
+        if child.returncode != 0:
+            print(text)
+            raise SystemExit(f"zoodesk predict failed with exit code {child.returncode}")
+        record = json.loads((out / "zoodesk-run.json").read_text())
+        entry = record["files"][0]
+        layout: dict[str, Any] = {}
+        for o in entry["outputs"]:
+            with tifffile.TiffFile(out / o["path"]) as tif:
+                page = tif.pages.first
+                layout[o["path"]] = {
+                    "shape": o["shape"],
+                    "dtype": o["dtype"],
+                    "tiled": page.is_tiled,
+                    "tile": [page.tilelength, page.tilewidth],
+                    "bigtiff": tif.is_bigtiff,
+                    "bytes": (out / o["path"]).stat().st_size,
+                }
+        results = {
+            "size": args.size,
+            "image_bytes": image.stat().st_size,
+            "model": model,
+            "peak_rss_bytes": peak,
+            "peak_rss_gib": peak / 2**30,
+            "wall_s": wall,
+            "streamed": entry["streamed"],
+            "tiling": entry["tiling"],
+            "seconds": entry["seconds"],
+            "read_seconds": entry["read_seconds"],
+            "write_seconds": entry["write_seconds"],
+            "outputs": layout,
+            "rss_samples": [(round(t, 1), rss) for t, rss in sampler.samples],
+            "device": record["device"],
+        }
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    args.results.write_text(json.dumps(results, indent=2))
+    sampled = max((rss for _t, rss in sampler.samples), default=0)
+    size = f"{args.size} x {args.size} uint16 ({results['image_bytes'] / 2**30:.2f} GiB)"
+    print(f"{size}, model {Path(model).name}, streamed: {results['streamed']}")
+    print(f"  peak RSS (ru_maxrss)   {peak / 2**30:6.3f} GiB   (sampled {sampled / 2**30:.3f} GiB)")
+    parts = (
+        f"prediction {entry['seconds']:.0f} s, read+hash {entry['read_seconds']:.0f} s, "
+        f"tiled write {entry['write_seconds']:.0f} s"
+    )
+    print(f"  wall time              {wall:6.0f} s  ({parts})")
+    for name, info in layout.items():
+        tiles = f"tiled {info['tiled']} {info['tile']}, BigTIFF {info['bigtiff']}"
+        print(f"  {name}: {info['shape']} {info['dtype']}, {tiles}")
+    print(f"results: {args.results}")
+
+
+if __name__ == "__main__":
+    main()

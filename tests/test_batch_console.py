@@ -1,0 +1,146 @@
+"""``zoodesk predict`` on the console: options, per-file lines, summary, exit codes."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from rich.console import Console
+
+from tests.batch_helpers import box_package
+from zoodesk.batch.console import _duration, _ProgressView, summary_table
+from zoodesk.batch.record import FileEntry, RunRecord
+from zoodesk.batch.runner import FileFinished, FileStarted, RunStarted
+from zoodesk.cli import main
+from zoodesk.models.package import ModelPackage
+
+
+@pytest.fixture(scope="module")
+def box2d(tmp_path_factory: pytest.TempPathFactory) -> ModelPackage:
+    return box_package(tmp_path_factory.mktemp("box2d"))
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    images = tmp_path / "in"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("a.tif", "b.tif"):
+        tifffile.imwrite(images / name, rng.random((24, 32)).astype(np.float32))
+    (images / "broken.tif").write_bytes(b"II*\x00garbage")
+    return images
+
+
+def _predict(box2d: ModelPackage, *args: str) -> int:
+    return main(
+        ["predict", "-m", str(box2d.description_path), "--device", "cpu", "--settle-seconds", "0",
+         *args]
+    )  # fmt: skip
+
+
+def test_per_file_lines_summary_and_exit_codes(
+    tmp_path: Path, box2d: ModelPackage, folder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    assert _predict(box2d, "-i", str(folder), "-o", str(out)) == 1
+    captured = capsys.readouterr()
+    # One line per file, numbered in the order they finish (reading overlaps computing).
+    lines = captured.err.splitlines()
+    assert sorted(line[:6] for line in lines) == ["[1/3] ", "[2/3] ", "[3/3] "], captured.err
+    by_name = {line[6:].split()[1].rstrip(":"): line[6:] for line in lines}
+    assert re.fullmatch(r"ok +a\.tif +\d+\.\d\d s", by_name["a.tif"])
+    assert re.fullmatch(r"ok +b\.tif +\d+\.\d\d s", by_name["b.tif"])
+    assert by_name["broken.tif"].startswith(f"failed   broken.tif: {folder / 'broken.tif'}: ")
+    assert "run " in captured.out and "broken.tif" in captured.out
+    assert "2 ok, 0 already done, 1 failed, 0 not done" in captured.out
+    # Only the good files: everything done, exit 0, and the re-run skips them.
+    assert _predict(box2d, "-i", str(folder / "a.tif"), str(folder / "b.tif"), "-o", str(out)) == 0
+    captured = capsys.readouterr()
+    assert "0 of 2 file(s) to do, 2 already done" in captured.out
+    assert "0 ok, 2 already done" in captured.out
+
+
+def test_quiet_prints_nothing_and_json_prints_one_document(
+    tmp_path: Path, box2d: ModelPackage, folder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _predict(box2d, "-i", str(folder), "-o", str(tmp_path / "q"), "--quiet") == 1
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == ""
+    assert _predict(box2d, "-i", str(folder), "-o", str(tmp_path / "j"), "--json") == 1
+    captured = capsys.readouterr()
+    document = json.loads(captured.out)
+    assert document["summary"] == {"total": 3, "ok": 2, "failed": 1}
+    assert {Path(f["input"]).name: f["status"] for f in document["files"]} == {
+        "a.tif": "ok",
+        "b.tif": "ok",
+        "broken.tif": "failed",
+    }
+
+
+def test_list_files_series_and_missing_inputs(
+    tmp_path: Path, box2d: ModelPackage, folder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    listing = tmp_path / "todo.lst"
+    listing.write_text("in/a.tif\n# not this one: in/broken.tif\n", encoding="utf-8")
+    out = tmp_path / "out"
+    assert _predict(box2d, "--list", str(listing), "-o", str(out), "--json") == 0
+    document = json.loads(capsys.readouterr().out)
+    assert [Path(f["input"]).name for f in document["files"]] == ["a.tif"]
+    assert _predict(box2d, "-o", str(out)) == 1
+    assert "--input PATH... and/or --list FILE" in capsys.readouterr().err
+    assert _predict(box2d, "-i", str(folder / "a.tif"), "-o", str(tmp_path / "s"), "--series",
+                    "1", "--json") == 1  # fmt: skip
+    [entry] = json.loads(capsys.readouterr().out)["files"]
+    assert "series 1 does not exist (the file has 1 series)" in entry["error"]
+
+
+def test_progress_shows_throughput_and_an_eta_from_the_bytes_left() -> None:
+    console = Console(file=io.StringIO(), force_terminal=False)
+
+    class _Out:
+        err = console
+        out = console
+
+        def info(self, message: str) -> None: ...
+
+        def warn(self, message: str) -> None: ...
+
+    view = _ProgressView(_Out(), quiet=True)
+    view.handle(
+        RunStarted(
+            run_id="r",
+            total=4,
+            to_do=4,
+            device="cpu",
+            device_description="CPU",
+            weights_format="onnx",
+            record_path=Path("x"),
+            to_do_bytes=4000,
+        )
+    )
+    view.handle(FileStarted(0, Path("a.tif")))
+    view.started -= 10.0  # ten seconds in, one quarter of the bytes done
+    entry = FileEntry(input="a.tif", status="ok", input_size=1000, shape=[1000, 1000])
+    view.handle(FileFinished(0, Path("a.tif"), entry))
+    detail = view._detail()
+    assert "0.1 MP/s" in detail and "0.10 files/s" in detail
+    assert "ETA 30 s" in detail and "a.tif" in detail
+    assert _duration(4000) == "1 h 06 min"
+    assert _duration(75) == "1 min 15 s"
+
+
+def test_long_runs_list_only_the_inputs_that_are_not_ok(tmp_path: Path) -> None:
+    record = RunRecord(path=tmp_path / "zoodesk-run.json")
+    record.files = [FileEntry(input=f"/d/img{i}.tif", status="ok") for i in range(60)]
+    record.files[7] = FileEntry(input="/d/bad[red].tif", status="failed", error="x [bold]y[/]")
+    console = Console(record=True, width=200, file=io.StringIO())
+    console.print(summary_table(record))
+    text = console.export_text()
+    assert "bad[red].tif" in text and "x [bold]y[/]" in text
+    assert "img8.tif" not in text
+    assert "59 ok" in text and "1 failed" in text
