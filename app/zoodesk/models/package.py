@@ -146,7 +146,8 @@ def _original_weights_sha256(path: Path) -> dict[str, str]:
     """Weights checksums as written in the file (0.4 -> 0.5 conversion drops some)."""
     from bioimageio.spec import load_description
 
-    original = load_description(path, perform_io_checks=False, format_version="discover")
+    with _SPEC_LOCK:
+        original = load_description(path, perform_io_checks=False, format_version="discover")
     weights = getattr(original, "weights", None)
     result: dict[str, str] = {}
     for fmt in ("onnx", "torchscript", "pytorch_state_dict", "keras_hdf5"):
