@@ -209,3 +209,20 @@ def test_records_of_other_versions_load(tmp_path: Path) -> None:
     path.write_text(json.dumps({"schema": "zoodesk-run/1", "files": [{"status": "ok"}]}))
     with pytest.raises(ZooDeskError, match="damaged run record"):
         RunRecord.load(path)
+
+
+def test_outputs_of_inputs_left_out_of_a_rerun_are_not_overwritten(
+    tmp_path: Path, box2d: ModelPackage, inputs: dict[str, np.ndarray]
+) -> None:
+    out = tmp_path / "out"
+    run(request(box2d, [tmp_path / "in" / "a.tif"], out))
+    kept = (out / "a_out.ome.tif").read_bytes()
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    pixels = np.full((16, 24), 3.0, np.float32)
+    tifffile.imwrite(other / "a.tif", pixels)
+    _events, finished = run(request(box2d, [other / "a.tif"], out))
+    [entry] = finished.record.files
+    assert entry.key == "a-2"
+    assert (out / "a_out.ome.tif").read_bytes() == kept
+    np.testing.assert_allclose(output_array(out, "a-2_out.ome.tif"), box_filter(pixels), atol=1e-6)

@@ -25,6 +25,7 @@ from zoodesk.batch.runner import BlockProgress
 from zoodesk.demo import demo_model_path
 from zoodesk.images import read_image, release_mapped_pages
 from zoodesk.images.axes import map_image_to_tensor
+from zoodesk.inference import streaming
 from zoodesk.inference.streaming import StreamingPolicy, estimate_in_memory_bytes
 from zoodesk.models.package import ModelPackage, load_model_package
 
@@ -61,7 +62,10 @@ def _same_outputs(streamed: Any, memory: Any, a: Path, b: Path, atol: float = 0.
     return compared
 
 
-def test_demo_model_streams_frames_and_both_outputs_like_in_memory(tmp_path: Path) -> None:
+def test_demo_model_streams_frames_and_both_outputs_like_in_memory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(streaming, "STATS_BAND_VOXELS", 5000)
     rng = np.random.default_rng(0)
     movie = (rng.random((3, 150, 230)) * 4000).astype(np.uint16)
     tifffile.imwrite(
@@ -96,7 +100,11 @@ def test_nuclei_model_streams_like_in_memory(tmp_path: Path, nuclei_dir: Path) -
     assert streamed.record.files[0].tiling == memory.record.files[0].tiling
 
 
-def test_statistics_pass_and_staged_preprocessing(tmp_path: Path) -> None:
+def test_statistics_pass_and_staged_preprocessing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Bands of 12 rows: the statistics are accumulated over many of them.
+    monkeypatch.setattr(streaming, "STATS_BAND_VOXELS", 12 * 160)
     # clip at percentiles, then normalise the clipped data: two statistics passes.
     model = box_package(
         tmp_path / "m",
@@ -120,8 +128,10 @@ def test_statistics_pass_and_staged_preprocessing(tmp_path: Path) -> None:
     normalised = (clipped - clipped.mean()) / (clipped.std() + 1e-6)
     result = read_image(tmp_path / "out" / "cells_out.ome.tif").array
     np.testing.assert_allclose(result, box_filter(normalised), atol=2e-5)
-    phases = {e.phase for e in events if isinstance(e, BlockProgress)}
-    assert phases == {"statistics", "blocks"}
+    statistics = [e for e in events if isinstance(e, BlockProgress) and e.phase == "statistics"]
+    # 17 bands for each of the two stages.
+    assert [(e.done, e.total) for e in statistics] == [(k, 34) for k in range(1, 35)]
+    assert any(isinstance(e, BlockProgress) and e.phase == "blocks" for e in events)
 
 
 def test_postprocessing_that_needs_output_statistics_is_refused_when_streaming(

@@ -54,6 +54,16 @@ class _Console:
         sys.stdout.flush()
 
 
+def _help_handler(parser: argparse.ArgumentParser) -> Handler:
+    """A handler for a command group given without its action: show its help."""
+
+    def show_help(_args: argparse.Namespace) -> int:
+        parser.print_help()
+        return EXIT_USAGE
+
+    return show_help
+
+
 def _console(args: argparse.Namespace) -> _Console:
     return _Console(json_mode=getattr(args, "json", False), quiet=getattr(args, "quiet", False))
 
@@ -626,7 +636,7 @@ def _register_cache_commands(
 
     cat = sub.add_parser("catalogue", help="the zoo catalogue: refresh, search offline")
     cat_sub = cat.add_subparsers(dest="catalogue_command", metavar="ACTION")
-    cat.set_defaults(handler=lambda _a: (cat.print_help(), EXIT_USAGE)[1])
+    cat.set_defaults(handler=_help_handler(cat))
     p = cat_sub.add_parser("refresh", help="fetch the collection index and descriptions")
     p.add_argument("--index-url", default=None, metavar="URL",
                    help="collection index (default: the setting, or ZOODESK_INDEX_URL)")
@@ -648,7 +658,7 @@ def _register_cache_commands(
 
     bun = sub.add_parser("bundle", help="offline bundles: catalogue and models in one file")
     bun_sub = bun.add_subparsers(dest="bundle_command", metavar="ACTION")
-    bun.set_defaults(handler=lambda _a: (bun.print_help(), EXIT_USAGE)[1])
+    bun.set_defaults(handler=_help_handler(bun))
     p = bun_sub.add_parser("export", help="write the catalogue and cached models to a file")
     p.add_argument("file", type=Path, help="bundle to write (.zdbundle)")
     p.add_argument("--model", "-m", action="append", required=True, metavar="MODEL",
@@ -839,7 +849,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     models = sub.add_parser("models", help="manage, test and convert models")
     models_sub = models.add_subparsers(dest="models_command", metavar="ACTION")
-    models.set_defaults(handler=lambda _a: (models.print_help(), EXIT_USAGE)[1])
+    models.set_defaults(handler=_help_handler(models))
     _register_inference_commands(sub, models_sub)
     _register_cache_commands(sub, models_sub)
     _register_export_commands(sub)

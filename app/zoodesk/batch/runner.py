@@ -55,7 +55,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -302,7 +302,9 @@ def _sanitize_key(key: str) -> str:
 
 
 def unique_keys(
-    files: Sequence[tuple[Path, Path | None]], preferred: Mapping[Path, str] | None = None
+    files: Sequence[tuple[Path, Path | None]],
+    preferred: Mapping[Path, str] | None = None,
+    reserved: Iterable[str] = (),
 ) -> list[str]:
     """Output name stems: the path below the input folder, made unique.
 
@@ -313,11 +315,14 @@ def unique_keys(
     preferred
         Keys to keep where possible (those of an earlier run into the same output
         folder, so that a re-run finds its outputs under the same names).
+    reserved
+        Keys no input may take (those of an earlier run's inputs that are not part
+        of this one, whose outputs stay in the folder).
     """
     from zoodesk.images import output_stem
 
     keys: list[str | None] = [None] * len(files)
-    seen: set[str] = set()
+    seen: set[str] = {k.lower() for k in reserved}
     for i, (path, _root) in enumerate(files):
         key = (preferred or {}).get(path)
         if key and key.lower() not in seen:
@@ -569,8 +574,10 @@ def _clean_leftovers(out_dir: Path, names: set[str]) -> list[str]:
             name = candidate.name
             if not (name.startswith(".") and name.endswith(".part")):
                 continue
+            # ".NAME.<random>[suffix].part": try NAME at every dot (few per name).
+            dots = [i for i, ch in enumerate(name) if ch == "." and i > 1]
             ours = name.startswith(".zoodesk-write-test-") and folder == out_dir
-            ours = ours or any(name.startswith(f".{final}.") for final in finals)
+            ours = ours or any(name[1:i] in finals for i in dots)
             if ours and candidate.is_file() and not candidate.is_symlink():
                 with contextlib.suppress(OSError):
                     candidate.unlink()
@@ -946,7 +953,12 @@ def _run_locked(
                 "summary": old.summary(),
             },
         ]
-    keys = unique_keys(files, preferred={Path(f.input): f.key for f in previous.values() if f.key})
+    this_run = {str(path) for path, _root in files}
+    keys = unique_keys(
+        files,
+        preferred={Path(f.input): f.key for f in previous.values() if f.key},
+        reserved=[f.key for f in (old.files if old else []) if f.key and f.input not in this_run],
+    )
     planned = {f"{key}_{t.id}.ome.tif" for key in keys for t in spec.outputs}
     planned |= {o.path for f in (old.files if old else []) for o in f.outputs}
     planned |= {

@@ -75,8 +75,9 @@ DEFAULT_MAX_MEGAPIXELS = 256.0
 #: Images whose in-memory processing would need more than this fraction of the
 #: available memory stream.
 DEFAULT_MEMORY_FRACTION = 0.25
-#: Bytes of image read at once by the statistics pass.
-STATS_BAND_BYTES = 64 * 2**20
+#: Voxels read at once by the statistics pass (the float64 temporaries of the
+#: moments take 8 bytes per voxel each, so a band costs about 32 MiB per temporary).
+STATS_BAND_VOXELS = 1 << 22
 
 StreamingMode = Literal["auto", "always", "never"]
 Phase = Literal["statistics", "blocks"]
@@ -290,11 +291,11 @@ def _split_axis(tensor: TensorSpec, requests: frozenset[StatRequest], shape: Seq
     return -1
 
 
-def _bands(shape: Sequence[int], axis: int, itemsize: int) -> list[tuple[slice, ...]]:
+def _bands(shape: Sequence[int], axis: int) -> list[tuple[slice, ...]]:
     if axis < 0:
         return [tuple(slice(None) for _ in shape)]
-    per_index = math.prod(shape) // max(1, shape[axis]) * itemsize
-    step = max(1, STATS_BAND_BYTES // max(1, per_index))
+    per_index = math.prod(shape) // max(1, shape[axis])
+    step = max(1, STATS_BAND_VOXELS // max(1, per_index))
     bands = []
     for start in range(0, shape[axis], step):
         index = [slice(None)] * len(shape)
@@ -318,8 +319,7 @@ def _stream_statistics(
     stages[0] |= set(post_requests)
     work = [(k, frozenset(reqs)) for k, reqs in enumerate(stages) if reqs]
     plans = [
-        (k, reqs, _bands(frame.shape, _split_axis(tensor, reqs, frame.shape), frame.dtype.itemsize))
-        for k, reqs in work
+        (k, reqs, _bands(frame.shape, _split_axis(tensor, reqs, frame.shape))) for k, reqs in work
     ]
     total = sum(len(bands) for _k, _r, bands in plans)
     done = 0
