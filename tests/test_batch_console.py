@@ -125,7 +125,9 @@ def test_progress_shows_throughput_and_an_eta_from_the_bytes_left() -> None:
     )
     view.handle(FileStarted(0, Path("a.tif")))
     view.started -= 10.0  # ten seconds in, one quarter of the bytes done
-    entry = FileEntry(input="a.tif", status="ok", input_size=1000, shape=[1000, 1000])
+    entry = FileEntry(
+        input="a.tif", status="ok", input_size=1000, shape=[1000, 1000], started="now"
+    )
     view.handle(FileFinished(0, Path("a.tif"), entry))
     detail = view._detail()
     assert "0.1 MP/s" in detail and "0.10 files/s" in detail

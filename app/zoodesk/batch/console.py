@@ -183,7 +183,8 @@ class _ProgressView:
     def _finished(self, event: FileFinished) -> None:
         entry = event.entry
         self.finished += 1
-        if entry.status in ("ok", "failed"):
+        if entry.status in ("ok", "failed") and entry.started is not None:
+            # Inputs that were never started (missing files) are not work done.
             self.processed += 1
             self.bytes_done += entry.input_size or 0
         if entry.status == "ok" and entry.shape:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
@@ -154,6 +155,15 @@ class TaskRunner(QObject):
         for worker in self._active:
             worker.cancel()
 
-    def wait(self, timeout_ms: int = -1) -> bool:
-        """Block until every task has ended (used on exit only); True if they all did."""
-        return bool(self._pool.waitForDone(timeout_ms))
+    def wait(self, timeout_ms: int = 30000) -> bool:
+        """Block until every task has ended (used on exit only); True if they all did.
+
+        Sleeps in Python rather than in ``QThreadPool.waitForDone``, which keeps the
+        interpreter lock: a task needing it to finish would wait for the timeout.
+        """
+        deadline = time.monotonic() + timeout_ms / 1000
+        while self._pool.activeThreadCount() > 0:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.01)
+        return True
