@@ -60,20 +60,25 @@ def _start(args: list[str]) -> subprocess.Popen[str]:
     )
 
 
-def _wait_for_first_finished_file(process: subprocess.Popen[str]) -> list[str]:
+def _wait_for_finished_files(process: subprocess.Popen[str], count: int = 1) -> list[str]:
     assert process.stderr is not None
     seen = []
     for line in process.stderr:
         seen.append(line)
-        if "] ok " in line:
+        if sum("] ok " in s for s in seen) >= count:
             return seen
-    pytest.fail(f"the run ended before finishing a file: {''.join(seen)}")
+    pytest.fail(f"the run ended before finishing {count} file(s): {''.join(seen)}")
+
+
+# Small blocks make every file take many session calls, so that there is time to
+# interrupt the run at various points even on a fast machine.
+SLOW = ("--tile", "64", "64")
 
 
 @pytest.fixture(scope="module")
 def reference(images: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("reference")
-    assert main([*_command(images, out), "--quiet"]) == 0
+    assert main([*_command(images, out, *SLOW), "--quiet"]) == 0
     return out
 
 
@@ -96,13 +101,13 @@ def _assert_same_results(out: Path, reference: Path) -> None:
     assert leftovers(out) == []
 
 
-@pytest.mark.parametrize("delay", [0.0, 0.15, 0.4])
+@pytest.mark.parametrize(("files", "delay"), [(1, 0.0), (3, 0.03), (6, 0.01), (9, 0.05)])
 def test_a_run_killed_at_any_moment_finishes_correctly_when_run_again(
-    images: Path, reference: Path, tmp_path: Path, delay: float
+    images: Path, reference: Path, tmp_path: Path, files: int, delay: float
 ) -> None:
     out = tmp_path / "out"
-    process = _start(_command(images, out))
-    _wait_for_first_finished_file(process)
+    process = _start(_command(images, out, *SLOW))
+    _wait_for_finished_files(process, files)
     time.sleep(delay)
     process.kill()
     process.wait()
@@ -110,7 +115,7 @@ def test_a_run_killed_at_any_moment_finishes_correctly_when_run_again(
     record = RunRecord.load(out / RECORD)
     assert record.status == "running"
     # The same command again: finishes, skipping what is verified.
-    assert main([*_command(images, out), "--quiet"]) == 0
+    assert main([*_command(images, out, *SLOW), "--quiet"]) == 0
     finished = RunRecord.load(out / RECORD)
     assert finished.status == "finished"
     assert any(f.status == "skipped" for f in finished.files)
@@ -122,9 +127,8 @@ def test_ctrl_c_stops_after_the_current_block_and_keeps_what_is_finished(
     images: Path, reference: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "out"
-    # Small blocks make every file take many session calls.
-    process = _start(_command(images, out, "--tile", "64", "64"))
-    seen = _wait_for_first_finished_file(process)
+    process = _start(_command(images, out, *SLOW))
+    seen = _wait_for_finished_files(process)
     process.send_signal(signal.SIGINT)
     assert process.stderr is not None
     seen += process.stderr.readlines()
@@ -145,7 +149,7 @@ def test_ctrl_c_stops_after_the_current_block_and_keeps_what_is_finished(
         assert not list(out.glob(f"{entry.key}_*"))
     assert leftovers(out) == []
     # Resuming finishes the rest with the same tile size, skipping what is done.
-    assert main([*_command(images, out, "--tile", "64", "64"), "--quiet"]) == 0
+    assert main([*_command(images, out, *SLOW), "--quiet"]) == 0
     resumed = RunRecord.load(out / RECORD)
     assert {f.input for f in resumed.files if f.status == "skipped"} == {f.input for f in done}
     assert leftovers(out) == []

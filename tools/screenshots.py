@@ -40,9 +40,13 @@ def _prepare_home(home: Path) -> str | None:
     if (SNAPSHOT / INDEX_FILE).is_file():
         catalogue = catalogue_from_snapshot(SNAPSHOT)
         rdfs = {
-            e.rdf_file: (SNAPSHOT / e.rdf_file).read_bytes() for e in catalogue.entries if e.rdf_file
+            e.rdf_file: (SNAPSHOT / e.rdf_file).read_bytes()
+            for e in catalogue.entries
+            if e.rdf_file
         }
-        save_catalogue(catalogue, settings.catalogue_dir, (SNAPSHOT / INDEX_FILE).read_bytes(), rdfs)
+        save_catalogue(
+            catalogue, settings.catalogue_dir, (SNAPSHOT / INDEX_FILE).read_bytes(), rdfs
+        )
     if (NUCLEI / "bioimageio.yaml").is_file():
         return ModelCache.from_settings(settings).import_package(NUCLEI).key
     return None
@@ -68,11 +72,16 @@ def _make_inputs(folder: Path) -> None:
         image = np.clip(image * (0.8 + 0.1 * i) + rng.normal(0, 0.02, image.shape), 0, None)
         scaled = (image / max(float(image.max()), 1e-6) * 4000).astype(np.uint16)
         write_ome_tiff(
-            folder / f"well_B{i + 2:02d}.ome.tif", scaled, "YX", pixel_sizes={"X": (0.65, "µm"), "Y": (0.65, "µm")}
+            folder / f"well_B{i + 2:02d}.ome.tif",
+            scaled,
+            "YX",
+            pixel_sizes={"X": (0.65, "µm"), "Y": (0.65, "µm")},
         )
 
 
-def _wait(app: Any, signal: Any, timeout_s: float = 120.0, until: Callable[[], bool] | None = None) -> None:
+def _wait(
+    app: Any, signal: Any, timeout_s: float = 120.0, until: Callable[[], bool] | None = None
+) -> None:
     """Run the event loop until ``signal`` fires (and ``until`` holds)."""
     from PySide6.QtCore import QEventLoop, QTimer
 
@@ -185,7 +194,11 @@ def _shoot(out: Path, work: Path, dark: bool) -> int:
     if results.record is None:
         _wait(app, results.record_loaded)
     results.table.selectRow(1)
-    _wait(app, results.image_shown, until=lambda: results.current_row() == 1 and results._shown_row == 1)
+    _wait(
+        app,
+        results.image_shown,
+        until=lambda: results.current_row() == 1 and results._shown_row == 1,
+    )
     results.opacity_slider.setValue(45)
     _settle(app)
     window.grab().save(str(out / "results.png"))

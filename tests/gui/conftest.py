@@ -20,10 +20,10 @@ import pytest
 pytest.importorskip("PySide6.QtWidgets")
 pytest.importorskip("pytestqt")
 
-from zoodesk.gui.app import create_main_window  # noqa: E402 - after the skips
-from zoodesk.gui.main_window import MainWindow  # noqa: E402
-from zoodesk.gui.services import Services  # noqa: E402
-from zoodesk.settings import load_settings  # noqa: E402
+from zoodesk.gui.app import create_main_window
+from zoodesk.gui.main_window import MainWindow
+from zoodesk.gui.services import Services
+from zoodesk.settings import load_settings
 
 SNAPSHOT = Path(__file__).resolve().parents[2].parent / "shared" / "zoo-snapshot"
 #: Catalogue entries used by the tests: 2D needing conversion, 2D running, 3D unusable.
@@ -40,12 +40,17 @@ def services(isolated_home: Path) -> Services:
 def window(qtbot: Any, services: Services) -> Iterator[MainWindow]:
     """The main window, shown, with its library loaded."""
     win = create_main_window(services)
-    qtbot.addWidget(win)
+
+    def stop_tasks(widget: MainWindow) -> None:
+        # Let the tasks end and their last signals arrive before pytest-qt closes it.
+        widget.runner.cancel_all()
+        qtbot.waitUntil(lambda: not widget.runner.active, timeout=60000)
+
+    qtbot.addWidget(win, before_close_func=stop_tasks)
     with qtbot.waitSignal(win.library_page.library_changed, timeout=30000):
         win.show()
     yield win
-    win.runner.cancel_all()
-    assert win.runner.wait(60000), "a task was still running after the test"
+    assert not win.runner.active
 
 
 @pytest.fixture

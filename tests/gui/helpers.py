@@ -20,9 +20,11 @@ def import_nuclei(qtbot: Any, window: MainWindow, nuclei_dir: Path, monkeypatch:
         library.action_import_folder.trigger()
     item_id = str(installed.args[0])
     qtbot.waitUntil(
-        lambda: library.current_item() is not None
-        and library.current_item().item_id == item_id
-        and library._package is not None,
+        lambda: (
+            library.current_item() is not None
+            and library.current_item().item_id == item_id
+            and library._package is not None
+        ),
         timeout=60000,
     )
     return item_id

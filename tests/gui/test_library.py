@@ -41,7 +41,10 @@ def test_fresh_install_lists_the_demo_model(window: MainWindow, qtbot: Any) -> N
 
 
 def test_import_nuclei_model_and_run_its_test(
-    window: MainWindow, qtbot: Any, nuclei_dir: Path, monkeypatch: pytest.MonkeyPatch,
+    window: MainWindow,
+    qtbot: Any,
+    nuclei_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
     isolated_home: Path,
 ) -> None:
     item_id = import_nuclei(qtbot, window, nuclei_dir, monkeypatch)
@@ -68,7 +71,10 @@ def test_import_nuclei_model_and_run_its_test(
 
 
 def test_remove_asks_then_removes(
-    window: MainWindow, qtbot: Any, nuclei_dir: Path, monkeypatch: pytest.MonkeyPatch,
+    window: MainWindow,
+    qtbot: Any,
+    nuclei_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
     isolated_home: Path,
 ) -> None:
     import_nuclei(qtbot, window, nuclei_dir, monkeypatch)
@@ -95,7 +101,9 @@ def test_import_of_a_folder_that_is_no_model_shows_a_readable_error(
 
     empty = tmp_path / "not-a-model"
     empty.mkdir()
-    monkeypatch.setattr(QFileDialog, "getExistingDirectory", staticmethod(lambda *a, **k: str(empty)))
+    monkeypatch.setattr(
+        QFileDialog, "getExistingDirectory", staticmethod(lambda *a, **k: str(empty))
+    )
     library = window.library_page
     library.action_import_folder.trigger()
     qtbot.waitUntil(lambda: bool(library.findChildren(ErrorDialog)), timeout=30000)
@@ -108,14 +116,15 @@ def test_import_of_a_folder_that_is_no_model_shows_a_readable_error(
     assert window.isVisible()
 
 
-def test_drop_a_model_folder_imports_it(
-    window: MainWindow, qtbot: Any, nuclei_dir: Path
-) -> None:
+def test_drop_a_model_folder_imports_it(window: MainWindow, qtbot: Any, nuclei_dir: Path) -> None:
     library = window.library_page
     mime = QMimeData()
     mime.setUrls([QUrl.fromLocalFile(str(nuclei_dir))])
     event = QDropEvent(
-        QPointF(10, 10), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
+        QPointF(10, 10),
+        Qt.DropAction.CopyAction,
+        mime,
+        Qt.MouseButton.LeftButton,
         Qt.KeyboardModifier.NoModifier,
     )
     with qtbot.waitSignal(library.model_installed, timeout=60000):
@@ -123,9 +132,7 @@ def test_drop_a_model_folder_imports_it(
     qtbot.waitUntil(lambda: ("UNet 2D Nuclei Broad", "installed", "runs") in _rows(window))
 
 
-def test_catalogue_search_and_filters(
-    saved_catalogue: Path, qtbot: Any, services: Any
-) -> None:
+def test_catalogue_search_and_filters(saved_catalogue: Path, qtbot: Any, services: Any) -> None:
     from zoodesk.gui.app import create_main_window
 
     window = create_main_window(services)
@@ -150,10 +157,14 @@ def test_catalogue_search_and_filters(
 
     library.show_combo.setCurrentIndex(library.show_combo.findData("all"))
     library.dims_combo.setCurrentIndex(library.dims_combo.findData(3))
-    assert [r[0] for r in _rows(window)] == ["Cell Segmentation from Membrane Staining for Plant Tissues"]
+    assert [r[0] for r in _rows(window)] == [
+        "Cell Segmentation from Membrane Staining for Plant Tissues"
+    ]
     library.dims_combo.setCurrentIndex(0)
     library.runnable_check.setChecked(True)
-    assert "Cell Segmentation from Membrane Staining for Plant Tissues" not in [r[0] for r in _rows(window)]
+    assert "Cell Segmentation from Membrane Staining for Plant Tissues" not in [
+        r[0] for r in _rows(window)
+    ]
 
     # A catalogue model shows what ZooDesk can do with it and offers the download.
     library.runnable_check.setChecked(False)

@@ -133,6 +133,7 @@ class BatchWidget(QWidget):
         self._overview_path: Path | None = None
         self._region: tuple[int, int, int, int] | None = None
         self._run: Worker | None = None
+        self._run_over = False
         self._run_started = 0.0
         self._run_total = 0
         self._run_to_do = 0
@@ -181,7 +182,7 @@ class BatchWidget(QWidget):
         # Inputs.
         self.inputs_list = QListWidget()
         self.inputs_list.setObjectName("inputsList")
-        self.inputs_list.setMaximumHeight(72)
+        self.inputs_list.setMaximumHeight(54)
         self.inputs_list.setToolTip("Folders and files to process; drop them here")
         add_folder = QPushButton(icon("folder"), "Add folder…")
         add_folder.clicked.connect(self.action_add_folder.trigger)
@@ -217,8 +218,10 @@ class BatchWidget(QWidget):
         form.addRow("Model:", self.model_combo)
         form.addRow("Inputs:", self.inputs_list)
         form.addRow("", input_buttons)
-        form.addRow("Only files matching:", self.patterns_edit)
-        form.addRow("", self.recursive_check)
+        patterns_row = QHBoxLayout()
+        patterns_row.addWidget(self.patterns_edit, 1)
+        patterns_row.addWidget(self.recursive_check)
+        form.addRow("Only files matching:", patterns_row)
         mapping_row = QHBoxLayout()
         mapping_row.addWidget(QLabel("Image axes:"))
         mapping_row.addWidget(self.axes_edit)
@@ -817,7 +820,7 @@ class BatchWidget(QWidget):
     @property
     def running(self) -> bool:
         """True while a run is in progress."""
-        return self._run is not None
+        return self._run is not None and not self._run.done and not self._run_over
 
     def _on_output_changed(self, *_args: Any) -> None:
         self._update_buttons()
@@ -870,6 +873,7 @@ class BatchWidget(QWidget):
         self._files_done = self._pixels_done = 0
         self._seconds_done = 0.0
         self.last_record = None
+        self._run_over = False
         self._run = self.runner.start(
             lambda cancel: self.services.run_prediction(request, cancel),
             "batch run",
@@ -914,7 +918,9 @@ class BatchWidget(QWidget):
         self._set_cell(row, COL_STATUS, "running…")
         self.file_bar.setRange(0, 100)
         self.file_bar.setValue(0)
-        self.table.scrollToItem(self.table.item(row, COL_FILE))
+        cell = self.table.item(row, COL_FILE)
+        if cell is not None:
+            self.table.scrollToItem(cell)
 
     def _on_block_progress(self, event: Any) -> None:
         self.file_bar.setRange(0, max(1, event.total))
@@ -957,6 +963,7 @@ class BatchWidget(QWidget):
     def _on_run_finished(self, event: Any) -> None:
         record: RunRecord = event.record
         self.last_record = record
+        self._run_over = True
         summary = record.summary()
         parts = [
             f"{summary.get(k, 0)} {label}"
@@ -973,10 +980,18 @@ class BatchWidget(QWidget):
         if record.status == "cancelled":
             self.progress_label.setText("Resume processes the files not done yet.")
         self.file_bar.setValue(self.file_bar.maximum())
+        # Files the run never reached (cancelled) get their final status too.
+        for entry in record.files:
+            row = self.row_of(Path(entry.input))
+            self._set_cell(
+                row, COL_STATUS, _STATUS_TEXT.get(entry.status, entry.status), entry.error or ""
+            )
+        self._update_buttons()
         self.status_message.emit(f"Run {verdict.lower()}: {record.path.parent}")
         self.run_finished.emit(record)
 
     def _on_run_failed(self, exc: BaseException) -> None:
+        self._run_over = True
         self.status_label.setText(f"Failed: {readable_message(exc)}")
         report_error(self, "The run could not start", exc, self.services.log_file)
         self.run_finished.emit(None)

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import numpy as np
-from PySide6.QtCore import QRect, QRectF, QSize, Qt, Signal
+from PySide6.QtCore import QPoint, QRect, QRectF, QSize, Qt, Signal
 from PySide6.QtGui import QImage, QMouseEvent, QPainter, QPixmap, QResizeEvent, QWheelEvent
-from PySide6.QtWidgets import QGraphicsPixmapItem, QGraphicsScene, QGraphicsView, QRubberBand
+from PySide6.QtWidgets import (
+    QGraphicsPixmapItem,
+    QGraphicsScene,
+    QGraphicsView,
+    QRubberBand,
+    QWidget,
+)
 
 
 def rgb_to_qimage(rgb: np.ndarray) -> QImage:
@@ -26,8 +32,8 @@ class ImageViewWidget(QGraphicsView):
 
     region_selected = Signal(int, int, int, int)
 
-    def __init__(self, placeholder: str = "", parent: object = None) -> None:
-        super().__init__(parent)  # type: ignore[arg-type]
+    def __init__(self, placeholder: str = "", parent: QWidget | None = None) -> None:
+        super().__init__(parent)
         self.setScene(QGraphicsScene(self))
         self._item = QGraphicsPixmapItem()
         self._item.setTransformationMode(Qt.TransformationMode.FastTransformation)
@@ -41,7 +47,7 @@ class ImageViewWidget(QGraphicsView):
         self._selectable = False
         self._offset = (0, 0)
         self._band: QRubberBand | None = None
-        self._origin = None
+        self._origin: QPoint | None = None
         self.picture_size: tuple[int, int] | None = None
 
     def set_picture(self, rgb: np.ndarray | None, offset: tuple[int, int] = (0, 0)) -> None:

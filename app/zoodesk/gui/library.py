@@ -94,6 +94,7 @@ class LibraryWidget(QWidget):
         self._select_after_refresh: str | None = None
         self._task: Worker | None = None
         self._task_item: str | None = None
+        self._conversion_problem: str | None = None
         self.setAcceptDrops(True)
         self._build_actions()
         self._build_ui()
@@ -225,14 +226,14 @@ class LibraryWidget(QWidget):
             ("weights", "Weights"),
             ("where", "Location"),
         ):
-            value = QLabel("")
-            value.setObjectName(f"field_{key}")
-            value.setWordWrap(True)
-            value.setTextFormat(Qt.TextFormat.RichText)
-            value.setOpenExternalLinks(True)
-            value.setTextInteractionFlags(Qt.TextInteractionFlag.TextBrowserInteraction)
-            self.fields.addRow(f"{label}:", value)
-            self.field_labels[key] = value
+            field_label = QLabel("")
+            field_label.setObjectName(f"field_{key}")
+            field_label.setWordWrap(True)
+            field_label.setTextFormat(Qt.TextFormat.RichText)
+            field_label.setOpenExternalLinks(True)
+            field_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextBrowserInteraction)
+            self.fields.addRow(f"{label}:", field_label)
+            self.field_labels[key] = field_label
 
         self.use_button = QPushButton(icon("batch"), "Use for a batch run")
         self.use_button.setObjectName("useButton")
@@ -391,7 +392,7 @@ class LibraryWidget(QWidget):
         """Select the item with this id if the list shows it."""
         for i in range(self.tree.topLevelItemCount()):
             row = self.tree.topLevelItem(i)
-            if row.data(0, Qt.ItemDataRole.UserRole) == item_id:
+            if row is not None and row.data(0, Qt.ItemDataRole.UserRole) == item_id:
                 self.tree.setCurrentItem(row)
                 return True
         return False
@@ -435,8 +436,9 @@ class LibraryWidget(QWidget):
             self.field_labels["where"].setText(html.escape(str(where)))
             self.field_labels["test"].setText("<i>checking…</i>")
             self.cover_label.setText("…")
+            shown = item
             self.runner.start(
-                lambda _cancel, it=item: self._load_details(it),
+                lambda _cancel: self._load_details(shown),
                 f"details of {item.name}",
                 on_result=self._on_details_loaded,
                 on_error=self._on_details_failed,
@@ -567,17 +569,17 @@ class LibraryWidget(QWidget):
             self.download_button.setToolTip(item.compatibility.reason)
         else:
             self.download_button.setToolTip("Download the model into the local cache")
-        needs_conversion = (
+        needs_conversion = bool(
             installed and item is not None and item.compatibility.action.startswith("convert")
         )
-        self.convert_button.setVisible(bool(needs_conversion))
-        self.convert_button.setEnabled(
-            bool(needs_conversion and not busy and self.services.converter() is not None)
+        self.convert_button.setVisible(needs_conversion)
+        if needs_conversion and self._conversion_problem is None:
+            self._conversion_problem = self.services.conversion_unavailable() or ""
+        problem = self._conversion_problem or ""
+        self.convert_button.setEnabled(needs_conversion and not busy and not problem)
+        self.convert_button.setToolTip(
+            problem or "Convert the PyTorch weights to ONNX and test them"
         )
-        if needs_conversion and self.services.converter() is None:
-            self.convert_button.setToolTip(
-                "Weights conversion is not available in this installation (it needs torch)"
-            )
         cached = item is not None and item.cached is not None
         self.remove_button.setVisible(cached)
         self.remove_button.setEnabled(cached and not busy)
@@ -830,9 +832,9 @@ class LibraryWidget(QWidget):
 
     def _on_convert_clicked(self) -> None:
         item = self.current_item()
-        convert = self.services.converter()
-        if item is None or item.cached is None or convert is None:
+        if item is None or item.cached is None or self.services.conversion_unavailable():
             return
+        trust = False
         if item.compatibility.needs_consent:
             answer = QMessageBox.question(
                 self,
@@ -842,17 +844,32 @@ class LibraryWidget(QWidget):
             )
             if answer != QMessageBox.StandardButton.Yes:
                 return
+            trust = True
         key = item.cached.key
         self._start_task(
-            lambda cancel: convert(key, cancel=cancel),
+            lambda cancel: self.services.convert_model(key, trust_code=trust, cancel=cancel),
             f"Converting {item.name}",
             item.item_id,
+            cancellable=True,
+            on_event=self._on_download_progress,
             on_result=self._on_converted,
-            on_error=self._on_import_failed,
+            on_error=self._on_convert_failed,
         )
 
-    def _on_converted(self, _result: Any) -> None:
-        self.task_label.setText("Converted to ONNX.")
+    def _on_convert_failed(self, exc: BaseException) -> None:
+        from zoodesk.errors import CancelledError
+
+        if isinstance(exc, CancelledError):
+            self.task_label.setText("Conversion cancelled; the model is unchanged.")
+            return
+        self.task_label.setText("Conversion failed; the model is unchanged.")
+        report_error(self, "Conversion failed", exc, self.services.log_file)
+
+    def _on_converted(self, result: Any) -> None:
+        installed = getattr(result, "installed", True)
+        self.task_label.setText(
+            "Converted to ONNX and tested." if installed else "Converted, but not installed."
+        )
         self.refresh()
 
     def _on_remove_clicked(self) -> None:

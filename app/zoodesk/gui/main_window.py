@@ -9,11 +9,11 @@ from typing import TYPE_CHECKING, Any
 from PySide6.QtCore import QSize, Qt, QTimer, QUrl, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QDesktopServices, QKeySequence, QShowEvent
 from PySide6.QtWidgets import (
+    QHBoxLayout,
     QLabel,
     QListWidget,
     QListWidgetItem,
     QMainWindow,
-    QHBoxLayout,
     QMessageBox,
     QStackedWidget,
     QWidget,
@@ -87,8 +87,8 @@ class MainWindow(QMainWindow):
         self.nav.setStyleSheet(
             "QListWidget#navigation { background: palette(window); font-size: 11pt; }"
             "QListWidget#navigation::item { padding: 6px; border-radius: 6px; }"
-            "QListWidget#navigation::item:selected { background: palette(highlight);"
-            " color: palette(highlighted-text); }"
+            "QListWidget#navigation::item:selected { background: rgba(43, 138, 158, 60);"
+            " color: palette(text); font-weight: bold; }"
         )
         central = QWidget()
         layout = QHBoxLayout(central)

@@ -136,13 +136,23 @@ class Services:
 
         return import_bundle(path, settings=self.settings)
 
-    def converter(self) -> Callable[..., Any] | None:
-        """The weights conversion service, or None when this installation has none."""
+    def conversion_unavailable(self) -> str | None:
+        """None when weights can be converted here, else why not."""
         try:
-            from zoodesk.models import convert  # type: ignore[attr-defined]
-        except ImportError:
-            return None
-        return getattr(convert, "convert_model", None)
+            from zoodesk.models.convert import torch_available
+        except ImportError as exc:
+            return f"the conversion service is not available ({exc})"
+        if not torch_available():
+            return "converting weights needs torch, which this installation lacks"
+        return None
+
+    def convert_model(
+        self, key: str, *, trust_code: bool, cancel: CancelCheck
+    ) -> Iterator[Progress[Any]]:
+        """Convert a cached model's PyTorch weights to ONNX and test them (generator)."""
+        from zoodesk.models.convert import convert_model
+
+        return convert_model(key, trust_code=trust_code, settings=self.settings, cancel=cancel)
 
     def run_test(self, package: ModelPackage, device: str) -> TestStatus:
         """Run the model's reproducibility test, remember and return the outcome."""

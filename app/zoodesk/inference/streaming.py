@@ -17,6 +17,11 @@ for ordinary images and impossible for a 40000 x 40000 slide scan.
    handed to a sink (normally a :class:`~zoodesk.images.TiledOmeTiffWriter`) with its
    place in the assembled output image.
 
+Percentiles are exact for 8- and 16-bit images (integer histograms) and for others
+up to :data:`STATS_EXACT_SAMPLES` values; beyond, they are estimated from a
+histogram (to about 1/16384 of the value range), which the in-memory path never
+does.  Mean and standard deviation are exact up to float64 rounding.
+
 Frames (time points, extra z planes of a 2D model) are streamed one after another,
 each with its own statistics, as the in-memory path does.  Pages of a memory-mapped
 input are released after each band of blocks so that they do not accumulate in the
@@ -75,6 +80,11 @@ DEFAULT_MAX_MEGAPIXELS = 256.0
 #: Images whose in-memory processing would need more than this fraction of the
 #: available memory stream.
 DEFAULT_MEMORY_FRACTION = 0.25
+#: Values kept for exact percentiles of images that are not 8- or 16-bit integers
+#: (those always get exact histograms); beyond, percentiles come from a histogram of
+#: 16384 bins (error about 1/16384 of the value range).  Keeps the statistics pass
+#: within about 64 MiB where the in-memory default would keep 512 MiB.
+STATS_EXACT_SAMPLES = 1 << 23
 #: Voxels read at once by the statistics pass (the float64 temporaries of the
 #: moments take 8 bytes per voxel each, so a band costs about 32 MiB per temporary).
 STATS_BAND_VOXELS = 1 << 22
@@ -324,7 +334,7 @@ def _stream_statistics(
     total = sum(len(bands) for _k, _r, bands in plans)
     done = 0
     for k, requests, bands in plans:
-        accumulator = StatsAccumulator(requests)
+        accumulator = StatsAccumulator(requests, max_exact_samples=STATS_EXACT_SAMPLES)
         for index in bands:
             if cancelled():
                 raise CancelledError("cancelled")
