@@ -202,7 +202,7 @@ def main() -> None:
         print(f"  peak RSS (VmHWM)       {sampler.high_water / 2**30:6.3f} GiB")
     parts = (
         f"prediction {entry['seconds']:.0f} s, read+hash {entry['read_seconds']:.0f} s, "
-        f"tiled write {entry['write_seconds']:.0f} s"
+        f"write {entry['write_seconds']:.0f} s"
     )
     print(f"  wall time              {wall:6.0f} s  ({parts})")
     for name, info in layout.items():

@@ -128,7 +128,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _shoot(out: Path, work: Path, dark: bool) -> int:
-    from PySide6.QtCore import Qt
     from PySide6.QtWidgets import QApplication
 
     from zoodesk.gui import _style
@@ -141,7 +140,8 @@ def _shoot(out: Path, work: Path, dark: bool) -> int:
     _make_inputs(inputs)
     app = QApplication.instance() or QApplication(sys.argv[:1])
     if dark:
-        QApplication.styleHints().setColorScheme(Qt.ColorScheme.Dark)
+        # The offscreen platform reports no colour scheme: stand in for a dark system.
+        _style.is_dark = lambda: True
     _style.apply_appearance(app)
     font = app.font()
     font.setFamily("DejaVu Sans")

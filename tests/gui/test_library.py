@@ -174,3 +174,26 @@ def test_catalogue_search_and_filters(saved_catalogue: Path, qtbot: Any, service
     assert library.download_button.isVisible() and library.download_button.isEnabled()
     assert not library.remove_button.isVisible()
     window.runner.wait(30000)
+
+
+def test_bundle_opened_from_the_file_manager_is_imported(
+    window: MainWindow, qtbot: Any, nuclei_dir: Path, tmp_path: Path, monkeypatch: Any
+) -> None:
+    # Another installation prepared a bundle; the launcher passes it in ZOODESK_OPEN_FILES.
+    from zoodesk.gui.app import OPEN_FILES_ENV, open_files, requested_files
+    from zoodesk.models.bundle import export_bundle
+    from zoodesk.models.cache import ModelCache
+    from zoodesk.settings import Settings
+
+    elsewhere = Settings(cache_dir=str(tmp_path / "elsewhere" / "models"))
+    key = ModelCache(elsewhere.models_dir).import_package(nuclei_dir).key
+    bundle = tmp_path / "for-the-microscope.zdbundle"
+    export_bundle(bundle, [key], settings=elsewhere, include_catalogue=False)
+    assert ("UNet 2D Nuclei Broad", "installed", "runs") not in _rows(window)
+
+    monkeypatch.setenv(OPEN_FILES_ENV, str(bundle))
+    assert requested_files() == [bundle]
+    with qtbot.waitSignal(window.library_page.model_installed, timeout=60000):
+        open_files(window, requested_files())
+    qtbot.waitUntil(lambda: ("UNet 2D Nuclei Broad", "installed", "runs") in _rows(window))
+    assert window.pages.currentWidget() is window.library_page

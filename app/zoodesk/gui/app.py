@@ -8,6 +8,10 @@ When ``ZOODESK_EXIT_AFTER_SHOWN=1`` is set, the application prints one line
 ``zoodesk-gui-shown <seconds since the process started>`` to standard output once
 the main window has been shown and the event loop has processed it, then quits
 with exit code 0 (the installers' smoke test uses this).
+
+Offline bundles opened from the file manager arrive in ``ZOODESK_OPEN_FILES``
+(paths joined by ``os.pathsep``, set by the installed launcher) or, on macOS while
+the application runs, as file-open events; either way the library imports them.
 """
 
 from __future__ import annotations
@@ -20,15 +24,18 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from PySide6.QtCore import QTimer
+from PySide6.QtCore import QEvent, QObject, QTimer
+from PySide6.QtGui import QFileOpenEvent
 from PySide6.QtWidgets import QApplication
 
-from zoodesk.gui.main_window import MainWindow
+from zoodesk.gui.main_window import PAGE_LIBRARY, MainWindow
 from zoodesk.gui.services import Services
 
 log = logging.getLogger("zoodesk.gui")
 
 EXIT_AFTER_SHOWN_ENV = "ZOODESK_EXIT_AFTER_SHOWN"
+OPEN_FILES_ENV = "ZOODESK_OPEN_FILES"
+BUNDLE_SUFFIX = ".zdbundle"
 LOG_FILE_NAME = "zoodesk.log"
 _IMPORTED_AT = time.time()
 
@@ -81,6 +88,36 @@ def create_main_window(services: Services) -> MainWindow:
     return MainWindow(services)
 
 
+def open_files(window: MainWindow, paths: list[Path]) -> None:
+    """Import the offline bundles among ``paths`` (the library runs one task at a time)."""
+    bundles = [p for p in paths if p.suffix.lower() == BUNDLE_SUFFIX]
+    if bundles:
+        window.show_page(PAGE_LIBRARY)
+        window.library_page.import_bundle(bundles[0])
+    for skipped in bundles[1:]:
+        log.warning("%s: one bundle is imported at a time; open it again afterwards", skipped)
+
+
+def requested_files() -> list[Path]:
+    """Files the launcher asked the application to open (``ZOODESK_OPEN_FILES``)."""
+    value = os.environ.get(OPEN_FILES_ENV, "")
+    return [Path(p) for p in value.split(os.pathsep) if p]
+
+
+class _FileOpenFilter(QObject):
+    """macOS sends documents opened while the application runs as QFileOpenEvent."""
+
+    def __init__(self, window: MainWindow) -> None:
+        super().__init__(window)
+        self._window = window
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt override
+        if event.type() == QEvent.Type.FileOpen and isinstance(event, QFileOpenEvent):
+            open_files(self._window, [Path(event.file())])
+            return True
+        return super().eventFilter(watched, event)
+
+
 def _install_excepthook(window: MainWindow) -> None:
     """Show unexpected errors in a message box (and the log) instead of dying."""
 
@@ -124,7 +161,10 @@ def run_gui(argv: list[str] | None = None) -> int:
     services = Services(settings, log_file=log_file)
     window = create_main_window(services)
     _install_excepthook(window)
+    app.installEventFilter(_FileOpenFilter(window))
     window.show()
+    if requested := requested_files():
+        QTimer.singleShot(0, lambda: open_files(window, requested))
     if settings_problem is not None:
         from zoodesk.gui.errors import report_error
 
