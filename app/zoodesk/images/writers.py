@@ -448,6 +448,16 @@ def _write_chunks(
             photometric="rgb" if layout.samples > 1 else "minisblack",
             planarconfig="contig" if layout.samples > 1 else None,
             compression=codec,
+            # Deflate at level 1: about 2x faster than the default level for nearly
+            # the same size (512x512 float32 probabilities: 10 ms against 24 ms).
+            # Horizontal differencing for integers only: readers such as
+            # Bio-Formats do not all support the floating-point predictor.
+            compressionargs={"level": 1} if codec == "zlib" else None,
+            predictor=(
+                "horizontal"
+                if codec in ("zlib", "lzw", "zstd") and stored_dtype.kind in "iu"
+                else None
+            ),
             tile=tile,
             description=xml.encode("utf-8"),
             # No metadata of tifffile's own: the description above is the only one.
