@@ -16,8 +16,8 @@ if [ ! -x .venv/rocrate-validator/bin/python ]; then
 fi
 .venv/rocrate-validator/bin/python -m pip install --quiet roc-validator==0.13.0
 export QT_QPA_PLATFORM=offscreen
-.venv/bin/ruff check app tests tools benchmarks
-.venv/bin/ruff format --check app tests tools benchmarks
+.venv/bin/ruff check app tests tools benchmarks installers
+.venv/bin/ruff format --check app tests tools benchmarks installers
 .venv/bin/lint-imports
 .venv/bin/mypy
 .venv/bin/python -m pytest "$@"

@@ -115,7 +115,9 @@ def _register_inference_commands(
     sub: argparse._SubParsersAction, models_sub: argparse._SubParsersAction
 ) -> None:
     p = sub.add_parser("predict", help="run a model on images and write OME-TIFF outputs")
-    p.add_argument("--model", "-m", required=True, help="model folder, description, zip or cached id")
+    p.add_argument(
+        "--model", "-m", required=True, help="model folder, description, zip or cached id"
+    )
     p.add_argument(
         "--input",
         "-i",
@@ -136,14 +138,30 @@ def _register_inference_commands(
     p.add_argument("--output", "-o", required=True, type=Path, metavar="DIR")
     _add_device_option(p)
     p.add_argument("--weights", default=None, help="weights format to use (default: onnx)")
-    p.add_argument("--glob", action="append", default=[], metavar="PATTERN",
-                   help="only files matching this pattern in input folders (repeatable)")
+    p.add_argument(
+        "--glob",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="only files matching this pattern in input folders (repeatable)",
+    )
     p.add_argument("--recursive", "-r", action="store_true", help="descend into sub-folders")
     p.add_argument("--axes", default=None, help="axes of the input images, e.g. CYX or TZYX")
-    p.add_argument("--channel", type=int, action="append", default=None,
-                   help="image channel(s) to feed the model (repeatable, 0-based)")
-    p.add_argument("--tile", type=int, nargs="+", default=None, metavar="N",
-                   help="block size per spatial axis (default: chosen automatically)")
+    p.add_argument(
+        "--channel",
+        type=int,
+        action="append",
+        default=None,
+        help="image channel(s) to feed the model (repeatable, 0-based)",
+    )
+    p.add_argument(
+        "--tile",
+        type=int,
+        nargs="+",
+        default=None,
+        metavar="N",
+        help="block size per spatial axis (default: chosen automatically)",
+    )
     p.add_argument(
         "--series",
         type=int,
@@ -192,8 +210,14 @@ def _register_inference_commands(
     t.set_defaults(handler=_cmd_models_test)
 
     d = sub.add_parser("demo", help="run the built-in demo model on the bundled sample images")
-    d.add_argument("--output", "-o", type=Path, default=None, metavar="DIR",
-                   help="where to write the results (default: ./zoodesk-demo-output)")
+    d.add_argument(
+        "--output",
+        "-o",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="where to write the results (default: ./zoodesk-demo-output)",
+    )
     _add_device_option(d)
     d.add_argument("--json", action="store_true")
     d.add_argument("--quiet", "-q", action="store_true")
@@ -478,9 +502,7 @@ def _cmd_catalogue_search(args: argparse.Namespace) -> int:
     console.info(catalogue.describe_age())
     for e in found:
         compat = e.compatibility
-        console.info(
-            f"{e.nickname:32s} {compat.dims_label:3s} {compat.action:21s} {e.name[:50]}"
-        )
+        console.info(f"{e.nickname:32s} {compat.dims_label:3s} {compat.action:21s} {e.name[:50]}")
     console.info(f"{len(found)} of {len(catalogue.entries)} models match")
     return EXIT_OK
 
@@ -563,13 +585,24 @@ def _register_cache_commands(
     model_help = "cache key, or zoo id with optional /VERSION (bioimage-io/ prefix optional)"
 
     p = models_sub.add_parser("download", help="download a zoo model into the local cache")
-    p.add_argument("model", metavar="ID[/VERSION]", help="zoo id, e.g. affable-shark or "
-                   "bioimage-io/affable-shark/v0 (default version: the latest)")
-    p.add_argument("--weights", default=None, metavar="FORMAT",
-                   help="weights to fetch (default: onnx, else torchscript, else "
-                        "pytorch_state_dict)")
-    p.add_argument("--index-url", default=None, metavar="URL",
-                   help="collection index to look the model up in (default: the setting)")
+    p.add_argument(
+        "model",
+        metavar="ID[/VERSION]",
+        help="zoo id, e.g. affable-shark or "
+        "bioimage-io/affable-shark/v0 (default version: the latest)",
+    )
+    p.add_argument(
+        "--weights",
+        default=None,
+        metavar="FORMAT",
+        help="weights to fetch (default: onnx, else torchscript, else pytorch_state_dict)",
+    )
+    p.add_argument(
+        "--index-url",
+        default=None,
+        metavar="URL",
+        help="collection index to look the model up in (default: the setting)",
+    )
     p.add_argument("--json", action="store_true", help=json_help)
     p.set_defaults(handler=_cmd_models_download)
 
@@ -627,10 +660,18 @@ def _register_cache_commands(
     p = models_sub.add_parser(
         "report", help="what ZooDesk can do with each cached (or catalogue) model"
     )
-    p.add_argument("--catalogue", action="store_true",
-                   help="report over the saved catalogue instead of the cache")
-    p.add_argument("--snapshot", type=Path, default=None, metavar="DIR",
-                   help="report over a catalogue snapshot folder (index.json + rdfs/)")
+    p.add_argument(
+        "--catalogue",
+        action="store_true",
+        help="report over the saved catalogue instead of the cache",
+    )
+    p.add_argument(
+        "--snapshot",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="report over a catalogue snapshot folder (index.json + rdfs/)",
+    )
     p.add_argument("--json", action="store_true", help=json_help)
     p.set_defaults(handler=_cmd_models_report)
 
@@ -638,21 +679,32 @@ def _register_cache_commands(
     cat_sub = cat.add_subparsers(dest="catalogue_command", metavar="ACTION")
     cat.set_defaults(handler=_help_handler(cat))
     p = cat_sub.add_parser("refresh", help="fetch the collection index and descriptions")
-    p.add_argument("--index-url", default=None, metavar="URL",
-                   help="collection index (default: the setting, or ZOODESK_INDEX_URL)")
+    p.add_argument(
+        "--index-url",
+        default=None,
+        metavar="URL",
+        help="collection index (default: the setting, or ZOODESK_INDEX_URL)",
+    )
     p.add_argument("--json", action="store_true", help=json_help)
     p.set_defaults(handler=_cmd_catalogue_refresh)
     p = cat_sub.add_parser("search", help="search the saved catalogue (no network)")
     p.add_argument("query", nargs="*", help="words to find in name, id, description, tags")
     p.add_argument("--tag", action="append", default=[], help="required tag (repeatable)")
     p.add_argument("--license", default=None, help="licence, e.g. MIT or CC-BY-4.0")
-    p.add_argument("--format", default=None, metavar="WEIGHTS",
-                   help="weights format offered, e.g. onnx, torchscript")
+    p.add_argument(
+        "--format",
+        default=None,
+        metavar="WEIGHTS",
+        help="weights format offered, e.g. onnx, torchscript",
+    )
     dims = p.add_mutually_exclusive_group()
     dims.add_argument("--2d", dest="dims", action="store_const", const=2, help="2D models only")
     dims.add_argument("--3d", dest="dims", action="store_const", const=3, help="3D models only")
-    p.add_argument("--runnable", action="store_true",
-                   help="only models ZooDesk can run (possibly after conversion)")
+    p.add_argument(
+        "--runnable",
+        action="store_true",
+        help="only models ZooDesk can run (possibly after conversion)",
+    )
     p.add_argument("--json", action="store_true", help=json_help)
     p.set_defaults(handler=_cmd_catalogue_search, dims=None)
 
@@ -661,8 +713,14 @@ def _register_cache_commands(
     bun.set_defaults(handler=_help_handler(bun))
     p = bun_sub.add_parser("export", help="write the catalogue and cached models to a file")
     p.add_argument("file", type=Path, help="bundle to write (.zdbundle)")
-    p.add_argument("--model", "-m", action="append", required=True, metavar="MODEL",
-                   help=f"{model_help} (repeatable)")
+    p.add_argument(
+        "--model",
+        "-m",
+        action="append",
+        required=True,
+        metavar="MODEL",
+        help=f"{model_help} (repeatable)",
+    )
     p.add_argument("--no-catalogue", action="store_true", help="leave the catalogue out")
     p.add_argument("--json", action="store_true", help=json_help)
     p.set_defaults(handler=_cmd_bundle_export)

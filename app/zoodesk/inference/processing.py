@@ -83,7 +83,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from zoodesk.errors import AxesMismatchError, ModelPackageError, ShapeError
-from zoodesk.models.spec import OpSpec, TensorSpec
+from zoodesk.models.spec import SUPPORTED_OPS, OpSpec, TensorSpec
 
 StatKind = Literal["mean", "std", "var", "quantile"]
 QuantileMethod = Literal["linear", "inverted_cdf"]
@@ -1179,23 +1179,6 @@ def _needs_own_stats(op: OpSpec) -> bool:
     if op.id == "clip":
         return kwargs.get("min_percentile") is not None or kwargs.get("max_percentile") is not None
     return False
-
-
-#: Operation ids of bioimage.io that ZooDesk implements.
-SUPPORTED_OPS = frozenset(
-    {
-        "binarize",
-        "clip",
-        "ensure_dtype",
-        "fixed_zero_mean_unit_variance",
-        "scale_linear",
-        "scale_mean_variance",
-        "scale_range",
-        "sigmoid",
-        "softmax",
-        "zero_mean_unit_variance",
-    }
-)
 
 
 class _Compiler:

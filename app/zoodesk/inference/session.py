@@ -27,6 +27,11 @@ _ORT_TYPES = {
 }
 
 
+def numpy_dtype(onnx_type: str) -> np.dtype[Any]:
+    """The numpy dtype of an ONNX Runtime type name such as ``tensor(float)``."""
+    return np.dtype(_ORT_TYPES.get(onnx_type, np.float32))
+
+
 @dataclass(frozen=True)
 class GraphTensor:
     """A graph input or output: name, numpy dtype and shape (None for dynamic dims)."""
@@ -51,7 +56,7 @@ def _graph_tensors(nodes: Sequence[Any]) -> tuple[GraphTensor, ...]:
     result = []
     for n in nodes:
         dims = tuple(d if isinstance(d, int) and d > 0 else None for d in n.shape)
-        result.append(GraphTensor(n.name, np.dtype(_ORT_TYPES.get(n.type, np.float32)), dims))
+        result.append(GraphTensor(n.name, numpy_dtype(n.type), dims))
     return tuple(result)
 
 

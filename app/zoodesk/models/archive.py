@@ -55,7 +55,8 @@ def validate_zip(archive: Path, max_bytes: int = MAX_UNPACKED_BYTES) -> list[zip
             raise ModelPackageError(f"{archive}: refused member {info.filename!r}: it is a link")
         if info.is_dir():
             continue
-        if info.compress_size and info.file_size / max(info.compress_size, 1) > MAX_COMPRESSION_RATIO:
+        ratio = info.file_size / max(info.compress_size, 1)
+        if info.compress_size and ratio > MAX_COMPRESSION_RATIO:
             raise ModelPackageError(
                 f"{archive}: refused member {info.filename!r}: implausible compression ratio"
             )

@@ -14,26 +14,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from zoodesk.models.spec import ModelSpec
+from zoodesk.models.spec import SUPPORTED_OPS, ModelSpec
 
 Action = Literal["run", "convert", "convert-with-consent", "none"]
 ACTIONS: tuple[Action, ...] = ("run", "convert", "convert-with-consent", "none")
 
-#: Pre- and postprocessing steps defined by the bioimage.io specification (0.4 and 0.5).
-STANDARD_OPS = frozenset(
-    {
-        "binarize",
-        "clip",
-        "ensure_dtype",
-        "fixed_zero_mean_unit_variance",
-        "scale_linear",
-        "scale_mean_variance",
-        "scale_range",
-        "sigmoid",
-        "softmax",
-        "zero_mean_unit_variance",
-    }
-)
 
 _ACTION_TEXT: dict[Action, str] = {
     "run": "runs the ONNX weights directly",
@@ -146,7 +131,7 @@ def assess(
         return Compatibility(
             "none", None, f"invalid description: {problems[0]}{more}", spatial_dims
         )
-    unknown = sorted({op for op in ops if op not in STANDARD_OPS})
+    unknown = sorted({op for op in ops if op not in SUPPORTED_OPS})
     if unknown:
         return Compatibility(
             "none",

@@ -52,6 +52,7 @@ import numpy as np
 
 from zoodesk.errors import CancelledError, ModelPackageError, ZooDeskError
 from zoodesk.fileutils import sha256_file
+from zoodesk.inference.session import numpy_dtype
 from zoodesk.models.cache import CachedModel, ModelCache, read_description_data
 from zoodesk.models.download import Progress
 from zoodesk.models.package import ModelPackage, load_model_package
@@ -316,21 +317,6 @@ def _check_cancel(cancel: CancelCheck) -> None:
 # ---------------------------------------------------------------- size probing
 
 
-def _onnx_dtype(type_name: str) -> np.dtype[Any]:
-    names = {
-        "tensor(float)": np.float32,
-        "tensor(double)": np.float64,
-        "tensor(float16)": np.float16,
-        "tensor(uint8)": np.uint8,
-        "tensor(int8)": np.int8,
-        "tensor(uint16)": np.uint16,
-        "tensor(int16)": np.int16,
-        "tensor(int32)": np.int32,
-        "tensor(int64)": np.int64,
-    }
-    return np.dtype(names.get(type_name, np.float32))
-
-
 def _probe_session(path: Path) -> Any:
     import onnxruntime as ort
 
@@ -425,7 +411,7 @@ def probe_input_sizes(
     graph_in = _by_name(session.get_inputs(), [tensor])[0]
     graph_outs = _by_name(session.get_outputs(), spec.outputs)
     out_names = [o.name for o in graph_outs]
-    dtype = _onnx_dtype(graph_in.type)
+    dtype = numpy_dtype(graph_in.type)
     dims = list(graph_in.shape)
     base = list(base_shape)
     batch_pos = next((i for i, a in enumerate(tensor.axes) if a.kind == "batch"), None)

@@ -19,6 +19,22 @@ AxisKind = Literal["batch", "channel", "space", "time", "index"]
 EXECUTABLE_WEIGHTS_FORMATS = ("onnx",)
 #: Weights formats that can be converted to ONNX when torch is installed.
 CONVERTIBLE_WEIGHTS_FORMATS = ("torchscript", "pytorch_state_dict")
+#: Pre- and postprocessing steps (bioimage.io ids) that zoodesk.inference.processing
+#: implements: every step the specification defines, formats 0.4 and 0.5.
+SUPPORTED_OPS = frozenset(
+    {
+        "binarize",
+        "clip",
+        "ensure_dtype",
+        "fixed_zero_mean_unit_variance",
+        "scale_linear",
+        "scale_mean_variance",
+        "scale_range",
+        "sigmoid",
+        "softmax",
+        "zero_mean_unit_variance",
+    }
+)
 
 
 @dataclass(frozen=True)
