@@ -339,7 +339,7 @@ def test_import_folder_prints_the_key_last(home: Path, capsys: pytest.CaptureFix
     assert key == "unet-2d-nuclei-broad"
     model = ModelCache.from_settings().get(key)
     assert model.origin == "import"
-    assert model.source == str(NUCLEI)
+    assert Path(model.source) == NUCLEI.resolve()
     copied = {f.path for f in model.files}
     assert copied == {
         "bioimageio.yaml",
