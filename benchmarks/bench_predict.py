@@ -80,10 +80,14 @@ def bench_bare_ort(model: Path, arrays: list[np.ndarray]) -> dict[str, Any]:
     return {"per_image_s": steady(times), "total_s": sum(times)}
 
 
-def bench_zoodesk(model: Path, folder: Path, out: Path) -> dict[str, Any]:
+def bench_zoodesk(
+    model: Path, folder: Path, out: Path, compression: str = "zlib"
+) -> dict[str, Any]:
     from zoodesk.batch.runner import FileFinished, PredictionRequest, RunStarted, run_prediction
 
-    request = PredictionRequest(model=model, inputs=[folder], output_dir=out, device="cpu")
+    request = PredictionRequest(
+        model=model, inputs=[folder], output_dir=out, device="cpu", compression=compression
+    )
     stamps: list[float] = []
     t_start = time.perf_counter()
     device = ""
@@ -153,6 +157,12 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--skip-core", action="store_true")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--compression",
+        default="zlib",
+        choices=("zlib", "zstd", "none"),
+        help="compression of ZooDesk's outputs (zoodesk predict --compression)",
+    )
     parser.add_argument("--results", type=Path, default=REPO / "bench-results" / "predict.json")
     args = parser.parse_args()
 
@@ -165,13 +175,16 @@ def main() -> None:
             "images": args.images,
             "size": args.size,
             "model": str(args.model),
+            "compression": args.compression,
         }
         rounds: dict[str, list[dict[str, Any]]] = {"bare_onnxruntime": [], "zoodesk": []}
         if not args.skip_core:
             rounds["bioimageio_core"] = []
         for r in range(args.rounds):
             rounds["bare_onnxruntime"].append(bench_bare_ort(args.model, arrays))
-            rounds["zoodesk"].append(bench_zoodesk(args.model, folder, Path(tmp) / f"out{r}"))
+            rounds["zoodesk"].append(
+                bench_zoodesk(args.model, folder, Path(tmp) / f"out{r}", args.compression)
+            )
             if not args.skip_core:
                 rounds["bioimageio_core"].append(bench_core(args.model, arrays))
         for name, runs in rounds.items():
@@ -188,7 +201,10 @@ def main() -> None:
     args.results.parent.mkdir(parents=True, exist_ok=True)
     args.results.write_text(json.dumps(results, indent=2))
 
-    print(f"{args.images} images of {args.size}x{args.size}, CPU, steady state per image:")
+    print(
+        f"{args.images} images of {args.size}x{args.size}, CPU, steady state per image "
+        f"(ZooDesk outputs compressed with {args.compression}):"
+    )
     print(f"  bare ONNX Runtime   {bare * 1000:8.1f} ms")
     ratio = results["ratio_zoodesk_vs_bare"]
     print(f"  zoodesk predict     {ours * 1000:8.1f} ms  ({ratio:.3f}x bare)")

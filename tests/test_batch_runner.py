@@ -303,3 +303,30 @@ def test_run_started_reports_the_work_and_the_record_every_field(
         assert entry.streamed is False
         assert entry.tiling is not None and entry.tiling["blocks"] == 2
     assert [e.entry.status for e in events if isinstance(e, FileFinished)] == ["ok", "ok"]
+
+
+@pytest.mark.parametrize("compression", ["zstd", "none"])
+def test_output_compression_is_a_choice_and_keeps_the_pixels(
+    tmp_path: Path, compression: str
+) -> None:
+    from zoodesk.batch.runner import PredictionRequest, RunFinished, run_prediction
+    from zoodesk.demo import demo_image_paths, demo_model_path
+
+    sample = demo_image_paths()[0]
+    records = {}
+    for name in ("zlib", compression):
+        request = PredictionRequest(
+            model=demo_model_path(), inputs=[sample], output_dir=tmp_path / name,
+            device="cpu", compression=name,
+        )  # fmt: skip
+        [finished] = [e for e in run_prediction(request) if isinstance(e, RunFinished)]
+        records[name] = finished.record
+    for out in records["zlib"].files[0].outputs:
+        with tifffile.TiffFile(tmp_path / "zlib" / out.path) as reference:
+            expected = reference.asarray()
+            assert reference.pages[0].compression == tifffile.COMPRESSION.ADOBE_DEFLATE
+        with tifffile.TiffFile(tmp_path / compression / out.path) as other:
+            wanted = {"zstd": tifffile.COMPRESSION.ZSTD, "none": tifffile.COMPRESSION.NONE}
+            assert other.pages[0].compression == wanted[compression]
+            np.testing.assert_array_equal(other.asarray(), expected)
+    assert records[compression].parameters["compression"] == compression

@@ -191,6 +191,13 @@ def _register_inference_commands(
         help="watch files modified less than S seconds ago for that long before reading, "
         "to skip files still being written (default: 2)",
     )
+    p.add_argument(
+        "--compression",
+        choices=("zlib", "zstd", "none"),
+        default="zlib",
+        help="lossless compression of the outputs: zlib (deflate, readable everywhere; "
+        "the default), zstd (faster to write, needs a recent reader) or none",
+    )
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads")
     p.add_argument(
         "--overwrite",

@@ -376,6 +376,7 @@ def run_prediction_cli(args: argparse.Namespace, console: Any) -> int:
         series=getattr(args, "series", 0) or 0,
         streaming=streaming,
         settle_seconds=DEFAULT_SETTLE_SECONDS if settle is None else settle,
+        compression=args.compression,
     )
     return execute(request, console, json_mode=args.json, quiet=args.quiet)
 
