@@ -146,7 +146,9 @@ def _original_weights_sha256(path: Path) -> dict[str, str]:
     """Weights checksums as written in the file (0.4 -> 0.5 conversion drops some)."""
     from bioimageio.spec import load_description
 
-    with _SPEC_LOCK:
+    with _SPEC_LOCK, warnings.catch_warnings():
+        # The same conversion notes as in load_description_file: not the user's concern.
+        warnings.simplefilter("ignore")
         original = load_description(path, perform_io_checks=False, format_version="discover")
     weights = getattr(original, "weights", None)
     result: dict[str, str] = {}
