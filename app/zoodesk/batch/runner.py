@@ -96,7 +96,6 @@ __all__ = [
     "output_pixel_sizes",
     "run_prediction",
     "run_signature",
-    "throughput",
     "unique_keys",
 ]
 
@@ -1246,10 +1245,3 @@ def _predict_frames(
 def exit_code(record: RunRecord) -> int:
     """0 when every input succeeded (or was already done), 1 otherwise."""
     return 0 if all(f.status in ("ok", "skipped") for f in record.files) else 1
-
-
-def throughput(seconds: float, pixels: int) -> str:
-    """A readable throughput figure in megapixels per second."""
-    if seconds <= 0 or not math.isfinite(seconds):
-        return "-"
-    return f"{pixels / seconds / 1e6:.1f} MP/s"

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from zoodesk.errors import ModelPackageError, ZooDeskError
+from zoodesk.errors import ModelPackageError
 from zoodesk.inference.predict import Predictor
 from zoodesk.models.package import ModelPackage
 
@@ -167,10 +167,7 @@ def run_test_cli(args: argparse.Namespace, console: Any) -> int:
     )
     for w in predictor.warnings:
         console.warn(w)
-    try:
-        report = run_reproducibility_test(package, predictor=predictor)
-    except ZooDeskError:
-        raise
+    report = run_reproducibility_test(package, predictor=predictor)
     if args.json:
         console.document(report.as_dict())
     else:
