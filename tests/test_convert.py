@@ -23,12 +23,8 @@ import pytest
 
 from tests import onnx_factory, yaml_writer
 from zoodesk.cli import main
-from zoodesk.errors import CancelledError
-from zoodesk.inference.predict import Predictor
-from zoodesk.models import ModelCache, resolve_model
-from zoodesk.models import convert as convert_module
-from zoodesk.models.cache import MANIFEST_NAME
-from zoodesk.models.convert import (
+from zoodesk.conversion import pipeline as convert_module
+from zoodesk.conversion.pipeline import (
     ConsentRequiredError,
     ConversionError,
     ConversionTestError,
@@ -36,6 +32,10 @@ from zoodesk.models.convert import (
     convert,
     probe_input_sizes,
 )
+from zoodesk.errors import CancelledError
+from zoodesk.inference.predict import Predictor
+from zoodesk.models import ModelCache, resolve_model
+from zoodesk.models.cache import MANIFEST_NAME
 from zoodesk.models.package import load_model_package
 
 # find_spec locates torch without importing it.
@@ -252,7 +252,7 @@ def test_missing_torch_is_reported_before_any_work(
     model = ModelCache.from_settings().import_package(
         _tiny_package(tmp_path / "pkg", None, "torchscript")
     )
-    monkeypatch.setattr(convert_module, "torch_available", lambda: False)
+    monkeypatch.setattr(convert_module, "can_convert", lambda _fmt: False)
     with pytest.raises(TorchMissingError, match="install the convert extra"):
         convert(model.key)
 
@@ -265,7 +265,7 @@ def test_worker_without_torch_says_install_the_extra(
     fake.mkdir(parents=True)
     (fake / "__init__.py").write_text("raise ImportError('torch stand-in: not installed')\n")
     monkeypatch.setenv("PYTHONPATH", str(fake.parent))
-    monkeypatch.setattr(convert_module, "torch_available", lambda: True)
+    monkeypatch.setattr(convert_module, "can_convert", lambda _fmt: True)
     cache = ModelCache.from_settings()
     model = cache.import_package(_tiny_package(tmp_path / "pkg", None, "torchscript"))
     before = _folder_digest(model.root)
@@ -286,7 +286,7 @@ def test_existing_onnx_weights_are_kept_unless_replace(nuclei_dir: Path) -> None
 def test_cancel_stops_the_worker_and_leaves_the_cache_alone(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(convert_module, "torch_available", lambda: True)
+    monkeypatch.setattr(convert_module, "can_convert", lambda _fmt: True)
     cache = ModelCache.from_settings()
     model = cache.import_package(_tiny_package(tmp_path / "pkg", None, "torchscript"))
     before = _folder_digest(model.root)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from zoodesk import __version__
+from zoodesk.conversion.launch import WORKER_COMMAND
 from zoodesk.errors import ZooDeskError
 
 log = logging.getLogger("zoodesk")
@@ -52,6 +53,17 @@ class _Console:
     def document(self, data: Any) -> None:
         sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
         sys.stdout.flush()
+
+
+def _failure_document(arguments: Sequence[str], error: str, kind: str = "UsageError") -> None:
+    """The one JSON document of a ``--json`` command that failed."""
+    words = [a for a in arguments if not a.startswith("-")]
+    command = " ".join(
+        words[:2] if words[:1] in (["models"], ["catalogue"], ["bundle"]) else words[:1]
+    )
+    _Console(json_mode=True).document(
+        {"ok": False, "error": error, "kind": kind, "command": command}
+    )
 
 
 def _help_handler(parser: argparse.ArgumentParser) -> Handler:
@@ -409,58 +421,107 @@ def _cmd_models_import(args: argparse.Namespace) -> int:
 
 
 def _cmd_models_report(args: argparse.Namespace) -> int:
+    from zoodesk.conversion.launch import installation
+    from zoodesk.inference.checks import test_statuses
     from zoodesk.models.cache import ModelCache
     from zoodesk.models.catalogue import catalogue_from_snapshot, load_catalogue
-    from zoodesk.models.compat import Compatibility, compatibility_of_spec
+    from zoodesk.models.compat import (
+        ACTIONS,
+        Compatibility,
+        capability_here,
+        compatibility_of_package,
+    )
 
     console = _console(args)
-    rows: list[tuple[str, str, Compatibility]] = []
+    here = installation()
+    cache = ModelCache.from_settings()
+    # What ran its own test on this machine, per device: known for cached models only.
+    tested: dict[str, dict[str, Any]] = {}
+    loaded: dict[str, Compatibility] = {}
+    for m in cache.list():
+        try:
+            package = m.load()
+            loaded[m.key] = compatibility_of_package(package, m.weights_formats)
+            statuses = test_statuses(package)
+        except ZooDeskError as exc:
+            loaded[m.key] = Compatibility("none", None, f"does not load: {exc}")
+            statuses = {}
+        for ref in filter(None, (m.key, m.id)):
+            tested[ref] = {
+                device: {"passed": st.passed, "summary": st.summary, "tested_at": st.tested_at}
+                for device, st in statuses.items()
+            }
+    rows: list[tuple[str, str, Compatibility, dict[str, Any]]] = []
     if args.snapshot or args.catalogue:
         catalogue = catalogue_from_snapshot(args.snapshot) if args.snapshot else load_catalogue()
         source = catalogue.describe_age()
-        rows = [(e.nickname, e.name, e.compatibility) for e in catalogue.entries]
+        for e in catalogue.entries:
+            rows.append((e.nickname, e.name, e.compatibility, tested.get(e.id, {})))
     else:
-        cache = ModelCache.from_settings()
         source = f"the cache {cache.root}"
         for m in cache.list():
-            try:
-                compat = compatibility_of_spec(m.load().spec, m.weights_formats)
-            except ZooDeskError as exc:
-                compat = Compatibility("none", None, f"does not load: {exc}")
-            rows.append((m.key, m.name, compat))
-    order = {"run": 0, "convert": 1, "convert-with-consent": 2, "none": 3}
+            rows.append((m.key, m.name, loaded[m.key], tested.get(m.key, {})))
+    order = {action: i for i, action in enumerate(ACTIONS)}
     rows.sort(key=lambda r: (order[r[2].action], r[0]))
+    capabilities = [capability_here(compat, here) for _, _, compat, _ in rows]
     totals: dict[str, int] = {"models": len(rows)}
-    for action in order:
+    for action in ACTIONS:
         totals[action] = sum(1 for r in rows if r[2].action == action)
     for dims in (2, 3):
         totals[f"{dims}D"] = sum(1 for r in rows if r[2].spatial_dims == dims)
+    here_totals: dict[str, int] = {}
+    for cap in capabilities:
+        here_totals[cap.verdict] = here_totals.get(cap.verdict, 0) + 1
+    passed_here = sum(1 for r in rows if any(t["passed"] for t in r[3].values()))
     if args.json:
         console.document(
             {
                 "source": source,
+                "installation": {
+                    "converts": sorted(here.convertible),
+                    "standalone": here.frozen,
+                },
                 "models": [
-                    {"model": key, "name": name, **compat.as_dict()} for key, name, compat in rows
+                    {
+                        "model": key,
+                        "name": name,
+                        **compat.as_dict(),
+                        "here": cap.as_dict(),
+                        "tested_here": tests,
+                    }
+                    for (key, name, compat, tests), cap in zip(rows, capabilities, strict=True)
                 ],
-                "totals": totals,
+                "totals": {**totals, "here": here_totals, "passed_test_here": passed_here},
             }
         )
         return EXIT_OK
     console.info(f"compatibility report over {source}")
-    for key, _name, compat in rows:
-        console.info(f"{key:34s} {compat.dims_label:3s} {compat.action:21s} {compat.reason}")
+    console.info(f"{'model':34s} {'dims':4s} {'ZooDesk can':24s} {'tested here':24s} reason")
+    for (key, _name, compat, tests), cap in zip(rows, capabilities, strict=True):
+        ran = ", ".join(
+            f"{device} {'passed' if t['passed'] else 'FAILED'}" for device, t in tests.items()
+        )
+        console.info(
+            f"{key:34s} {compat.dims_label:4s} {cap.verdict:24s} {ran or '-':24s} {cap.reason}"
+        )
     console.info(
-        f"total {totals['models']}: {totals['run']} run ONNX directly, {totals['convert']} "
-        f"after torchscript conversion, {totals['convert-with-consent']} after "
-        f"pytorch_state_dict conversion (needs consent), {totals['none']} cannot run; "
-        f"{totals['2D']} 2D, {totals['3D']} 3D"
+        f"expected: {totals['models']} models, {totals['run']} run ONNX directly, "
+        f"{totals['convert']} after torchscript conversion, {totals['convert-with-consent']} "
+        f"after pytorch_state_dict conversion (needs consent), "
+        f"{totals['convert-tensorflow']} after Keras/TensorFlow conversion, "
+        f"{totals['none']} cannot run; {totals['2D']} 2D, {totals['3D']} 3D"
+    )
+    console.info(
+        "this installation: "
+        + ", ".join(f"{n} {verdict}" for verdict, n in sorted(here_totals.items()))
+        + f"; {passed_here} passed their own test on this machine"
     )
     return EXIT_OK
 
 
 def _cmd_catalogue_refresh(args: argparse.Namespace) -> int:
     from zoodesk.models.catalogue import refresh_catalogue_events
-    from zoodesk.models.download import run_with_progress
+    from zoodesk.models.http import run_with_progress
 
     console = _console(args)
     catalogue = run_with_progress(
@@ -556,8 +617,8 @@ def _cmd_bundle_import(args: argparse.Namespace) -> int:
 
 
 def _cmd_models_convert(args: argparse.Namespace) -> int:
-    from zoodesk.models.convert import ConversionTestError, convert_model
-    from zoodesk.models.download import run_with_progress
+    from zoodesk.conversion.pipeline import ConversionTestError, convert_model
+    from zoodesk.models.http import run_with_progress
 
     console = _console(args)
     events = convert_model(
@@ -567,7 +628,7 @@ def _cmd_models_convert(args: argparse.Namespace) -> int:
         result = run_with_progress(events, console=console.err, show=not args.json)
     except ConversionTestError as exc:
         if args.json:
-            console.document({**exc.result.as_dict(), "error": str(exc)})
+            console.document({"ok": False, **exc.result.as_dict(), "error": str(exc)})
         else:
             for line in exc.result.describe():
                 console.info(line)
@@ -925,23 +986,53 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``zoodesk`` console script."""
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == [WORKER_COMMAND]:
+        # The standalone application runs its conversion worker as its own executable
+        # (zoodesk.conversion.launch); not a command for users, so not in the help.
+        from zoodesk.conversion._worker import main as worker_main
+
+        return worker_main(arguments[1:])
     parser = build_parser()
-    args = parser.parse_args(argv)
+    json_mode = "--json" in arguments
+    try:
+        args = parser.parse_args(arguments)
+    except SystemExit as exit_:
+        # argparse has printed its usage line; a --json caller still gets its document.
+        if json_mode and exit_.code not in (0, None):
+            _failure_document(arguments, "invalid command line (see the usage above)")
+        raise
     logging.basicConfig(
         level=logging.DEBUG if args.debug else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
     handler: Handler = getattr(args, "handler", _cmd_gui)
+    json_mode = bool(getattr(args, "json", False))
     try:
         return handler(args)
     except ZooDeskError as exc:
         if args.debug:
             raise
-        _Console(json_mode=getattr(args, "json", False)).error(str(exc))
+        _Console(json_mode=json_mode).error(str(exc))
+        if json_mode:
+            _failure_document(arguments, str(exc), kind=type(exc).__name__)
         return EXIT_FAILED
     except KeyboardInterrupt:
         _Console().error("interrupted")
+        if json_mode:
+            _failure_document(arguments, "interrupted", kind="KeyboardInterrupt")
         return 130
+    except Exception as exc:
+        # A defect of ZooDesk's, not the user's: say so in one line, keep the traceback
+        # for --debug and the log.
+        if args.debug:
+            raise
+        log.debug("unexpected error", exc_info=True)
+        message = f"unexpected error ({type(exc).__name__}: {exc}); run with --debug for details"
+        _Console(json_mode=json_mode).error(message)
+        if json_mode:
+            _failure_document(arguments, message, kind="InternalError")
+        return EXIT_FAILED
     except BrokenPipeError:
         # Output piped into a closed reader (e.g. `| head`): not an error of ours.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -119,7 +119,7 @@ def describe_model(
     data: dict[str, Any] = {}
     doi = None
     try:
-        descr, _spec = load_description_file(description)
+        descr = load_description_file(description).descr
         full = descr.model_dump(mode="json", exclude_none=True)
         for key in (
             "name",

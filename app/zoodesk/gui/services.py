@@ -139,7 +139,7 @@ class Services:
     def conversion_unavailable(self) -> str | None:
         """None when weights can be converted here, else why not."""
         try:
-            from zoodesk.models.convert import torch_available
+            from zoodesk.conversion.launch import torch_available
         except ImportError as exc:
             return f"the conversion service is not available ({exc})"
         if not torch_available():
@@ -150,7 +150,7 @@ class Services:
         self, key: str, *, trust_code: bool, cancel: CancelCheck
     ) -> Iterator[Progress[Any]]:
         """Convert a cached model's PyTorch weights to ONNX and test them (generator)."""
-        from zoodesk.models.convert import convert_model
+        from zoodesk.conversion.pipeline import convert_model
 
         return convert_model(key, trust_code=trust_code, settings=self.settings, cancel=cancel)
 

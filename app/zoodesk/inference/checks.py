@@ -2,7 +2,9 @@
 
 A result belongs to one exact description file: it is stored under the sha256 of
 the description (``ZOODESK_HOME/checks/<sha256>.json``), so adding converted weights
-or re-importing a changed package shows the model as untested again.
+or re-importing a changed package shows the model as untested again.  Results are
+kept per device (``cpu``, ``cuda``, ``directml``...): a model that passed on the CPU
+has not shown that it runs on the GPU.
 """
 
 from __future__ import annotations
@@ -85,14 +87,17 @@ def record_test_report(
         summary=summarize_report(report),
         description_sha256=sha,
     )
-    atomic_write_text(_status_path(settings, sha), json.dumps(asdict(status), indent=2))
+    statuses = test_statuses(package.description_path, settings)
+    statuses[status.device] = status
+    document = {"devices": {device: asdict(st) for device, st in sorted(statuses.items())}}
+    atomic_write_text(_status_path(settings, sha), json.dumps(document, indent=2))
     return status
 
 
-def last_test_status(
+def test_statuses(
     description: Path | ModelPackage, settings: Settings | None = None
-) -> TestStatus | None:
-    """The stored result for this description file, or None when it was never tested.
+) -> dict[str, TestStatus]:
+    """The stored results for this description file, by device (empty: never tested).
 
     An unreadable status file counts as never tested: the test is cheap to repeat.
     """
@@ -101,6 +106,18 @@ def last_test_status(
     try:
         sha = sha256_file(Path(path))
         data = json.loads(_status_path(settings, sha).read_text(encoding="utf-8"))
-        return TestStatus(**data)
-    except (OSError, ValueError, TypeError):
-        return None
+        entries = data["devices"] if "devices" in data else {data["device"]: data}
+        return {str(device): TestStatus(**entry) for device, entry in entries.items()}
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return {}
+
+
+def last_test_status(
+    description: Path | ModelPackage, settings: Settings | None = None
+) -> TestStatus | None:
+    """The most recent stored result for this description file, on any device.
+
+    None when it was never tested (or the stored result cannot be read).
+    """
+    statuses = test_statuses(description, settings)
+    return max(statuses.values(), key=lambda st: st.tested_at, default=None)

@@ -156,6 +156,7 @@ def _concat_batch(arrays: list[np.ndarray], tensor: Any) -> np.ndarray:
 
 def run_test_cli(args: argparse.Namespace, console: Any) -> int:
     """``zoodesk models test MODEL``: print the comparison; exit 0 only on a pass."""
+    from zoodesk.inference.checks import record_test_report
     from zoodesk.models import resolve_model
     from zoodesk.settings import load_settings
 
@@ -168,6 +169,8 @@ def run_test_cli(args: argparse.Namespace, console: Any) -> int:
     for w in predictor.warnings:
         console.warn(w)
     report = run_reproducibility_test(package, predictor=predictor)
+    # What ran on this machine is remembered per device (models report, the library).
+    record_test_report(package, report, settings)
     if args.json:
         console.document(report.as_dict())
     else:

@@ -32,7 +32,12 @@ from typing import Any
 from zoodesk.errors import ChecksumError, ModelPackageError, ZooDeskError
 from zoodesk.fileutils import sha256_file
 from zoodesk.models.archive import safe_extract_zip
-from zoodesk.models.package import DESCRIPTION_NAMES, ModelPackage, load_model_package
+from zoodesk.models.description import read_description_data
+from zoodesk.models.package import (
+    ModelPackage,
+    find_description,
+    load_model_package,
+)
 from zoodesk.settings import Settings, load_settings
 
 MANIFEST_NAME = "zoodesk-cache.json"
@@ -48,33 +53,6 @@ class CacheError(ZooDeskError):
 
 
 # ---------------------------------------------------------------------- descriptions
-
-
-def parse_description_text(text: str, origin: str) -> dict[str, Any]:
-    """Parse the text of a description (YAML or JSON) safely into a dictionary.
-
-    Only plain YAML types are constructed (no tags naming Python objects).
-    """
-    from ruyaml import YAML
-    from ruyaml.error import YAMLError
-
-    try:
-        data = YAML(typ="safe").load(text)
-    except (YAMLError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelPackageError(f"{origin}: not readable YAML ({first})") from exc
-    if not isinstance(data, dict):
-        raise ModelPackageError(f"{origin}: the description is not a mapping of fields")
-    return data
-
-
-def read_description_data(path: Path) -> dict[str, Any]:
-    """Read and safely parse a description file."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ModelPackageError(f"{path}: cannot read the description ({exc})") from exc
-    return parse_description_text(text, str(path))
 
 
 def dump_description(data: Mapping[str, Any]) -> str:
@@ -669,12 +647,25 @@ class ModelCache:
                     f"{path}: not a model package "
                     "(expected a folder, a .zip or a description .yaml)"
                 )
-            return self._check_and_install(package_root, description, str(path.resolve()))
+            display = (
+                f"{path} ({description})"
+                if path.is_file() and path.suffix.lower() == ".zip"
+                else str(path / description if path.is_dir() else path)
+            )
+            return self._check_and_install(
+                package_root, description, str(path.resolve()), display_name=display
+            )
 
     def _check_and_install(
-        self, package_root: Path, description: str, source: str, origin: str = "import"
+        self,
+        package_root: Path,
+        description: str,
+        source: str,
+        origin: str = "import",
+        *,
+        display_name: str | None = None,
     ) -> CachedModel:
-        package = load_model_package(package_root / description)
+        package = load_model_package(package_root / description, display_name=display_name)
         data = read_description_data(package_root / description)
         notes: list[str] = []
         declared: set[str] = set()
@@ -775,7 +766,9 @@ class ModelCache:
                     raise CacheError(f"{model.description_path}: config.zoodesk is not a mapping")
                 section.update(zoodesk_config)
             (package_root / model.description).write_text(dump_description(data), encoding="utf-8")
-            load_model_package(package_root / model.description)
+            load_model_package(
+                package_root / model.description, display_name=str(model.description_path)
+            )
             declared = {f.path for f in model.files if f.declared} | {name}
             known = {f.path: f.sha256 for f in model.files if f.path != model.description}
             known[name] = sha
@@ -810,7 +803,10 @@ class ModelCache:
                     f"{model.key}: {first.path}: {first.problem}"
                     + (f" (and {len(damage) - 1} more)" if len(damage) > 1 else "")
                 )
-            load_model_package(package_root / model.description)
+            load_model_package(
+                package_root / model.description,
+                display_name=f"{model.key}/{model.description} (from the bundle)",
+            )
         key = self.unique_key(model.id, model.version, model.name)
         info = InstallInfo(
             name=model.name,
@@ -861,16 +857,15 @@ def _present_weights_formats(description: Path) -> tuple[str, ...]:
 
 def _locate_description(folder: Path, origin: Path) -> tuple[Path, str]:
     """The package root and description name in ``folder`` (or its only sub-folder)."""
-    for root in (folder, *_single_subfolder(folder)):
-        for name in DESCRIPTION_NAMES:
-            if (root / name).is_file():
-                return root, name
-        candidates = sorted(root.glob("*.bioimageio.yaml")) + sorted(root.glob("*rdf.yaml"))
-        if len(candidates) == 1:
-            return root, candidates[0].name
-        if len(candidates) > 1:
-            names = ", ".join(c.name for c in candidates)
-            raise ModelPackageError(f"{origin}: several descriptions ({names}); name one of them")
+    roots = (folder, *_single_subfolder(folder))
+    for root in roots:
+        try:
+            found = find_description(root, origin)
+        except ModelPackageError:
+            if root is roots[-1]:
+                raise
+            continue
+        return root, found.name
     raise ModelPackageError(f"{origin}: no model description (bioimageio.yaml or rdf.yaml) found")
 
 

@@ -20,13 +20,11 @@ A folder laid out like the zoo snapshot (``index.json`` and ``rdfs/<name>.json``
 from __future__ import annotations
 
 import contextlib
-import copy
 import hashlib
 import json
 import math
 import secrets
 import shutil
-import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
@@ -38,14 +36,10 @@ from urllib.parse import urljoin
 
 from zoodesk import __version__
 from zoodesk.errors import CancelledError, ModelPackageError, ZooDeskError
-from zoodesk.models.cache import (
-    natural_sort_key,
-    parse_description_text,
-    slugify,
-    strip_zoo_prefix,
-)
+from zoodesk.models.cache import natural_sort_key, slugify, strip_zoo_prefix
 from zoodesk.models.compat import Compatibility, assess, compatibility_of_spec
-from zoodesk.models.download import (
+from zoodesk.models.description import parse_description_text
+from zoodesk.models.http import (
     HttpClient,
     NetworkOptions,
     Progress,
@@ -163,7 +157,7 @@ class CatalogueEntry:
 
     def file_url(self, path: str, version: str | None = None) -> str:
         """The URL of a package file (e.g. a cover) of the given version."""
-        from zoodesk.models.download import file_url
+        from zoodesk.models.http import file_url
 
         return file_url(self.version(version).source, path)
 
@@ -422,36 +416,17 @@ def _raw_ops(data: Mapping[str, Any]) -> list[str]:
     return ops
 
 
-def _validation_messages(descr: Any) -> list[str]:
-    summary = getattr(descr, "validation_summary", None)
-    messages = []
-    for detail in getattr(summary, "details", None) or ():
-        for err in getattr(detail, "errors", None) or ():
-            loc = ".".join(str(p) for p in getattr(err, "loc", ()))
-            messages.append(f"{loc}: {err.msg}" if loc else str(err.msg))
-    return messages or ["rejected by bioimageio.spec"]
-
-
-def _validate(data: Mapping[str, Any]) -> tuple[Compatibility | None, list[str], str | None]:
-    """Validate with bioimageio.spec: (compatibility when valid, problems, spec version)."""
-    from bioimageio.spec import InvalidDescr, ValidationContext, build_description
-    from bioimageio.spec.model import v0_5
-
-    from zoodesk.models.spec import model_spec_from_descr
+def _validate(data: Mapping[str, Any]) -> tuple[Compatibility | None, list[str], list[str]]:
+    """Validate as ZooDesk loads a package: (compatibility when valid, problems, warnings)."""
+    from zoodesk.models.description import InvalidDescriptionError, read_model_description
 
     try:
-        with warnings.catch_warnings(), ValidationContext(perform_io_checks=False):
-            warnings.simplefilter("ignore")
-            descr = build_description(copy.deepcopy(dict(data)), format_version="latest")
-    except Exception as exc:  # bioimageio.spec may raise on odd input: keep the entry
-        return None, [f"bioimageio.spec failed on this description ({exc})"], None
-    if isinstance(descr, InvalidDescr) or not isinstance(descr, v0_5.ModelDescr):
-        return None, _validation_messages(descr), None
-    try:
-        spec = model_spec_from_descr(descr)
-    except (ValueError, AttributeError, TypeError) as exc:
-        return None, [f"unsupported description content ({exc})"], None
-    return compatibility_of_spec(spec), [], spec.version
+        read = read_model_description(data, "the description")
+    except InvalidDescriptionError as exc:
+        return None, list(exc.problems), []
+    except ModelPackageError as exc:
+        return None, [str(exc).removeprefix("the description: ")], []
+    return compatibility_of_spec(read.spec), [], list(read.warnings)
 
 
 def _restore_json_infinities(data: dict[str, Any]) -> dict[str, Any]:
@@ -526,7 +501,8 @@ def entry_from_description(
     if kind != "model":
         problems.append(f"not a model description (type: {kind or 'missing'})")
     else:
-        compat, problems, _ = _validate(data)
+        compat, problems, warned = _validate(data)
+        notes = (*notes, *warned)
     if compat is None:
         compat = assess(formats, problems=problems, ops=_raw_ops(data), spatial_dims=raw_dims)
     documentation = data.get("documentation")
@@ -708,7 +684,7 @@ def catalogue_from_snapshot(folder: Path) -> Catalogue:
     That is the layout of the zoo snapshot, and of a saved catalogue.  Nothing is
     fetched; a model whose description is missing gets an entry saying so.
     """
-    folder = Path(folder)
+    folder = Path(folder).resolve()
     index_path = folder / INDEX_FILE
     try:
         raw_index = index_path.read_bytes()

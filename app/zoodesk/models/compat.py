@@ -1,23 +1,37 @@
 """What ZooDesk can do with a model description.
 
 ZooDesk executes ONNX weights only.  A model is therefore either run directly
-(it ships ONNX weights), run after converting its PyTorch weights to ONNX (torchscript
+(it ships ONNX weights), run after converting its weights to ONNX (torchscript
 needs only torch; ``pytorch_state_dict`` also executes the architecture code shipped in
-the package, so it needs the user's explicit consent), or not run at all, with the
-reason.  The decision is made here once, for the catalogue, the cache and the
-compatibility report alike.
+the package, so it needs the user's explicit consent; Keras and TensorFlow weights
+need TensorFlow), or not run at all, with the reason.  The decision is made here
+once, for the catalogue, the cache and the compatibility report alike.
+
+What a model needs (:class:`Compatibility`) is a property of its description; what
+this installation makes of it (:func:`capability_here`: "runs", "converts here",
+"needs the full variant", "needs TensorFlow", "cannot run") also depends on the
+frameworks at hand, described by an :class:`Installation`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from zoodesk.models.spec import SUPPORTED_OPS, ModelSpec
+from zoodesk.models.spec import SUPPORTED_OPS, TENSORFLOW_WEIGHTS_FORMATS, ModelSpec
 
-Action = Literal["run", "convert", "convert-with-consent", "none"]
-ACTIONS: tuple[Action, ...] = ("run", "convert", "convert-with-consent", "none")
+if TYPE_CHECKING:
+    from zoodesk.models.package import ModelPackage
+
+Action = Literal["run", "convert", "convert-with-consent", "convert-tensorflow", "none"]
+ACTIONS: tuple[Action, ...] = (
+    "run",
+    "convert",
+    "convert-with-consent",
+    "convert-tensorflow",
+    "none",
+)
 
 
 _ACTION_TEXT: dict[Action, str] = {
@@ -26,6 +40,9 @@ _ACTION_TEXT: dict[Action, str] = {
     "convert-with-consent": (
         "runs after converting its pytorch_state_dict weights to ONNX (needs torch and "
         "your consent: conversion executes the architecture code shipped in the package)"
+    ),
+    "convert-tensorflow": (
+        "runs after converting its Keras/TensorFlow weights to ONNX (needs TensorFlow)"
     ),
     "none": "cannot be run",
 }
@@ -157,11 +174,20 @@ def assess(
             spatial_dims,
             tuple(notes),
         )
+    for fmt in TENSORFLOW_WEIGHTS_FORMATS:
+        if fmt in formats:
+            return Compatibility(
+                "convert-tensorflow",
+                fmt,
+                _ACTION_TEXT["convert-tensorflow"],
+                spatial_dims,
+                tuple(notes),
+            )
     return Compatibility(
         "none",
         None,
-        f"only {', '.join(formats)} weights: ZooDesk runs ONNX and converts only "
-        "PyTorch weights (torchscript, pytorch_state_dict)",
+        f"only {', '.join(formats)} weights: ZooDesk runs ONNX and converts PyTorch, "
+        "Keras and TensorFlow saved-model weights",
         spatial_dims,
     )
 
@@ -182,6 +208,115 @@ def compatibility_of_spec(spec: ModelSpec, available: Iterable[str] | None = Non
     return assess(formats, ops=ops, spatial_dims=dims)
 
 
+def _top_module_installed(module: str) -> bool:
+    import importlib.util
+
+    try:
+        # find_spec on the top-level name does not import it.
+        return importlib.util.find_spec(module.split(".")[0]) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def compatibility_of_package(
+    package: ModelPackage, available: Iterable[str] | None = None
+) -> Compatibility:
+    """Like :func:`compatibility_of_spec`, also checking what a conversion would need.
+
+    State-dict weights need their architecture: a file of the package (which must be
+    there) or an installed module (which must be importable here).
+    """
+    compat = compatibility_of_spec(package.spec, available)
+    if compat.weights_format != "pytorch_state_dict":
+        return compat
+    weights = package.spec.weights["pytorch_state_dict"]
+    entry = getattr(getattr(package.descr, "weights", None), "pytorch_state_dict", None)
+    module = getattr(getattr(entry, "architecture", None), "import_from", None)
+    if module:
+        if _top_module_installed(str(module)):
+            return compat
+        return Compatibility(
+            "none",
+            None,
+            f"the pytorch_state_dict weights need the Python module {module}, "
+            "which is not installed here",
+            compat.spatial_dims,
+        )
+    arch = weights.architecture
+    if arch is not None and not arch.is_remote and package.path_of(arch).is_file():
+        return compat
+    name = arch.source if arch is not None else "(none named)"
+    return Compatibility(
+        "none",
+        None,
+        f"the pytorch_state_dict weights need their architecture code {name}, "
+        "which is not in the package",
+        compat.spatial_dims,
+    )
+
+
 def action_text(action: Action) -> str:
     """A short readable description of an action."""
     return _ACTION_TEXT[action]
+
+
+# ------------------------------------------------------------ this installation
+
+Verdict = Literal[
+    "runs",
+    "converts here",
+    "needs the full variant",
+    "needs the convert extra",
+    "needs TensorFlow",
+    "cannot run",
+]
+
+
+@dataclass(frozen=True)
+class Installation:
+    """What this installation of ZooDesk can convert.
+
+    Attributes
+    ----------
+    convertible
+        Weights formats it converts to ONNX (torch, TensorFlow at hand).
+    frozen
+        True for the standalone application (its variants decide what converts).
+    """
+
+    convertible: frozenset[str] = frozenset()
+    frozen: bool = False
+
+
+@dataclass(frozen=True)
+class Capability:
+    """What this installation makes of one model: a short verdict and its reason."""
+
+    verdict: Verdict
+    reason: str
+
+    @property
+    def label(self) -> str:
+        """The verdict, with the reason for "cannot run": ``"cannot run: why"``."""
+        return f"cannot run: {self.reason}" if self.verdict == "cannot run" else self.verdict
+
+    def as_dict(self) -> dict[str, str]:
+        """A JSON-ready dictionary."""
+        return {"verdict": self.verdict, "label": self.label, "reason": self.reason}
+
+
+def capability_here(compat: Compatibility, installation: Installation) -> Capability:
+    """What ``installation`` can do with a model that needs ``compat``."""
+    fmt = compat.weights_format
+    if compat.action == "run":
+        return Capability("runs", compat.reason)
+    if compat.action == "none" or fmt is None:
+        return Capability("cannot run", compat.reason)
+    if fmt in installation.convertible:
+        consent = " (with your consent: it runs the model's code)" if compat.needs_consent else ""
+        return Capability("converts here", f"{compat.reason}{consent}")
+    if compat.action == "convert-tensorflow":
+        return Capability("needs TensorFlow", compat.reason)
+    if installation.frozen:
+        return Capability("needs the full variant", compat.reason)
+    return Capability("needs the convert extra", compat.reason)

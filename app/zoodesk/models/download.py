@@ -1,20 +1,9 @@
-"""Fetching from the model zoo: an HTTP client with retries and resume, and model downloads.
+"""Model downloads from the zoo into the cache.
 
-Network rules (all enforced here, for the catalogue as well):
-
-- Nothing connects when ``Settings.network_enabled`` is false.
-- ``https`` only; plain ``http`` is refused unless ``Settings.allow_http`` is set,
-  except for loopback hosts (``127.0.0.1``, ``::1``, ``localhost``), which never
-  leave the machine (a local mirror, the test server).  Redirects are checked too.
-- ``Settings.proxy`` and ``Settings.ca_bundle`` configure the connection.
-- Transient failures (connection errors, timeouts, HTTP 408/425/429/5xx) are retried
-  with exponential backoff, a bounded number of times; an interrupted transfer
-  resumes where it stopped with an HTTP ``Range`` request.  Other errors are
-  reported at once; every message names the URL.
-
-A download is a plain generator (:func:`download_model`) yielding :class:`Progress`
-events and accepting a cancel check, so the GUI can run it in a worker;
-:func:`download` is the blocking form with a progress bar for the command line.
+A download is a plain generator (:func:`download_model`) yielding
+:class:`~zoodesk.models.http.Progress` events and accepting a cancel check, so the GUI
+can run it in a worker; :func:`download` is the blocking form with a progress bar for
+the command line.  The network rules are :mod:`zoodesk.models.http`'s.
 
 Partial files live in ``<cache>/.downloads/`` so that a transfer interrupted for good
 (cancelled, network gone) resumes on the next attempt; they are deleted when their
@@ -26,375 +15,58 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import ipaddress
-import re
-import ssl
-import time
-from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Generator, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
-from urllib.parse import quote, urlsplit, urlunsplit
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
-import httpx
-
-from zoodesk import __version__
-from zoodesk.errors import CancelledError, ChecksumError, ZooDeskError
-from zoodesk.fileutils import sha256_file
+from zoodesk.errors import ChecksumError
 from zoodesk.models.cache import (
     CachedModel,
     InstallInfo,
     ModelCache,
     PackageFile,
-    parse_description_text,
     referenced_files,
 )
+from zoodesk.models.catalogue import locate_model
 from zoodesk.models.compat import assess
+from zoodesk.models.description import parse_description_text
+from zoodesk.models.http import (
+    CancelCheck,
+    DownloadError,
+    HttpClient,
+    NetworkDisabledError,
+    NetworkOptions,
+    Progress,
+    check_url,
+    file_url,
+    never_cancelled,
+    run_with_progress,
+)
 from zoodesk.models.package import load_model_package
 from zoodesk.settings import Settings, load_settings
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-T = TypeVar("T")
-CancelCheck = Callable[[], bool]
+__all__ = [
+    "WEIGHTS_PREFERENCE",
+    "DownloadError",
+    "HttpClient",
+    "NetworkDisabledError",
+    "NetworkOptions",
+    "Progress",
+    "check_url",
+    "choose_weights",
+    "download",
+    "download_model",
+    "file_url",
+    "plan_files",
+    "run_with_progress",
+]
 
 #: Weights formats a download picks, best first.
 WEIGHTS_PREFERENCE = ("onnx", "torchscript", "pytorch_state_dict")
-_TRANSIENT_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
-
-
-class DownloadError(ZooDeskError):
-    """Something could not be fetched; the message names the URL and the reason."""
-
-
-class NetworkDisabledError(DownloadError):
-    """The settings forbid any network access."""
-
-
-@dataclass(frozen=True)
-class NetworkOptions:
-    """Timeouts, retries and limits of network access.
-
-    Attributes
-    ----------
-    timeout
-        Seconds to wait for a connection or for the next bytes of an answer.
-    attempts
-        How many times a request is tried in all (transient errors only).
-    backoff
-        Delay before the first retry; it doubles with each further retry ...
-    backoff_max
-        ... up to this many seconds.
-    chunk_size
-        Bytes read at a time (also how often cancellation is checked).
-    max_document_bytes
-        Largest index or description accepted.
-    max_file_bytes
-        Largest single package file accepted.
-    """
-
-    timeout: float = 30.0
-    attempts: int = 4
-    backoff: float = 0.5
-    backoff_max: float = 8.0
-    chunk_size: int = 256 * 1024
-    max_document_bytes: int = 64 * 1024**2
-    max_file_bytes: int = 16 * 1024**3
-
-    def delay(self, retry: int) -> float:
-        """Seconds to wait before retry number ``retry`` (1-based)."""
-        return float(min(self.backoff * 2 ** (retry - 1), self.backoff_max))
-
-
-@dataclass(frozen=True)
-class Progress(Generic[T]):
-    """One step of a long-running fetch, for a progress bar.
-
-    Attributes
-    ----------
-    stage
-        ``"index"``, ``"description"``, ``"file"``, ``"install"`` or ``"done"``.
-    message
-        A readable line about the step.
-    file
-        The file being transferred, when there is one.
-    done, total
-        Progress of the current step: bytes of the file (``unit == "bytes"``) or items
-        (``unit == "items"``); ``total`` is None when unknown.
-    files_done, files_total
-        Files (or descriptions) finished so far, out of how many.
-    result
-        Set on the last event only: what the task produced.
-    """
-
-    stage: str
-    message: str
-    file: str | None = None
-    done: int = 0
-    total: int | None = None
-    unit: str = "bytes"
-    files_done: int = 0
-    files_total: int = 0
-    result: T | None = None
-
-
-def _never_cancelled() -> bool:
-    return False
-
-
-def _is_loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def check_url(url: str, settings: Settings) -> None:
-    """Refuse URLs ZooDesk may not fetch (see the module docstring)."""
-    parts = urlsplit(url)
-    if parts.scheme == "https":
-        return
-    if parts.scheme == "http":
-        if settings.allow_http or _is_loopback(parts.hostname or ""):
-            return
-        raise DownloadError(
-            f"{url}: refused plain http (unencrypted); use https, or set allow_http "
-            "in the settings if this server offers nothing else"
-        )
-    raise DownloadError(f"{url}: refused: only https URLs can be fetched")
-
-
-def _sleep(seconds: float, cancel: CancelCheck) -> None:
-    end = time.monotonic() + seconds
-    while (left := end - time.monotonic()) > 0:
-        if cancel():
-            raise CancelledError("download cancelled")
-        time.sleep(min(left, 0.05))
-
-
-class _TransientError(Exception):
-    """A failure worth retrying; ``message`` is what the user sees if retries run out."""
-
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.retry_after = retry_after
-
-
-class HttpClient:
-    """An ``httpx`` client following ZooDesk's network rules.
-
-    Parameters
-    ----------
-    settings
-        Network switch, proxy, CA bundle and the http policy.
-    options
-        Timeouts, retries and limits.
-
-    Raises
-    ------
-    NetworkDisabledError
-        When the settings turn the network off: no connection is ever made.
-    """
-
-    def __init__(self, settings: Settings, options: NetworkOptions | None = None) -> None:
-        if not settings.network_enabled:
-            raise NetworkDisabledError(
-                "network access is turned off in the settings (network_enabled is false): "
-                "nothing was fetched"
-            )
-        self.settings = settings
-        self.options = options or NetworkOptions()
-        verify: ssl.SSLContext | bool = True
-        if settings.ca_bundle:
-            try:
-                verify = ssl.create_default_context(
-                    cafile=str(Path(settings.ca_bundle).expanduser())
-                )
-            except (OSError, ssl.SSLError) as exc:
-                raise DownloadError(
-                    f"{settings.ca_bundle}: cannot use this CA bundle from the settings ({exc})"
-                ) from exc
-        self._client = httpx.Client(
-            proxy=settings.proxy or None,
-            verify=verify,
-            timeout=httpx.Timeout(self.options.timeout),
-            follow_redirects=True,
-            # Byte counts and Range offsets must refer to the file itself, not to a
-            # compressed transfer of it.
-            headers={"User-Agent": f"zoodesk/{__version__}", "Accept-Encoding": "identity"},
-            event_hooks={"request": [self._check_request]},
-        )
-
-    def _check_request(self, request: httpx.Request) -> None:
-        # Runs for redirects as well: an https URL must not lead to plain http.
-        check_url(str(request.url), self.settings)
-
-    def close(self) -> None:
-        self._client.close()
-
-    def __enter__(self) -> HttpClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    # ---- error handling
-
-    def _status_failure(self, url: str, response: httpx.Response) -> Exception:
-        text = f"GET {url}: HTTP {response.status_code} {response.reason_phrase}".rstrip()
-        if response.status_code in _TRANSIENT_STATUS:
-            retry_after = response.headers.get("Retry-After", "")
-            return _TransientError(text, float(retry_after) if retry_after.isdigit() else None)
-        return DownloadError(text)
-
-    def _transport_failure(self, url: str, exc: httpx.TransportError) -> _TransientError:
-        if isinstance(exc, httpx.TimeoutException):
-            wait = f"{self.options.timeout:g} s"
-            return _TransientError(f"GET {url}: no answer within {wait} (timed out)")
-        if isinstance(exc, httpx.ConnectError):
-            return _TransientError(f"GET {url}: cannot connect ({exc})")
-        return _TransientError(f"GET {url}: connection lost ({exc or type(exc).__name__})")
-
-    def _retry_delay(self, n: int, failure: _TransientError, cancel: CancelCheck) -> None:
-        """Wait before retry ``n`` or, when the attempts are used up, give up."""
-        if n >= max(1, self.options.attempts):
-            more = f" (gave up after {n} attempts)" if n > 1 else ""
-            raise DownloadError(failure.message + more) from None
-        delay = self.options.delay(n)
-        if failure.retry_after is not None:
-            delay = min(max(delay, failure.retry_after), self.options.backoff_max)
-        _sleep(delay, cancel)
-
-    # ---- requests
-
-    def get_bytes(
-        self, url: str, *, max_bytes: int | None = None, cancel: CancelCheck | None = None
-    ) -> bytes:
-        """GET a small document (index, description), retrying transient failures."""
-        check_url(url, self.settings)
-        limit = max_bytes or self.options.max_document_bytes
-        cancel = cancel or _never_cancelled
-        n = 0
-        while True:
-            n += 1
-            if cancel():
-                raise CancelledError("download cancelled")
-            buffer = bytearray()
-            try:
-                with self._client.stream("GET", url) as response:
-                    if response.status_code >= 400:
-                        raise self._status_failure(url, response)
-                    for chunk in response.iter_bytes(self.options.chunk_size):
-                        buffer += chunk
-                        if len(buffer) > limit:
-                            raise DownloadError(
-                                f"GET {url}: refused: larger than {limit // 1024**2} MB"
-                            )
-                        if cancel():
-                            raise CancelledError("download cancelled")
-                return bytes(buffer)
-            except httpx.TransportError as exc:
-                self._retry_delay(n, self._transport_failure(url, exc), cancel)
-            except _TransientError as failure:
-                self._retry_delay(n, failure, cancel)
-
-    def stream_to_file(
-        self,
-        url: str,
-        part: Path,
-        *,
-        event: Callable[[int, int | None], Progress[Any]],
-        cancel: CancelCheck | None = None,
-    ) -> Generator[Progress[Any], None, tuple[str, bool]]:
-        """Download ``url`` into ``part``, resuming from the bytes already in it.
-
-        Yields the events ``event(done, total)`` builds; returns the file's sha256 and
-        whether any part of it came from an earlier, interrupted transfer.
-        """
-        check_url(url, self.settings)
-        cancel = cancel or _never_cancelled
-        part.parent.mkdir(parents=True, exist_ok=True)
-        resumed = False
-        n = 0
-        while True:
-            n += 1
-            if cancel():
-                raise CancelledError("download cancelled")
-            try:
-                resumed = (yield from self._stream_once(url, part, event, cancel)) or resumed
-                return sha256_file(part), resumed
-            except httpx.TransportError as exc:
-                self._retry_delay(n, self._transport_failure(url, exc), cancel)
-            except _TransientError as failure:
-                self._retry_delay(n, failure, cancel)
-
-    def _stream_once(
-        self,
-        url: str,
-        part: Path,
-        event: Callable[[int, int | None], Progress[Any]],
-        cancel: CancelCheck,
-    ) -> Generator[Progress[Any], None, bool]:
-        """One GET of ``url`` into ``part`` (resuming); returns True if it resumed."""
-        offset = part.stat().st_size if part.exists() else 0
-        headers = {"Range": f"bytes={offset}-"} if offset else {}
-        with self._client.stream("GET", url, headers=headers) as response:
-            if response.status_code == 416 and offset:
-                # The partial file is not a prefix of this resource (any more).
-                part.unlink()
-                raise _TransientError(f"GET {url}: the partial download was stale")
-            if response.status_code >= 400:
-                raise self._status_failure(url, response)
-            if response.status_code == 206:
-                if _range_start(response) != offset:
-                    part.unlink(missing_ok=True)
-                    raise _TransientError(f"GET {url}: the server answered another range")
-            else:
-                offset = 0  # the server sends the whole file
-            length = response.headers.get("Content-Length", "")
-            total = offset + int(length) if length.isdigit() else None
-            limit = self.options.max_file_bytes
-            if total is not None and total > limit:
-                raise DownloadError(f"GET {url}: refused: {total} bytes is implausibly large")
-            done = offset
-            yield event(done, total)
-            with part.open("ab" if offset else "wb") as fh:
-                for chunk in response.iter_bytes(self.options.chunk_size):
-                    fh.write(chunk)
-                    done += len(chunk)
-                    if done > (total or limit):
-                        raise DownloadError(
-                            f"GET {url}: refused: the server sent more bytes than announced"
-                        )
-                    if cancel():
-                        raise CancelledError("download cancelled")
-                    yield event(done, total)
-            if total is not None and done < total:
-                raise _TransientError(f"GET {url}: connection lost after {done} of {total} bytes")
-        return offset > 0
-
-
-def _range_start(response: httpx.Response) -> int | None:
-    match = re.match(r"bytes (\d+)-\d+/(\d+|\*)", response.headers.get("Content-Range", ""))
-    return int(match.group(1)) if match else None
-
-
-def file_url(description_url: str, path: str) -> str:
-    """The URL of a package file given by ``path`` relative to its description.
-
-    The description URL's query (e.g. the zoo's ``?version=v0``) applies to the files
-    as well.
-    """
-    if path.startswith(("http://", "https://")):
-        return path
-    parts = urlsplit(description_url)
-    folder = parts.path.rsplit("/", 1)[0]
-    return urlunsplit((parts.scheme, parts.netloc, f"{folder}/{quote(path)}", parts.query, ""))
-
 
 # ----------------------------------------------------------------------- model files
 
@@ -501,11 +173,9 @@ def download_model(
     DownloadError, ChecksumError, CancelledError, ModelPackageError
         Nothing is installed in any of these cases.
     """
-    from zoodesk.models.catalogue import locate_model  # the catalogue uses this module
-
     settings = settings or load_settings()
     cache = cache or ModelCache.from_settings(settings)
-    cancel = cancel or _never_cancelled
+    cancel = cancel or never_cancelled
     with HttpClient(settings, options) as client:
         yield Progress("index", f"looking up {ref}", unit="items")
         where = locate_model(ref, settings=settings, client=client, index_url=index_url)
@@ -597,61 +267,6 @@ def _fetch_one(
         f"{url}: sha256 mismatch (the description says {(expected or '')[:12]}..., the downloaded "
         f"file is {sha[:12]}...): refused, nothing was installed"
     )
-
-
-# ------------------------------------------------------------------- blocking wrappers
-
-
-def _amount(event: Progress[Any]) -> str:
-    if event.unit == "bytes":
-        done = f"{event.done / 1e6:.1f}"
-        return f"{done}/{event.total / 1e6:.1f} MB" if event.total else f"{done} MB"
-    return f"{event.done}/{event.total}" if event.total else ""
-
-
-def run_with_progress(
-    events: Iterable[Progress[T]], *, console: Console | None = None, show: bool = True
-) -> T:
-    """Consume a progress generator, drawing a rich progress bar; return its result.
-
-    Parameters
-    ----------
-    events
-        E.g. :func:`download_model` or the catalogue refresh.
-    console
-        Where to draw (default: standard error).
-    show
-        False consumes the events silently.
-    """
-    from rich.console import Console
-    from rich.progress import BarColumn, TextColumn, TimeElapsedColumn
-    from rich.progress import Progress as Bar
-
-    result: T | None = None
-    if not show:
-        for ev in events:
-            result = ev.result if ev.result is not None else result
-    else:
-        columns = (
-            TextColumn("{task.description}"),
-            BarColumn(),
-            TextColumn("{task.fields[amount]}"),
-            TimeElapsedColumn(),
-        )
-        with Bar(*columns, console=console or Console(stderr=True), transient=True) as bar:
-            task = bar.add_task("", total=None, amount="")
-            for ev in events:
-                bar.update(
-                    task,
-                    description=ev.message,
-                    completed=ev.done,
-                    total=ev.total,
-                    amount=_amount(ev),
-                )
-                result = ev.result if ev.result is not None else result
-    if result is None:
-        raise ZooDeskError("the task ended without a result")
-    return result
 
 
 def download(

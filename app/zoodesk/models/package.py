@@ -9,8 +9,6 @@ the zoo) do not prevent a package from loading.
 from __future__ import annotations
 
 import hashlib
-import threading
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,18 +16,21 @@ from typing import Any
 from zoodesk.errors import ChecksumError, ModelPackageError, UnsupportedWeightsError
 from zoodesk.fileutils import sha256_file
 from zoodesk.models.archive import safe_extract_zip
+from zoodesk.models.description import (
+    ReadDescription,
+    read_description_data,
+    read_model_description,
+)
 from zoodesk.models.spec import (
     CONVERTIBLE_WEIGHTS_FORMATS,
     EXECUTABLE_WEIGHTS_FORMATS,
     FileRef,
     ModelSpec,
     WeightsSpec,
-    model_spec_from_descr,
 )
 from zoodesk.settings import zoodesk_home
 
 DESCRIPTION_NAMES = ("bioimageio.yaml", "rdf.yaml")
-_SPEC_LOCK = threading.Lock()
 
 
 @dataclass
@@ -40,6 +41,7 @@ class ModelPackage:
     description_path: Path
     spec: ModelSpec
     descr: Any = field(repr=False)
+    warnings: tuple[str, ...] = ()
     _verified: dict[Path, str] = field(default_factory=dict, repr=False)
 
     @property
@@ -107,19 +109,29 @@ class ModelPackage:
         return path
 
 
-def _find_description(folder: Path) -> Path:
+#: Other names under which descriptions are found, after DESCRIPTION_NAMES.  Format
+#: 0.3 packages named theirs ``<name>.model.yaml``; they are found so that the
+#: message can say what they are.
+DESCRIPTION_PATTERNS = ("*.bioimageio.yaml", "*rdf.yaml", "*.model.yaml")
+
+
+def find_description(folder: Path, origin: Path | str | None = None) -> Path:
+    """The model description in a package folder.
+
+    ``origin`` names the folder in messages (default: ``folder``).
+    """
     for name in DESCRIPTION_NAMES:
         if (folder / name).is_file():
             return folder / name
-    candidates = sorted(folder.glob("*.bioimageio.yaml")) + sorted(folder.glob("*rdf.yaml"))
+    candidates = sorted({p for pattern in DESCRIPTION_PATTERNS for p in folder.glob(pattern)})
     if len(candidates) == 1:
         return candidates[0]
     if not candidates:
         raise ModelPackageError(
-            f"{folder}: no model description (bioimageio.yaml or rdf.yaml) in this folder"
+            f"{origin or folder}: no model description (bioimageio.yaml or rdf.yaml) in this folder"
         )
     names = ", ".join(c.name for c in candidates)
-    raise ModelPackageError(f"{folder}: several descriptions ({names}); name one of them")
+    raise ModelPackageError(f"{origin or folder}: several descriptions ({names}); name one of them")
 
 
 def _unpack_dir_for(archive: Path) -> Path:
@@ -129,86 +141,45 @@ def _unpack_dir_for(archive: Path) -> Path:
     return zoodesk_home() / "unpacked" / f"{archive.stem}-{digest.hexdigest()[:16]}"
 
 
-def _validation_errors(descr: Any) -> str:
-    summary = getattr(descr, "validation_summary", None)
-    messages: list[str] = []
-    for detail in getattr(summary, "details", None) or ():
-        for err in getattr(detail, "errors", None) or ():
-            loc = ".".join(str(p) for p in getattr(err, "loc", ()))
-            messages.append(f"{loc}: {err.msg}" if loc else str(err.msg))
-    if not messages:
-        return "invalid description"
-    more = f" (and {len(messages) - 3} more)" if len(messages) > 3 else ""
-    return "; ".join(messages[:3]) + more
+def load_description_file(path: Path, source: str | None = None) -> ReadDescription:
+    """Read, validate and flatten a description file (see :mod:`zoodesk.models.description`).
+
+    ``source`` names the description in messages (default: ``path``).
+    """
+    return read_model_description(
+        read_description_data(path),
+        source or str(path),
+        root=path.parent,
+        file_name=path.name,
+    )
 
 
-def _original_weights_sha256(path: Path) -> dict[str, str]:
-    """Weights checksums as written in the file (0.4 -> 0.5 conversion drops some)."""
-    from bioimageio.spec import load_description
-
-    with _SPEC_LOCK, warnings.catch_warnings():
-        # The same conversion notes as in load_description_file: not the user's concern.
-        warnings.simplefilter("ignore")
-        original = load_description(path, perform_io_checks=False, format_version="discover")
-    weights = getattr(original, "weights", None)
-    result: dict[str, str] = {}
-    for fmt in ("onnx", "torchscript", "pytorch_state_dict", "keras_hdf5"):
-        entry = getattr(weights, fmt, None)
-        if entry is not None and getattr(entry, "sha256", None):
-            result[fmt] = str(entry.sha256)
-    return result
+def _user_name(given: Path, description: Path, display_name: str | None) -> str:
+    """How messages name a description: as the user gave it, never an internal copy."""
+    if display_name:
+        return display_name
+    if given.is_file() and given.suffix.lower() == ".zip":
+        return f"{given} ({description.name})"
+    return str(description)
 
 
-def load_description_file(path: Path) -> tuple[Any, ModelSpec]:
-    """Parse and validate a description file; return the spec object and the flat spec."""
-    from bioimageio.spec import InvalidDescr, load_model_description
-    from bioimageio.spec.model import v0_5
-
-    try:
-        # bioimageio.spec parses YAML with a shared parser that breaks when two threads
-        # use it at once (the desktop application loads models in worker threads).
-        with _SPEC_LOCK, warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            descr = load_model_description(path, perform_io_checks=False, format_version="latest")
-    except Exception as exc:
-        # bioimageio.spec raises YAML and validation errors of many kinds here.
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelPackageError(f"{path}: cannot read the description ({first})") from exc
-    if isinstance(descr, InvalidDescr) or not isinstance(descr, v0_5.ModelDescr):
-        kind = getattr(descr, "type", None)
-        if kind and kind != "model":
-            raise ModelPackageError(f"{path}: describes a {kind}, not a model")
-        raise ModelPackageError(
-            f"{path}: not a valid model description: {_validation_errors(descr)}"
-        )
-    original_sha = {}
-    if any(
-        getattr(getattr(descr.weights, f, None), "sha256", 1) is None
-        for f in ("onnx", "torchscript")
-    ):
-        original_sha = _original_weights_sha256(path)
-    try:
-        spec = model_spec_from_descr(descr, original_sha)
-    except (ValueError, AttributeError, TypeError) as exc:
-        raise ModelPackageError(f"{path}: unsupported description content ({exc})") from exc
-    return descr, spec
-
-
-def load_model_package(source: str | Path) -> ModelPackage:
+def load_model_package(source: str | Path, *, display_name: str | None = None) -> ModelPackage:
     """Load a model package from a folder, a description file or a ``.zip``.
 
-    Raises :class:`ModelPackageError` with a one-line message naming the file.
+    ``display_name`` names the description in messages when ``source`` is a copy the
+    user never saw (a staging folder of the cache).  Raises :class:`ModelPackageError`
+    with a message naming the file, one line per problem.
     """
     path = Path(source).expanduser()
     if not path.exists():
         raise ModelPackageError(f"{path}: no such file or folder")
     if path.is_dir():
-        description = _find_description(path)
+        description = find_description(path)
     elif path.suffix.lower() == ".zip":
         unpacked = _unpack_dir_for(path)
         if not unpacked.is_dir():
             safe_extract_zip(path, unpacked)
-        description = _find_description(unpacked)
+        description = find_description(unpacked)
     elif path.suffix.lower() in (".yaml", ".yml"):
         description = path
     else:
@@ -217,7 +188,11 @@ def load_model_package(source: str | Path) -> ModelPackage:
             "(expected a folder, a .zip, or a bioimageio.yaml/rdf.yaml file)"
         )
     description = description.resolve()
-    descr, spec = load_description_file(description)
+    read = load_description_file(description, source=_user_name(path, description, display_name))
     return ModelPackage(
-        root=description.parent, description_path=description, spec=spec, descr=descr
+        root=description.parent,
+        description_path=description,
+        spec=read.spec,
+        descr=read.descr,
+        warnings=read.warnings,
     )

@@ -17,8 +17,13 @@ AxisKind = Literal["batch", "channel", "space", "time", "index"]
 
 #: Weights formats that ZooDesk executes directly.
 EXECUTABLE_WEIGHTS_FORMATS = ("onnx",)
-#: Weights formats that can be converted to ONNX when torch is installed.
-CONVERTIBLE_WEIGHTS_FORMATS = ("torchscript", "pytorch_state_dict")
+#: Weights formats converted to ONNX with torch, best first (torchscript runs no code
+#: from the package; a state dict runs its architecture code).
+PYTORCH_WEIGHTS_FORMATS = ("torchscript", "pytorch_state_dict")
+#: Weights formats converted to ONNX with TensorFlow and tf2onnx, best first.
+TENSORFLOW_WEIGHTS_FORMATS = ("keras_hdf5", "tensorflow_saved_model_bundle")
+#: Weights formats that ZooDesk converts to ONNX, in the order they are preferred.
+CONVERTIBLE_WEIGHTS_FORMATS = (*PYTORCH_WEIGHTS_FORMATS, *TENSORFLOW_WEIGHTS_FORMATS)
 #: Pre- and postprocessing steps (bioimage.io ids) that zoodesk.inference.processing
 #: implements: every step the specification defines, formats 0.4 and 0.5.
 SUPPORTED_OPS = frozenset(

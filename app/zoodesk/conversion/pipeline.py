@@ -1,20 +1,24 @@
-"""Weights conversion: PyTorch weights of a cached model to ONNX, tested before use.
+"""Weights conversion: PyTorch, Keras and TensorFlow weights to ONNX, tested before use.
 
-:func:`convert_model` (a generator of :class:`~zoodesk.models.download.Progress`
-events, with a cancel check, for the GUI) and :func:`convert` (blocking, for the
-command line) take a cached model and
+:func:`convert_model` (a generator of :class:`~zoodesk.models.http.Progress` events,
+with a cancel check, for the GUI) and :func:`convert` (blocking, for the command
+line) take a cached model and
 
-1. pick the weights to convert: torchscript, else ``pytorch_state_dict``.  The latter
-   needs the user's consent (``trust_code``), because loading it executes the
-   architecture code shipped in the package; without consent nothing runs and the
-   error names that code.
-2. export them to ONNX in a separate process (:mod:`zoodesk.models._convert_worker`,
-   the only module that imports torch) with dynamic batch and spatial axes, and
-   check the exported graph against torch's own outputs on the test inputs.
-3. measure which input sizes the graph accepts (:func:`probe_input_sizes`): a
-   description usually declares the one size the PyTorch weights were tested with,
-   while the converted graph often takes any ``min + n * step``.  The sizes are
-   recorded in the description's ``config.zoodesk.onnx_input_sizes`` and applied by
+1. pick the weights to convert: torchscript, else ``pytorch_state_dict``, else Keras
+   (``keras_hdf5``), else a TensorFlow saved model.  A state dict needs the user's
+   consent (``trust_code``), because loading it executes the architecture code
+   shipped in the package (or the installed module it names); without consent
+   nothing runs and the error names that code.
+2. export them to ONNX in a separate process (:mod:`zoodesk.conversion._worker`,
+   the only module that imports torch or TensorFlow; :mod:`zoodesk.conversion.launch`
+   starts it, from Python or from the standalone application) with dynamic batch
+   and spatial axes, and check the exported graph against the framework's own
+   outputs on the test inputs.
+3. measure which input sizes the graph accepts
+   (:func:`zoodesk.conversion.sizes.probe_input_sizes`): a description usually
+   declares the one size the weights were tested with, while the converted graph
+   often takes any ``min + n * step``.  The sizes are recorded in the description's
+   ``config.zoodesk.onnx_input_sizes`` and applied by
    :func:`zoodesk.models.spec.apply_onnx_input_sizes`, so the engine tiles freely.
 4. run the model's own test tensors through the engine with the converted weights
    on a trial copy of the model; only if the test passes are the weights added to
@@ -33,14 +37,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import importlib.util
 import json
-import math
-import os
 import queue
 import shutil
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Generator, Mapping, Sequence
@@ -50,17 +50,30 @@ from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
+from zoodesk.conversion.launch import (
+    can_convert,
+    missing_framework_hint,
+    torch_available,
+    worker_command,
+    worker_environment,
+)
+from zoodesk.conversion.sizes import (
+    SizeProbe,
+    graph_nodes_in_order,
+    probe_input_sizes,
+    probe_session,
+)
 from zoodesk.errors import CancelledError, ModelPackageError, ZooDeskError
 from zoodesk.fileutils import sha256_file
-from zoodesk.inference.session import numpy_dtype
-from zoodesk.models.cache import CachedModel, ModelCache, read_description_data
-from zoodesk.models.download import Progress
+from zoodesk.models.cache import CachedModel, ModelCache
+from zoodesk.models.description import read_description_data
+from zoodesk.models.http import Progress
 from zoodesk.models.package import ModelPackage, load_model_package
 from zoodesk.models.spec import (
     CONVERTIBLE_WEIGHTS_FORMATS,
     ONNX_INPUT_SIZES,
+    PYTORCH_WEIGHTS_FORMATS,
     ModelSpec,
-    TensorSpec,
     WeightsSpec,
     model_spec_from_descr,
 )
@@ -70,15 +83,28 @@ if TYPE_CHECKING:
     # Imported lazily at run time: merely importing this module stays cheap.
     from zoodesk.inference.reproducibility import TestReport
 
+__all__ = [
+    "DEFAULT_OPSET",
+    "ConsentRequiredError",
+    "ConversionError",
+    "ConversionResult",
+    "ConversionTestError",
+    "FrameworkMissingError",
+    "SizeProbe",
+    "TorchMissingError",
+    "convert",
+    "convert_model",
+    "convertible_formats",
+    "probe_input_sizes",
+    "torch_available",
+]
+
 #: ONNX opset of converted weights: supported by every ONNX Runtime build ZooDesk
 #: ships (CPU, CUDA, DirectML) and by torch's TorchScript-based exporter.
 DEFAULT_OPSET = 17
-#: Largest step between accepted sizes that :func:`probe_input_sizes` looks for.
-MAX_PROBED_STEP = 256
-#: Installation hint shown when torch is missing.
-INSTALL_HINT = "install the convert extra (pip install 'zoodesk[convert]')"
+#: Weights formats converted to ONNX, in the order they are preferred.
+CONVERTIBLE_FORMATS = CONVERTIBLE_WEIGHTS_FORMATS
 
-_WORKER_MODULE = "zoodesk.models._convert_worker"
 _PROGRESS_PREFIX = "@zoodesk "
 _STAGES = ("prepare", "load", "run", "export", "check", "probe", "test", "install", "done")
 
@@ -89,8 +115,12 @@ class ConversionError(ZooDeskError):
     """Weights could not be converted, or the conversion was refused."""
 
 
-class TorchMissingError(ConversionError):
-    """torch is not installed: conversion needs the optional ``convert`` extra."""
+class FrameworkMissingError(ConversionError):
+    """This installation lacks the framework (torch, TensorFlow) the weights need."""
+
+
+class TorchMissingError(FrameworkMissingError):
+    """torch is not installed: conversion needs the full variant or the ``convert`` extra."""
 
 
 class ConsentRequiredError(ConversionError):
@@ -124,27 +154,6 @@ class ConversionTestError(ConversionError):
 # ------------------------------------------------------------------------ results
 
 
-@dataclass(frozen=True)
-class SizeProbe:
-    """Which input sizes a graph accepts, as measured by :func:`probe_input_sizes`.
-
-    Attributes
-    ----------
-    inputs
-        Per input tensor id and axis id, ``{"min": m, "step": s}`` (a batch axis:
-        ``{"min": 1, "step": 1}``, any batch); only axes whose accepted sizes go
-        beyond the declared ones.  Empty: the declared sizes stay.
-    probes
-        Graph runs spent.
-    notes
-        Why some axes keep their declared size.
-    """
-
-    inputs: Mapping[str, Mapping[str, Mapping[str, int]]]
-    probes: int
-    notes: tuple[str, ...] = ()
-
-
 @dataclass
 class ConversionResult:
     """What one conversion did.
@@ -168,7 +177,7 @@ class ConversionResult:
     declared_sizes
         The declared size of each measured axis, for comparison.
     export_max_abs_diff
-        Largest difference between torch's and the graph's raw outputs on the test
+        Largest difference between the original weights' and the graph's raw outputs on the test
         inputs.
     test
         The model's own test run with the converted weights.
@@ -178,8 +187,8 @@ class ConversionResult:
         True when the model was first imported into the cache from a path.
     replaced
         The former ONNX weights file, when an ONNX entry was replaced.
-    torch_version
-        The torch that loaded and exported the weights.
+    framework_version
+        The framework that loaded and exported the weights (e.g. ``torch 2.13.0``).
     notes
         Remarks (e.g. fixed shapes used because dynamic export failed).
     seconds
@@ -200,7 +209,7 @@ class ConversionResult:
     installed: bool = False
     imported: bool = False
     replaced: str | None = None
-    torch_version: str = ""
+    framework_version: str = ""
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -223,7 +232,7 @@ class ConversionResult:
             "source_file": self.source_file,
             "output_file": str(self.output_file) if self.output_file else None,
             "opset_version": self.opset_version,
-            "torch_version": self.torch_version,
+            "framework_version": self.framework_version,
             "dynamic_axes": self.dynamic_axes,
             "accepted_sizes": {
                 "inputs": {t: dict(axes) for t, axes in self.sizes.inputs.items()},
@@ -246,7 +255,7 @@ class ConversionResult:
         verdict = "passed" if self.passed else "FAILED"
         lines = [
             f"{self.name} [{self.model}]: {self.source_format} weights ({self.source_file}) "
-            f"to ONNX (opset {self.opset_version}, torch {self.torch_version or '?'})",
+            f"to ONNX (opset {self.opset_version}, {self.framework_version or '?'})",
             f"  output: {self.output_file or '(not added to the cache)'}",
             "  dynamic axes: "
             + (
@@ -257,7 +266,9 @@ class ConversionResult:
         ]
         lines += [f"  note: {n}" for n in (*self.sizes.notes, *self.notes)]
         if self.export_max_abs_diff is not None:
-            lines.append(f"  export: max abs diff to torch {self.export_max_abs_diff:.3g}")
+            lines.append(
+                f"  export: max abs diff to the original weights {self.export_max_abs_diff:.3g}"
+            )
         for o in self.test.outputs:
             detail = o.message or (
                 f"max abs diff {o.max_abs_diff:.3g}, mismatched {o.mismatched_ppm:.1f} ppm "
@@ -287,11 +298,6 @@ def _describe_sizes(sizes: SizeProbe, declared: Mapping[str, Mapping[str, int | 
 # ---------------------------------------------------------------------- utilities
 
 
-def torch_available() -> bool:
-    """True when torch can be found (it is not imported: conversion runs elsewhere)."""
-    return importlib.util.find_spec("torch") is not None
-
-
 def _never() -> bool:
     return False
 
@@ -314,204 +320,6 @@ def _check_cancel(cancel: CancelCheck) -> None:
         raise CancelledError("weights conversion cancelled")
 
 
-# ---------------------------------------------------------------- size probing
-
-
-def _probe_session(path: Path) -> Any:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    # Probing tries sizes that fail on purpose: keep the runtime's error log quiet.
-    options.log_severity_level = 4
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
-def _by_name(nodes: Sequence[Any], tensors: Sequence[TensorSpec]) -> list[Any]:
-    """Graph nodes in the order of the description's tensors (by name, else order)."""
-    names = {n.name: n for n in nodes}
-    if all(t.id in names for t in tensors):
-        return [names[t.id] for t in tensors]
-    return list(nodes)[: len(tensors)]
-
-
-def _expected_output_shape(
-    spec: ModelSpec, tensor: TensorSpec, in_tensor: TensorSpec, in_shape: Sequence[int]
-) -> list[int | None] | None:
-    """The output shape the description implies for one input shape (None: any size).
-
-    Returns None when a size reference gives no whole number of pixels: the tiler
-    could not map such a block, so that input size is not usable.
-    """
-    batch = next((n for a, n in zip(in_tensor.axes, in_shape, strict=True) if a.kind == "batch"), 1)
-    shape: list[int | None] = []
-    for ax in tensor.axes:
-        if ax.kind == "batch":
-            shape.append(batch)
-        elif ax.size is not None:
-            shape.append(ax.size)
-        elif ax.reference is not None and ax.reference.tensor_id == in_tensor.id:
-            ref = in_tensor.axis(ax.reference.axis_id)
-            value = in_shape[in_tensor.index_of(ref.id)] * ref.scale / ax.scale
-            value += ax.reference.offset
-            if abs(value - round(value)) > 1e-6:
-                return None
-            shape.append(round(value))
-        else:
-            shape.append(None)
-    return shape
-
-
-def probe_input_sizes(
-    onnx_path: Path,
-    spec: ModelSpec,
-    base_shape: Sequence[int],
-    *,
-    cancel: CancelCheck | None = None,
-) -> SizeProbe:
-    """Measure which sizes of the input's spatial axes an ONNX graph accepts.
-
-    Only axes that the description declares with a fixed size and that the graph
-    leaves variable are measured (a declared ``min + n * step`` is kept as is).  A
-    size is accepted when the graph runs and every output has the shape the
-    description implies.  The search assumes the usual constraint of convolutional
-    networks, ``min + n * step`` with a power-of-two step, and stays cheap:
-
-    1. halve all measured axes together while the graph accepts it, giving a small
-       accepted shape (512 -> 256 -> ... -> 8 for a UNet with 3 poolings);
-    2. per axis, the step is the smallest power of two ``s`` for which that small
-       size plus ``s`` is accepted, and the minimum is found by bisection below it;
-    3. the result is checked on the minimum, on unequal sizes across axes and on a
-       size beyond the declared one; if any check fails the declared sizes stay.
-
-    A batch axis is reported as free when a batch of 2 is accepted.
-
-    Parameters
-    ----------
-    onnx_path
-        The graph.
-    spec
-        The model description (its input axes as declared).
-    base_shape
-        A shape the graph accepts (the test input's).
-    cancel
-        Checked between graph runs.
-
-    Returns
-    -------
-    SizeProbe
-        The accepted sizes of the axes that go beyond the declared ones.
-    """
-    cancel = cancel or _never
-    if len(spec.inputs) != 1:
-        return SizeProbe({}, 0, ("models with several inputs keep their declared input sizes",))
-    tensor = spec.inputs[0]
-    if any(a.reference is not None for a in tensor.axes):
-        return SizeProbe({}, 0, ("inputs sized by reference keep their declared sizes",))
-    session = _probe_session(onnx_path)
-    graph_in = _by_name(session.get_inputs(), [tensor])[0]
-    graph_outs = _by_name(session.get_outputs(), spec.outputs)
-    out_names = [o.name for o in graph_outs]
-    dtype = numpy_dtype(graph_in.type)
-    dims = list(graph_in.shape)
-    base = list(base_shape)
-    batch_pos = next((i for i, a in enumerate(tensor.axes) if a.kind == "batch"), None)
-    if batch_pos is not None:
-        base[batch_pos] = 1
-    probes = 0
-
-    def accepted(sizes: Mapping[int, int], batch: int = 1) -> bool:
-        nonlocal probes
-        _check_cancel(cancel)
-        shape = list(base)
-        for i, n in sizes.items():
-            shape[i] = n
-        if batch_pos is not None:
-            shape[batch_pos] = batch
-        if min(shape) < 1:
-            return False
-        probes += 1
-        try:
-            outputs = session.run(out_names, {graph_in.name: np.zeros(shape, dtype)})
-        except Exception:
-            # The runtime raises its own error types for shapes the graph rejects.
-            return False
-        for out, t in zip(outputs, spec.outputs, strict=True):
-            expected = _expected_output_shape(spec, t, tensor, shape)
-            if expected is None or len(expected) != out.ndim:
-                return False
-            if any(e is not None and e != n for e, n in zip(expected, out.shape, strict=True)):
-                return False
-        return True
-
-    notes: list[str] = []
-    measured = [
-        i
-        for i, a in enumerate(tensor.axes)
-        if a.is_spatial and a.size is not None and not isinstance(dims[i], int)
-    ]
-    fixed_in_graph = [
-        a.id for i, a in enumerate(tensor.axes) if a.is_spatial and isinstance(dims[i], int)
-    ]
-    if fixed_in_graph:
-        notes.append(f"the graph fixes the size of {', '.join(fixed_in_graph)}")
-    if not accepted({}):
-        return SizeProbe({}, probes, ("the graph rejects the test input's shape",))
-    sizes: dict[str, dict[str, dict[str, int]]] = {}
-    small = {i: base[i] for i in measured}
-    while measured and all(small[i] % 2 == 0 for i in measured):
-        half = {i: small[i] // 2 for i in measured}
-        if not accepted(half):
-            break
-        small = half
-    steps: dict[int, int] = {}
-    minima: dict[int, int] = {}
-    for i in measured:
-        others = {j: small[j] for j in measured if j != i}
-        step = next(
-            (
-                s
-                for s in (2**k for k in range(int(math.log2(MAX_PROBED_STEP)) + 1))
-                if accepted({**others, i: small[i] + s})
-            ),
-            None,
-        )
-        if step is None:
-            notes.append(f"{tensor.axes[i].id}: no other size found; it keeps its declared size")
-            continue
-        low, high = 0, (small[i] - 1) // step
-        while low < high:
-            mid = (low + high + 1) // 2
-            if accepted({**others, i: small[i] - mid * step}):
-                low = mid
-            else:
-                high = mid - 1
-        steps[i] = step
-        minima[i] = small[i] - low * step
-    free = list(steps)
-    if free:
-        checks = [
-            {i: minima[i] for i in free},
-            {i: minima[i] + (k + 1) * steps[i] for k, i in enumerate(free)},
-            {i: base[i] + steps[i] for i in free},
-        ]
-        fixed_rest = {i: base[i] for i in measured if i not in steps}
-        consistent = all((base[i] - minima[i]) % steps[i] == 0 for i in free)
-        if consistent and all(accepted({**fixed_rest, **c}) for c in checks):
-            for i in free:
-                sizes.setdefault(tensor.id, {})[tensor.axes[i].id] = {
-                    "min": minima[i],
-                    "step": steps[i],
-                }
-        else:
-            notes.append("the sizes found did not hold up when checked; declared sizes kept")
-            free = []
-    if batch_pos is not None and tensor.axes[batch_pos].size is not None:
-        small_shape = {i: minima[i] for i in free} or {i: small[i] for i in measured}
-        if not isinstance(dims[batch_pos], int) and accepted(small_shape, batch=2):
-            sizes.setdefault(tensor.id, {})[tensor.axes[batch_pos].id] = {"min": 1, "step": 1}
-    return SizeProbe(sizes, probes, tuple(notes))
-
-
 # ------------------------------------------------------------------ preparation
 
 
@@ -526,10 +334,10 @@ def _local_file(package: ModelPackage, weights: WeightsSpec, key: str) -> Path:
 
 def _choose_format(spec: ModelSpec, requested: str | None, key: str) -> str:
     if requested is not None:
-        if requested not in CONVERTIBLE_WEIGHTS_FORMATS:
+        if requested not in CONVERTIBLE_FORMATS:
             raise ConversionError(
                 f"cannot convert {requested} weights: only "
-                f"{' and '.join(CONVERTIBLE_WEIGHTS_FORMATS)} weights are converted to ONNX"
+                f"{' and '.join(CONVERTIBLE_FORMATS)} weights are converted to ONNX"
             )
         if requested not in spec.weights:
             raise ConversionError(
@@ -537,16 +345,17 @@ def _choose_format(spec: ModelSpec, requested: str | None, key: str) -> str:
             )
         return requested
     # torchscript first: it runs no code from the package.
-    for fmt in CONVERTIBLE_WEIGHTS_FORMATS:
+    for fmt in CONVERTIBLE_FORMATS:
         weights = spec.weights.get(fmt)
         if weights is not None and not weights.source.is_remote:
             return fmt
-    for fmt in CONVERTIBLE_WEIGHTS_FORMATS:
+    for fmt in CONVERTIBLE_FORMATS:
         if fmt in spec.weights:
             return fmt
     raise ConversionError(
-        f"{key}: no torchscript or pytorch_state_dict weights to convert "
-        f"(the model has: {', '.join(spec.weights) or 'none'})"
+        f"{key}: no weights that can be converted to ONNX "
+        f"(the model has: {', '.join(spec.weights) or 'none'}; ZooDesk converts "
+        f"{', '.join(CONVERTIBLE_FORMATS)})"
     )
 
 
@@ -557,12 +366,15 @@ def _architecture(package: ModelPackage, key: str) -> dict[str, Any]:
     if entry is None or arch is None:
         raise ConversionError(f"{key}: the pytorch_state_dict weights name no architecture")
     kwargs = dict(getattr(arch, "kwargs", None) or {})
+    environment = getattr(entry, "dependencies", None)
+    environment_source = getattr(environment, "source", None)
     result: dict[str, Any] = {
         "callable": str(arch.callable),
         "kwargs": json.loads(json.dumps(kwargs, default=str)),
         "strict": bool(getattr(entry, "strict", True)),
         "import_from": None,
         "path": None,
+        "environment": str(environment_source) if environment_source else None,
     }
     if getattr(arch, "import_from", None):
         result["import_from"] = str(arch.import_from)
@@ -573,6 +385,11 @@ def _architecture(package: ModelPackage, key: str) -> dict[str, Any]:
     if ref.is_remote:
         raise ConversionError(
             f"{key}: the architecture code {ref.source} is not in the package (remote file)"
+        )
+    if not package.path_of(ref).is_file():
+        raise ConversionError(
+            f"{key}: the architecture code {ref.source} (callable {arch.callable}) that the "
+            "pytorch_state_dict weights need is missing from the package"
         )
     result["path"] = str(package.verify(ref))
     return result
@@ -656,17 +473,6 @@ def _pump(stream: IO[str], events: queue.Queue[Any], other: list[str]) -> None:
     events.put(None)
 
 
-def _worker_env() -> dict[str, str]:
-    import zoodesk
-
-    env = dict(os.environ)
-    # The worker imports this very zoodesk, wherever it is installed or checked out.
-    own = str(Path(zoodesk.__file__).resolve().parents[1])
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (own, env.get("PYTHONPATH", "")) if p)
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
 def _run_worker(
     job: dict[str, Any], work: Path, cancel: CancelCheck
 ) -> Generator[Progress[ConversionResult], None, dict[str, Any]]:
@@ -677,13 +483,13 @@ def _run_worker(
     events: queue.Queue[Any] = queue.Queue()
     with log_path.open("w", encoding="utf-8") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", _WORKER_MODULE, str(job_path)],
+            worker_command(job_path),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=log,
             text=True,
             cwd=work,
-            env=_worker_env(),
+            env=worker_environment(),
             creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0),
         )
         assert proc.stdout is not None
@@ -720,8 +526,10 @@ def _run_worker(
     result: dict[str, Any] = json.loads(result_path.read_text(encoding="utf-8"))
     if not result.get("ok"):
         message = str(result.get("error", "unknown error"))
-        if result.get("kind") == "no-torch":
-            raise TorchMissingError(message)
+        if result.get("kind") == "no-framework":
+            fmt = str(job["format"])
+            error = TorchMissingError if fmt in PYTORCH_WEIGHTS_FORMATS else FrameworkMissingError
+            raise error(f"{message}: {missing_framework_hint(fmt)}")
         raise ConversionError(f"conversion failed: {message}")
     return result
 
@@ -732,8 +540,8 @@ def _run_worker(
 def _graph_dynamic_axes(session: Any, spec: ModelSpec) -> dict[str, dict[str, str]]:
     found: dict[str, dict[str, str]] = {}
     pairs = [
-        *zip(spec.inputs, _by_name(session.get_inputs(), spec.inputs), strict=False),
-        *zip(spec.outputs, _by_name(session.get_outputs(), spec.outputs), strict=False),
+        *zip(spec.inputs, graph_nodes_in_order(session.get_inputs(), spec.inputs), strict=False),
+        *zip(spec.outputs, graph_nodes_in_order(session.get_outputs(), spec.outputs), strict=False),
     ]
     for tensor, node in pairs:
         axes = {
@@ -749,9 +557,9 @@ def _graph_dynamic_axes(session: Any, spec: ModelSpec) -> dict[str, dict[str, st
 def _export_difference(
     session: Any, spec: ModelSpec, examples: Mapping[str, np.ndarray], references: Sequence[Path]
 ) -> float:
-    """Largest difference between the graph's and torch's raw outputs."""
-    ins = _by_name(session.get_inputs(), spec.inputs)
-    outs = _by_name(session.get_outputs(), spec.outputs)
+    """Largest difference between the graph's and the original weights' raw outputs."""
+    ins = graph_nodes_in_order(session.get_inputs(), spec.inputs)
+    outs = graph_nodes_in_order(session.get_outputs(), spec.outputs)
     feeds = {n.name: examples[t.id] for n, t in zip(ins, spec.inputs, strict=True)}
     try:
         actual = session.run([o.name for o in outs], feeds)
@@ -763,7 +571,7 @@ def _export_difference(
         if a.shape != expected.shape:
             raise ConversionError(
                 f"the exported graph's output {t.id!r} has shape {a.shape}, "
-                f"torch gives {expected.shape}"
+                f"the original weights give {expected.shape}"
             )
         if a.size:
             diff = np.abs(a.astype(np.float64) - expected.astype(np.float64))
@@ -804,10 +612,10 @@ def _locate(
 
 @dataclass
 class _Exported:
-    """The worker's ONNX file, checked against torch."""
+    """The worker's ONNX file, checked against the original weights."""
 
     file: Path
-    torch_version: str
+    framework_version: str
     notes: list[str]
     dynamic_axes: dict[str, dict[str, str]]
     max_abs_diff: float
@@ -822,14 +630,14 @@ def _export(
     opset_version: int,
     cancel: CancelCheck,
 ) -> Generator[Progress[ConversionResult], None, _Exported]:
-    """Export in the worker process, then compare the graph with torch's outputs."""
+    """Export in the worker process, then compare the graph with the original outputs."""
     spec = package.spec
     examples = _example_inputs(package, str(package.description_path))
     example_paths = []
     for i, t in enumerate(spec.inputs):
         example_paths.append(str(work / f"input_{i}.npy"))
         np.save(example_paths[-1], examples[t.id])
-    references = [work / f"torch_output_{i}.npy" for i in range(len(spec.outputs))]
+    references = [work / f"reference_output_{i}.npy" for i in range(len(spec.outputs))]
     ins, outs = _dynamic_axes_request(spec)
     job = {
         "format": fmt,
@@ -854,11 +662,11 @@ def _export(
             f"the export wrote external data files ({', '.join(extra)}); "
             "weights this large are not supported"
         )
-    yield _event("check", "comparing the ONNX graph with torch on the test inputs")
-    session = _probe_session(onnx_file)
+    yield _event("check", "comparing the ONNX graph with the original weights on the test inputs")
+    session = probe_session(onnx_file)
     return _Exported(
         file=onnx_file,
-        torch_version=str(worker.get("torch_version", "")),
+        framework_version=str(worker.get("framework_version", "")),
         notes=[str(n) for n in worker.get("notes", ())],
         dynamic_axes=_graph_dynamic_axes(session, spec),
         max_abs_diff=_export_difference(session, spec, examples, references),
@@ -904,8 +712,8 @@ def convert_model(
     model
         A cached model, its key or zoo id, or a package path (imported first).
     weights_format
-        ``"torchscript"`` or ``"pytorch_state_dict"`` (default: torchscript if the
-        package has it, else pytorch_state_dict).
+        One of :data:`CONVERTIBLE_FORMATS` (default: the first of them that the
+        package has locally).
     trust_code
         Consent to execute the architecture code a pytorch_state_dict needs.
     replace
@@ -925,7 +733,7 @@ def convert_model(
     ConsentRequiredError
         pytorch_state_dict weights without ``trust_code``; names the code.
     TorchMissingError
-        torch is not installed.
+        torch is not installed (:class:`FrameworkMissingError` for TensorFlow).
     ConversionTestError
         The converted weights failed the model's test (nothing was added).
     ConversionError
@@ -961,8 +769,9 @@ def convert_model(
                 "with --trust-code only if you trust where the model comes from",
                 code=str(arch["path"] or arch["import_from"]),
             )
-    if not torch_available():
-        raise TorchMissingError(f"weights conversion needs torch: {INSTALL_HINT}")
+    if not can_convert(fmt):
+        error = TorchMissingError if fmt in PYTORCH_WEIGHTS_FORMATS else FrameworkMissingError
+        raise error(f"{key}: {missing_framework_hint(fmt)}")
     _local_file(package, spec.weights[fmt], key)
     imported = not isinstance(located, CachedModel)
     if isinstance(located, CachedModel):
@@ -996,8 +805,8 @@ def convert_model(
         }
         config = _sizes_config(sizes, exported.file, cached)
         note = (
-            f"onnx weights converted from {fmt} ({source}) with torch "
-            f"{exported.torch_version or '?'}, opset {opset_version}"
+            f"onnx weights converted from {fmt} ({source}) with "
+            f"{exported.framework_version or '?'}, opset {opset_version}"
         )
 
         def add_to(target_cache: ModelCache, target: CachedModel) -> CachedModel:
@@ -1032,7 +841,7 @@ def convert_model(
             test=report,
             imported=imported,
             replaced=current.source.source if current else None,
-            torch_version=exported.torch_version,
+            framework_version=exported.framework_version,
             notes=exported.notes,
         )
         if not report.passed:
@@ -1086,4 +895,4 @@ def convert(
 
 def convertible_formats(spec: ModelSpec) -> list[str]:
     """The weights formats of a description that could be converted to ONNX."""
-    return [f for f in CONVERTIBLE_WEIGHTS_FORMATS if f in spec.weights]
+    return [f for f in CONVERTIBLE_FORMATS if f in spec.weights]

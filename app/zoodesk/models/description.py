@@ -1,0 +1,342 @@
+"""Reading model descriptions the way the zoo's own tools do.
+
+A description is validated in its own format version, as bioimageio.core does by
+default (``format_version="discover"``): what the zoo's tools accept is accepted
+here.  The engine then needs the description in the latest format (0.5), so a 0.4
+description is converted.  That conversion is stricter than format 0.4 about some
+metadata (a citation ``url`` must be a URL in 0.5), which would refuse models that
+run perfectly well.  Metadata never changes what a model computes, so entries of
+metadata fields that fail only the conversion are repaired where their meaning is
+plain (a bare DOI given as ``url`` is the DOI) or left out, each with a warning;
+a failure in any field that affects running the model still refuses it.
+
+Problems are reported one line per problem, each naming the field.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import threading
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from zoodesk.errors import ModelPackageError
+from zoodesk.models.spec import ModelSpec, model_spec_from_descr
+
+#: Fields that describe a model without changing what it computes.  Entries of these
+#: that the conversion to format 0.5 refuses are repaired or left out, with a warning.
+METADATA_FIELDS = frozenset(
+    {
+        "attachments",
+        "authors",
+        "badges",
+        "cite",
+        "covers",
+        "description",
+        "documentation",
+        "git_repo",
+        "icon",
+        "id_emoji",
+        "license",
+        "links",
+        "maintainers",
+        "packaged_by",
+        "parent",
+        "tags",
+        "timestamp",
+        "training_data",
+        "uploader",
+    }
+)
+#: Format versions that bioimageio.spec (and so ZooDesk) reads.
+OLDEST_FORMAT = (0, 4)
+_MAX_REPAIR_ROUNDS = 4
+_DOI = re.compile(r"^(?:doi:\s*)?(10\.\d{4,9}/\S+)$", re.IGNORECASE)
+
+# bioimageio.spec parses and validates with shared state that breaks when two threads
+# use it at once (the desktop application loads models in worker threads).
+SPEC_LOCK = threading.Lock()
+
+
+class InvalidDescriptionError(ModelPackageError):
+    """A description that bioimageio.spec refuses; one problem per line.
+
+    Attributes
+    ----------
+    problems
+        ``"field.path: message"`` for each problem.
+    """
+
+    def __init__(self, source: str, what: str, problems: Sequence[str]) -> None:
+        self.problems = tuple(problems)
+        first, *rest = self.problems or ("no details given",)
+        lines = [f"{source}: {what}: {first}", *(f"  {p}" for p in rest)]
+        super().__init__("\n".join(lines))
+
+
+@dataclass(frozen=True)
+class ReadDescription:
+    """A validated model description.
+
+    Attributes
+    ----------
+    descr
+        bioimageio.spec's ``ModelDescr`` in format 0.5.
+    spec
+        The flat view the engine uses.
+    format_version
+        The format version the file is written in.
+    warnings
+        bioimageio.spec's warnings and the metadata left out or repaired, one line each.
+    """
+
+    descr: Any
+    spec: ModelSpec
+    format_version: str
+    warnings: tuple[str, ...] = ()
+
+
+def parse_description_text(text: str, origin: str) -> dict[str, Any]:
+    """Parse the text of a description (YAML or JSON) safely into a dictionary.
+
+    Only plain YAML types are constructed (no tags naming Python objects).
+    """
+    from ruyaml import YAML
+    from ruyaml.error import YAMLError
+
+    try:
+        data = YAML(typ="safe").load(text)
+    except (YAMLError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelPackageError(f"{origin}: not readable YAML ({first})") from exc
+    if not isinstance(data, dict):
+        raise ModelPackageError(f"{origin}: the description is not a mapping of fields")
+    return data
+
+
+def read_description_data(path: Path) -> dict[str, Any]:
+    """Read and safely parse a description file."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ModelPackageError(f"{path}: cannot read the description ({exc})") from exc
+    return parse_description_text(text, str(path))
+
+
+def format_version_of(data: Mapping[str, Any]) -> tuple[int, ...] | None:
+    """The description's ``format_version`` as numbers, or None when it has none."""
+    text = data.get("format_version")
+    if not isinstance(text, str | int | float):
+        return None
+    numbers = re.findall(r"\d+", str(text))
+    return tuple(int(n) for n in numbers) or None
+
+
+def _one_line(text: Any) -> str:
+    return " ".join(str(text).split())
+
+
+def _location(loc: Sequence[Any]) -> str:
+    return ".".join(str(p) for p in loc)
+
+
+def _entries(descr: Any, kind: str) -> list[tuple[tuple[Any, ...], str]]:
+    summary = getattr(descr, "validation_summary", None)
+    found = []
+    for detail in getattr(summary, "details", None) or ():
+        for entry in getattr(detail, kind, None) or ():
+            found.append((tuple(getattr(entry, "loc", ()) or ()), _one_line(entry.msg)))
+    return list(dict.fromkeys(found))
+
+
+def _problem_lines(entries: Sequence[tuple[tuple[Any, ...], str]]) -> list[str]:
+    return [f"{_location(loc)}: {msg}" if loc else msg for loc, msg in entries]
+
+
+def _build(
+    data: Mapping[str, Any], format_version: str, root: Path | None, name: str | None
+) -> Any:
+    from bioimageio.spec import ValidationContext, build_description
+
+    context = ValidationContext(
+        root=root or Path(), file_name=name, perform_io_checks=False, log_warnings=False
+    )
+    try:
+        with SPEC_LOCK, warnings.catch_warnings(), context:
+            # Conversion notes from 0.4 to 0.5 are bioimageio.spec's, not the user's.
+            warnings.simplefilter("ignore")
+            return build_description(copy.deepcopy(dict(data)), format_version=format_version)
+    except Exception as exc:
+        # bioimageio.spec raises errors of many kinds on odd input.
+        raise ModelPackageError(
+            f"bioimageio.spec failed on this description ({_one_line(exc) or type(exc).__name__})"
+        ) from exc
+
+
+def _repair_metadata(
+    data: dict[str, Any], errors: Sequence[tuple[tuple[Any, ...], str]]
+) -> list[str] | None:
+    """Repair or leave out the metadata entries that ``errors`` name, in place.
+
+    Returns the warnings saying what was done, or None when an error lies outside
+    the metadata (nothing is changed then).
+    """
+    if not errors or any(not loc or loc[0] not in METADATA_FIELDS for loc, _ in errors):
+        return None
+    notes: list[str] = []
+    dropped: dict[str, set[int]] = {}
+    for loc, msg in errors:
+        field = str(loc[0])
+        value = data.get(field)
+        where = _location(loc)
+        if isinstance(value, list) and len(loc) > 1 and isinstance(loc[1], int):
+            index = loc[1]
+            if not 0 <= index < len(value):
+                return None
+            item = value[index]
+            url = item.get("url") if isinstance(item, dict) else None
+            doi = _DOI.match(url.strip()) if field == "cite" and isinstance(url, str) else None
+            if doi is not None and loc[2:] == ("url",) and not item.get("doi"):
+                item.pop("url")
+                item["doi"] = doi.group(1)
+                notes.append(f"{where}: {url!r} is a DOI, read as the citation's doi")
+                continue
+            if index not in dropped.setdefault(field, set()):
+                dropped[field].add(index)
+                notes.append(f"{where}: {msg}; this {field} entry is left out")
+        elif field in data:
+            data.pop(field)
+            notes.append(f"{where}: {msg}; the field is left out")
+    for field, indices in dropped.items():
+        data[field] = [v for i, v in enumerate(data[field]) if i not in indices]
+    return notes
+
+
+def _fixed_outputs_as_references(data: dict[str, Any]) -> list[str]:
+    """Write 0.4 outputs of fixed shape with a halo as references to the input's shape.
+
+    Format 0.5 allows a halo only on outputs sized by reference to an input.  An
+    output whose fixed shape equals the fixed shape of an input with the same axes
+    has exactly the sizes of a reference to that input (scale 1, offset 0), so it is
+    written that way; nothing the model computes changes.
+    """
+    notes: list[str] = []
+    inputs = [t for t in data.get("inputs") or () if isinstance(t, dict)]
+    for index, out in enumerate(data.get("outputs") or ()):
+        if (
+            not isinstance(out, dict)
+            or not out.get("halo")
+            or not isinstance(out.get("shape"), list)
+        ):
+            continue
+        same = next(
+            (
+                t
+                for t in inputs
+                if t.get("axes") == out.get("axes") and t.get("shape") == out["shape"]
+            ),
+            None,
+        )
+        if same is None or not same.get("name"):
+            continue
+        ndim = len(out["shape"])
+        out["shape"] = {
+            "reference_tensor": same["name"],
+            "scale": [1.0] * ndim,
+            "offset": [0] * ndim,
+        }
+        notes.append(
+            f"outputs.{index}.shape: a fixed shape with a halo, read as the shape of input "
+            f"{same['name']!r} (the same sizes), as format 0.5 requires"
+        )
+    return notes
+
+
+def read_model_description(
+    data: Mapping[str, Any],
+    source: str,
+    *,
+    root: Path | None = None,
+    file_name: str | None = None,
+    original_sha256: Mapping[str, str] | None = None,
+) -> ReadDescription:
+    """Validate a parsed model description and flatten it for the engine.
+
+    Parameters
+    ----------
+    data
+        The parsed description (not changed).
+    source
+        Names the description in messages (the user's path or URL).
+    root, file_name
+        The package folder and the description's file name, for relative paths.
+    original_sha256
+        Weights checksums known from elsewhere, for entries that lack one.
+
+    Raises
+    ------
+    ModelPackageError
+        Not a model, a format before 0.4, or a description that bioimageio.spec
+        refuses in its own format version (:class:`InvalidDescriptionError`).
+    """
+    from bioimageio.spec import InvalidDescr
+    from bioimageio.spec.model import v0_5
+
+    version = format_version_of(data)
+    declared = str(data.get("format_version", "")).strip()
+    if version is not None and version[:2] < OLDEST_FORMAT:
+        raise ModelPackageError(
+            f"{source}: a format {declared} description, older than 0.4: ZooDesk, like the "
+            "zoo's own tools, reads formats 0.4 and 0.5 only; this one cannot be read"
+        )
+    kind = data.get("type")
+    if kind is not None and kind != "model":
+        raise ModelPackageError(f"{source}: describes a {kind}, not a model")
+    try:
+        own = _build(data, "discover", root, file_name)
+    except ModelPackageError as exc:
+        raise ModelPackageError(f"{source}: {exc}") from exc
+    if isinstance(own, InvalidDescr):
+        raise InvalidDescriptionError(
+            source, "not a valid model description", _problem_lines(_entries(own, "errors"))
+        )
+    notes = _problem_lines(_entries(own, "warnings"))
+    sha = dict(original_sha256 or {})
+    for fmt in ("onnx", "torchscript", "pytorch_state_dict", "keras_hdf5"):
+        entry = getattr(getattr(own, "weights", None), fmt, None)
+        if entry is not None and getattr(entry, "sha256", None):
+            sha.setdefault(fmt, str(entry.sha256))
+    descr = own
+    working = copy.deepcopy(dict(data))
+    for _ in range(_MAX_REPAIR_ROUNDS):
+        if isinstance(descr, v0_5.ModelDescr):
+            break
+        descr = _build(working, "latest", root, file_name)
+        if isinstance(descr, v0_5.ModelDescr):
+            break
+        errors = _entries(descr, "errors")
+        repaired = _repair_metadata(working, errors)
+        if repaired is None and version is not None and version[:2] == OLDEST_FORMAT:
+            repaired = _fixed_outputs_as_references(working) or None
+        if repaired is None:
+            raise InvalidDescriptionError(
+                source,
+                f"valid as format {declared} but not convertible to format 0.5",
+                _problem_lines(errors),
+            )
+        notes += repaired
+    else:
+        raise InvalidDescriptionError(
+            source, "not convertible to format 0.5", _problem_lines(_entries(descr, "errors"))
+        )
+    if descr is not own:
+        notes += [n for n in _problem_lines(_entries(descr, "warnings")) if n not in notes]
+    try:
+        spec = model_spec_from_descr(descr, sha)
+    except (ValueError, AttributeError, TypeError) as exc:
+        raise ModelPackageError(f"{source}: unsupported description content ({exc})") from exc
+    return ReadDescription(descr, spec, declared, tuple(notes))
