@@ -23,7 +23,10 @@ One script for every platform and variant::
 
 Variants: ``cpu`` (everywhere; CoreML is part of it on macOS), ``directml``
 (Windows GPUs), ``cuda`` (Linux NVIDIA GPUs; CUDA 12 and cuDNN 9 come from the
-workstation's NVIDIA installation, they are not bundled).
+workstation's NVIDIA installation, they are not bundled), and ``full``: the CPU
+runtime plus CPU torch and onnx, so that the installed application converts
+PyTorch weights to ONNX itself (its own executable runs the conversion worker).
+The other variants run ONNX weights only.
 """
 
 from __future__ import annotations
@@ -52,8 +55,14 @@ VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "cpu": ("onnxruntime", ("linux", "win32", "darwin")),
     "directml": ("onnxruntime-directml", ("win32",)),
     "cuda": ("onnxruntime-gpu", ("linux",)),
+    "full": ("onnxruntime", ("linux", "win32", "darwin")),
 }
-RUNTIMES = tuple(dist for dist, _ in VARIANTS.values())
+#: Distributions a variant adds to the bundle, pinned as in pyproject.toml's
+#: ``convert`` extra (torch is its CPU build: see docs/installers.md).
+VARIANT_ADDITIONS: dict[str, tuple[str, ...]] = {"full": ("torch", "onnx")}
+#: Environment variable that tells packaging.spec which variant it builds.
+VARIANT_VARIABLE = "ZOODESK_BUNDLE_VARIANT"
+RUNTIMES = tuple(dict.fromkeys(dist for dist, _ in VARIANTS.values()))
 #: Used when pyproject.toml has no ``packaging`` extra yet.
 FALLBACK_PACKAGING_REQUIREMENTS = ("pyinstaller==6.22.3",)
 
@@ -110,6 +119,14 @@ def _pyproject() -> dict:
 def runtime_requirement(variant: str) -> str:
     """The pinned requirement (``name==version``) of the variant's ONNX Runtime."""
     dist = VARIANTS[variant][0]
+    try:
+        return pinned_requirement(dist)
+    except BuildError as exc:
+        raise BuildError(f"{exc} (needed for the {variant} variant)") from exc
+
+
+def pinned_requirement(dist: str) -> str:
+    """The requirement (``name==version``) pyproject.toml pins for ``dist``."""
     project = _pyproject()["project"]
     candidates = list(project.get("dependencies", []))
     for extra in project.get("optional-dependencies", {}).values():
@@ -119,7 +136,7 @@ def runtime_requirement(variant: str) -> str:
         match = pattern.match(requirement)
         if match:
             return f"{dist}=={match.group(1)}"
-    raise BuildError(f"pyproject.toml pins no {dist} (needed for the {variant} variant)")
+    raise BuildError(f"pyproject.toml pins no {dist}")
 
 
 def project_extras() -> list[str]:
@@ -174,6 +191,9 @@ def prepare_venv(venv: Path, variant: str) -> Path:
         # before installing one, or files of two runtimes would mix.
         run([python, "-m", "pip", "uninstall", "-y", *RUNTIMES])
         run([*pip, wanted])
+    additions = [pinned_requirement(d) for d in VARIANT_ADDITIONS.get(variant, ())]
+    if additions:
+        run([*pip, *additions])
     return python
 
 
@@ -187,6 +207,17 @@ def check_runtime(python: Path, variant: str) -> None:
             f"{', '.join(found) or 'no ONNX Runtime'}; pass --venv DIR to build in a "
             "separate environment that this script prepares"
         )
+    missing = [d for d in VARIANT_ADDITIONS.get(variant, ()) if not _has_distribution(python, d)]
+    if missing:
+        raise BuildError(
+            f"the {variant} variant bundles {', '.join(missing)}, which {python} lacks; "
+            "pass --venv DIR to build in an environment that this script prepares"
+        )
+
+
+def _has_distribution(python: Path, dist: str) -> bool:
+    code = f"from importlib import metadata; metadata.distribution({dist!r})"
+    return subprocess.run([str(python), "-c", code], capture_output=True).returncode == 0
 
 
 # --------------------------------------------------------------------------- bundle
@@ -200,6 +231,7 @@ def build_bundle(python: Path, variant: str, clean: bool) -> None:
     ]  # fmt: skip
     if clean:
         command.append("--clean")
+    os.environ[VARIANT_VARIABLE] = variant
     run(command, cwd=ROOT)
     if not (BUNDLE / exe_name("zoodesk-cli")).is_file():
         raise BuildError(f"PyInstaller finished but {BUNDLE} has no zoodesk-cli")

@@ -8,7 +8,7 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e ".[dev,convert]"
+.venv/bin/python -m pip install --quiet -e ".[dev,convert,tensorflow]"
 # The RO-Crate validator used by the export tests pins rich<14, which clashes with
 # ZooDesk's rich: it gets an environment of its own (inside .venv, so it is ignored).
 if [ ! -x .venv/rocrate-validator/bin/python ]; then

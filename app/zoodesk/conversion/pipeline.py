@@ -65,6 +65,7 @@ from zoodesk.conversion.sizes import (
 )
 from zoodesk.errors import CancelledError, ModelPackageError, ZooDeskError
 from zoodesk.fileutils import sha256_file
+from zoodesk.inference.session import numpy_dtype
 from zoodesk.models.cache import CachedModel, ModelCache
 from zoodesk.models.description import read_description_data
 from zoodesk.models.http import Progress
@@ -560,7 +561,12 @@ def _export_difference(
     """Largest difference between the graph's and the original weights' raw outputs."""
     ins = graph_nodes_in_order(session.get_inputs(), spec.inputs)
     outs = graph_nodes_in_order(session.get_outputs(), spec.outputs)
-    feeds = {n.name: examples[t.id] for n, t in zip(ins, spec.inputs, strict=True)}
+    # As the engine does: inputs take the graph's data type (a uint8 test input may
+    # feed a float graph).
+    feeds = {
+        n.name: examples[t.id].astype(numpy_dtype(n.type), copy=False)
+        for n, t in zip(ins, spec.inputs, strict=True)
+    }
     try:
         actual = session.run([o.name for o in outs], feeds)
     except Exception as exc:
