@@ -51,3 +51,69 @@ def test_core_imports_without_qt_installed() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(APP.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _zoodesk_imports(path: Path, known: set[str]) -> set[str]:
+    """zoodesk modules that ``path`` imports, at its top or lazily; not those for typing."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    typing_only = {
+        id(child)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+        for child in ast.walk(node)
+    }
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            for alias in node.names:
+                sub = f"{node.module}.{alias.name}"
+                found.add(sub if sub in known else node.module)
+    return {m for m in found if m in known}
+
+
+def test_no_import_cycles_between_modules() -> None:
+    paths = {_module_name(p): p for p in APP.rglob("*.py")}
+    known = set(paths)
+    graph = {name: _zoodesk_imports(path, known) for name, path in paths.items()}
+    # A package's __init__ importing its own modules is how packages work: only
+    # cycles between modules count.  Lazy imports count too: they hide a cycle, they
+    # do not remove it.
+    for name, deps in graph.items():
+        graph[name] = {d for d in deps if not name.startswith(f"{d}.") or d == name}
+    cycles: list[list[str]] = []
+
+    def walk(node: str, stack: list[str], on_stack: set[str], done: set[str]) -> None:
+        stack.append(node)
+        on_stack.add(node)
+        for dep in sorted(graph[node]):
+            if dep in on_stack:
+                cycles.append([*stack[stack.index(dep) :], dep])
+            elif dep not in done:
+                walk(dep, stack, on_stack, done)
+        on_stack.discard(node)
+        stack.pop()
+        done.add(node)
+
+    done: set[str] = set()
+    for name in sorted(graph):
+        if name not in done:
+            walk(name, [], set(), done)
+    assert cycles == [], cycles
+
+
+def test_the_layers_contract_holds() -> None:
+    lint = Path(sys.executable).with_name("lint-imports")
+    result = subprocess.run([str(lint)], capture_output=True, text=True, cwd=APP.parents[1])
+    assert "Layers: models at the bottom" in result.stdout
+    assert "BROKEN" not in result.stdout, result.stdout

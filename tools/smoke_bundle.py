@@ -14,7 +14,15 @@ the proxies are removed, and the report says so).  The checks:
    writes OME-TIFF outputs and a run record that says the run was frozen;
 6. ``zoodesk-cli export`` packages that run for deposition, and
    ``export --check`` accepts the package;
-7. the desktop entry ``zoodesk`` starts with ``QT_QPA_PLATFORM=offscreen``, shows
+7. weights conversion: with packages built by ``tools/conversion_packages.py``
+   (torchscript returning two outputs, and a state dict with its architecture
+   code), a bundle of the full variant imports, converts (the state dict with
+   ``--trust-code``), tests and predicts a folder with each converted model, its
+   own executable running the conversion worker; a runtime-only bundle must refuse
+   the conversion with the one line that names the full variant.  Building the
+   packages needs torch in the Python that runs this script (``--packages-python``
+   names another); without it the step is skipped;
+8. the desktop entry ``zoodesk`` starts with ``QT_QPA_PLATFORM=offscreen``, shows
    its main window, reports it and quits with exit code 0 (timed: launch to window
    shown).  A bundle without the desktop application reports this step as skipped.
 
@@ -30,8 +38,10 @@ figure is reported beside it.  See ``docs/installers.md``.
 Usage::
 
     python tools/smoke_bundle.py [dist/zoodesk] [--model PATH] [--json report.json]
+        [--packages-python PYTHON]
 
-Needs only the Python standard library.  Exit code 0 when no check failed.
+Needs only the Python standard library (and torch, for the conversion packages).
+Exit code 0 when no check failed.
 """
 
 from __future__ import annotations
@@ -319,13 +329,15 @@ class BundleSmoke:
                 problem = f"the test did not pass: {done.stdout.strip()[-500:]}"
         return self._check(f"models test {Path(model).name}", done, args, problem, passed=passed)
 
-    def check_predict(self, model: Path | str, images: Sequence[Path]) -> Check:
+    def check_predict(
+        self, model: Path | str, images: Sequence[Path], label: str = "predict"
+    ) -> Check:
         """``predict`` on a folder of copied images writes outputs and a frozen run record."""
-        inputs = self.workdir / "predict-input"
+        inputs = self.workdir / f"{label}-input"
         inputs.mkdir(exist_ok=True)
         for image in images:
             shutil.copy2(image, inputs / image.name)
-        out = self.workdir / "predict-output"
+        out = self.workdir / f"{label}-output"
         args = ["predict", "--model", str(model), "--input", str(inputs), "--output", str(out),
                 "--device", "cpu", "--json"]  # fmt: skip
         done = self.run(args)
@@ -334,6 +346,49 @@ class BundleSmoke:
         if done.returncode == 0:
             problem, data = _run_record_problem(out, expected_files=len(images))
         return self._check(f"predict {Path(model).name}", done, args, problem, **data)
+
+    def carries_torch(self) -> bool:
+        """True for a bundle of the full variant (torch inside)."""
+        return (self.bundle / CONTENTS_DIR / "torch").is_dir()
+
+    def check_conversion(self, package: Path, trust_code: bool, images: Sequence[Path]) -> Check:
+        """import, convert, test and predict with a package that needs conversion.
+
+        A runtime-only bundle must refuse the conversion with the one line that names
+        the full variant instead.
+        """
+        name = f"convert {package.name}"
+        imported = self.run(["models", "import", str(package), "--json"])
+        if imported.returncode != 0:
+            return self._check(name, imported, ["models", "import", str(package)], None)
+        key = json.loads(imported.stdout)["key"]
+        args = ["models", "convert", key, "--json", *(["--trust-code"] if trust_code else [])]
+        done = self.run(args)
+        if not self.carries_torch():
+            document = _json_or_empty(done.stdout)
+            error = str(document.get("error", ""))
+            refused = done.returncode == 1 and "full variant" in error and "\n" not in error
+            return Check(
+                name=name,
+                status="ok" if refused else "failed",
+                seconds=round(done.seconds, 3),
+                detail="" if refused else f"expected a one-line refusal, got: {done.tail()}",
+                command=args,
+                data={"message": error},
+            )
+        result = _json_or_empty(done.stdout)
+        problem = None
+        if done.returncode == 0 and not (result.get("passed") and result.get("installed")):
+            problem = f"the conversion did not pass: {done.stdout.strip()[-500:]}"
+        check = self._check(name, done, args, problem, seconds_converting=round(done.seconds, 1))
+        if not check.ok:
+            return check
+        tested = self.check_models_test(key)
+        if not tested.ok:
+            return tested
+        predicted = self.check_predict(key, images, label=f"predict-{package.name}")
+        predicted.name = f"{name}, test, predict"
+        return predicted
 
     def check_export(self, run_dir: Path | None = None) -> Check:
         """``export`` turns a finished run into a package that ``export --check`` accepts.
@@ -477,6 +532,34 @@ def _run_record_problem(out: Path, expected_files: int | None = None) -> tuple[s
     return None, data
 
 
+def _json_or_empty(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def conversion_packages(workdir: Path, python: str) -> tuple[list[Path], str | None]:
+    """Build the conversion packages with ``python`` (which needs torch).
+
+    Returns the packages, or none and the reason they could not be built.
+    """
+    out = workdir / "conversion-packages"
+    kinds = ["torchscript-tuple", "state-dict"]
+    command = [python, str(ROOT / "tools" / "conversion_packages.py"), str(out)]
+    for kind in kinds:
+        command += ["--kind", kind]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=COMMAND_TIMEOUT)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return [], f"cannot build the conversion packages: {exc}"
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        return [], f"cannot build the conversion packages with {python}: {last}"
+    return [out / kind for kind in kinds], None
+
+
 def folder_size(folder: Path) -> int:
     """Bytes of all regular files under ``folder`` (links not followed)."""
     total = 0
@@ -502,6 +585,7 @@ def run_all(
     expected_version: str | None = None,
     gui: bool = True,
     isolate: bool = True,
+    packages_python: str | None = None,
 ) -> tuple[list[Check], str]:
     """Run every check; return them and the note on network isolation."""
     smoke = BundleSmoke(bundle, workdir, isolate=isolate)
@@ -513,6 +597,12 @@ def run_all(
     checks += [smoke.check_models_test(m) for m in models]
     checks.append(smoke.check_predict(models[-1], samples))
     checks.append(smoke.check_export())
+    packages, why_not = conversion_packages(workdir, packages_python or sys.executable)
+    if why_not:
+        checks.append(Check("conversion", "skipped", 0.0, why_not))
+    for package in packages:
+        trust = package.name.startswith("state-dict")
+        checks.append(smoke.check_conversion(package, trust, samples))
     if gui:
         checks.append(smoke.check_gui())
     return checks, smoke.network_note
@@ -543,6 +633,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "model and ../shared's nuclei model when present)")  # fmt: skip
     parser.add_argument("--expect-version", default=None, help="version --version must print")
     parser.add_argument("--no-gui", action="store_true", help="leave out the desktop check")
+    parser.add_argument("--packages-python", default=None, metavar="PYTHON",
+                        help="Python with torch that builds the conversion packages "
+                        "(default: the one running this script)")  # fmt: skip
     parser.add_argument("--no-isolate", action="store_true", help="keep the network")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     parser.add_argument("--json", type=Path, default=None, metavar="FILE",
@@ -560,6 +653,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             expected_version=args.expect_version,
             gui=not args.no_gui,
             isolate=not args.no_isolate,
+            packages_python=args.packages_python,
         )
     finally:
         if args.keep:

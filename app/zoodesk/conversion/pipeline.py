@@ -93,6 +93,7 @@ __all__ = [
     "FrameworkMissingError",
     "SizeProbe",
     "TorchMissingError",
+    "architecture_code",
     "convert",
     "convert_model",
     "convertible_formats",
@@ -394,6 +395,24 @@ def _architecture(package: ModelPackage, key: str) -> dict[str, Any]:
         )
     result["path"] = str(package.verify(ref))
     return result
+
+
+def architecture_code(package: ModelPackage) -> str | None:
+    """The code that converting the package's weights would execute, in words.
+
+    None when the weights to convert run no code of the package (torchscript, ONNX,
+    TensorFlow).
+    """
+    try:
+        fmt = _choose_format(package.spec, None, package.name)
+    except ConversionError:
+        return None
+    if fmt != "pytorch_state_dict":
+        return None
+    try:
+        return _code_description(_architecture(package, package.name))
+    except ZooDeskError as exc:
+        return str(exc)
 
 
 def _code_description(arch: Mapping[str, Any]) -> str:

@@ -43,12 +43,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_ACTION_LABEL = {
-    "run": "runs",
-    "convert": "convert first",
-    "convert-with-consent": "convert (consent)",
-    "none": "cannot run",
-}
 _SHOW_FILTERS = (("All models", "all"), ("Installed", "installed"), ("Zoo catalogue", "catalogue"))
 _BUNDLE_SUFFIX = ".zdbundle"
 
@@ -94,7 +88,7 @@ class LibraryWidget(QWidget):
         self._select_after_refresh: str | None = None
         self._task: Worker | None = None
         self._task_item: str | None = None
-        self._conversion_problem: str | None = None
+        self._details_compatibility: Any = None
         self.setAcceptDrops(True)
         self._build_actions()
         self._build_ui()
@@ -356,12 +350,11 @@ class LibraryWidget(QWidget):
         current: QTreeWidgetItem | None = None
         items = self.visible_items()
         for item in items:
-            row = QTreeWidgetItem(
-                [item.name, item.origin_label, _ACTION_LABEL[item.compatibility.action]]
-            )
+            capability = self.services.capability(item.compatibility)
+            row = QTreeWidgetItem([item.name, item.origin_label, capability.label])
             row.setData(0, Qt.ItemDataRole.UserRole, item.item_id)
             row.setToolTip(0, item.description or item.name)
-            row.setToolTip(2, item.compatibility.reason)
+            row.setToolTip(2, capability.reason)
             row.setIcon(0, icon("library" if item.installed else "download"))
             if not item.compatibility.runnable:
                 row.setForeground(2, self.palette().placeholderText())
@@ -409,6 +402,7 @@ class LibraryWidget(QWidget):
 
     def _show_item(self, item: LibraryItem | None) -> None:
         self._package = None
+        self._details_compatibility = None
         self._shown_id = item.item_id if item else None
         self.cover_label.clear()
         for value in self.field_labels.values():
@@ -475,8 +469,19 @@ class LibraryWidget(QWidget):
             return  # the user moved on
         self._package = package
         spec = package.spec
+        self._details_compatibility = compat
+        capability = self.services.capability(compat)
         dims = f"{compat.spatial_dims}D model; " if compat.spatial_dims else ""
-        self.field_labels["can"].setText(html.escape(f"{dims}{compat.reason}"))
+        problem = (
+            self.services.conversion_unavailable(compat.weights_format)
+            if capability.verdict.startswith("needs") and compat.weights_format
+            else None
+        )
+        self.field_labels["can"].setText(
+            html.escape(f"{capability.verdict}: {dims}{capability.reason}")
+            + (f"<br><i>{html.escape(problem)}</i>" if problem else "")
+        )
+        self._update_buttons()
         self.description_label.setText(spec.description)
         self.field_labels["authors"].setText(_html_list(spec.authors))
         self.field_labels["license"].setText(html.escape(spec.license or "not stated"))
@@ -569,16 +574,22 @@ class LibraryWidget(QWidget):
             self.download_button.setToolTip(item.compatibility.reason)
         else:
             self.download_button.setToolTip("Download the model into the local cache")
+        # The loaded package knows more than the manifest (e.g. missing architecture code).
+        compat = (
+            self._details_compatibility
+            if self._package is not None and self._details_compatibility is not None
+            else (item.compatibility if item is not None else None)
+        )
         needs_conversion = bool(
-            installed and item is not None and item.compatibility.action.startswith("convert")
+            installed and compat is not None and compat.action.startswith("convert")
         )
         self.convert_button.setVisible(needs_conversion)
-        if needs_conversion and self._conversion_problem is None:
-            self._conversion_problem = self.services.conversion_unavailable() or ""
-        problem = self._conversion_problem or ""
+        problem = ""
+        if needs_conversion and compat is not None and compat.weights_format:
+            problem = self.services.conversion_unavailable(compat.weights_format) or ""
         self.convert_button.setEnabled(needs_conversion and not busy and not problem)
         self.convert_button.setToolTip(
-            problem or "Convert the PyTorch weights to ONNX and test them"
+            problem or "Convert the weights to ONNX, then run the model's own test"
         )
         cached = item is not None and item.cached is not None
         self.remove_button.setVisible(cached)
@@ -832,15 +843,17 @@ class LibraryWidget(QWidget):
 
     def _on_convert_clicked(self) -> None:
         item = self.current_item()
-        if item is None or item.cached is None or self.services.conversion_unavailable():
+        if item is None or item.cached is None or not self.convert_button.isEnabled():
             return
         trust = False
-        if item.compatibility.needs_consent:
+        code = self.services.code_to_run(self._package) if self._package is not None else None
+        if code is not None:
             answer = QMessageBox.question(
                 self,
                 "Run the model's code?",
-                "Converting these weights runs Python code shipped inside the model "
-                "package. Only continue if you trust where the model comes from.",
+                "Converting these weights runs Python code that comes with the model:\n\n"
+                f"{code}\n\nIt runs in a separate process, with your permissions. Only "
+                "continue if you trust where the model comes from.",
             )
             if answer != QMessageBox.StandardButton.Yes:
                 return
@@ -866,9 +879,12 @@ class LibraryWidget(QWidget):
         report_error(self, "Conversion failed", exc, self.services.log_file)
 
     def _on_converted(self, result: Any) -> None:
-        installed = getattr(result, "installed", True)
+        # The conversion ran the model's own test on the converted weights.
+        test = result.test
+        worst = max((o.max_abs_diff for o in test.outputs), default=0.0)
         self.task_label.setText(
-            "Converted to ONNX and tested." if installed else "Converted, but not installed."
+            f"Converted to ONNX; the model's test passed on {test.device} "
+            f"(max abs diff {worst:.2g})."
         )
         self.refresh()
 

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from zoodesk.inference.devices import Device
     from zoodesk.inference.predict import Predictor
     from zoodesk.models import BundleExport, BundleImport, CachedModel
-    from zoodesk.models.compat import Compatibility
+    from zoodesk.models.compat import Capability, Compatibility, Installation
     from zoodesk.models.download import Progress
     from zoodesk.models.library import Library
     from zoodesk.models.package import ModelPackage
@@ -52,6 +52,7 @@ class Services:
         self.log_file = log_file
         self._lock = threading.Lock()
         self._packages: dict[tuple[Path, int], ModelPackage] = {}
+        self._installation: Installation | None = None
         self._predictors: dict[tuple[Path, str, int], Predictor] = {}
 
     # ------------------------------------------------------------------ settings
@@ -95,10 +96,19 @@ class Services:
     def compatibility(
         self, package: ModelPackage, formats: Sequence[str] | None = None
     ) -> Compatibility:
-        """What ZooDesk can do with a loaded package."""
-        from zoodesk.models.compat import compatibility_of_spec
+        """What ZooDesk can do with a loaded package (its architecture code checked too)."""
+        from zoodesk.models.compat import compatibility_of_package
 
-        return compatibility_of_spec(package.spec, formats)
+        return compatibility_of_package(package, formats)
+
+    def capability(self, compat: Compatibility) -> Capability:
+        """What this installation makes of a model: runs, converts here, needs..."""
+        from zoodesk.conversion.launch import installation
+        from zoodesk.models.compat import capability_here
+
+        if self._installation is None:
+            self._installation = installation()
+        return capability_here(compat, self._installation)
 
     def import_model(self, path: Path) -> CachedModel:
         """Copy a model package (folder, zip or description) into the cache."""
@@ -136,20 +146,22 @@ class Services:
 
         return import_bundle(path, settings=self.settings)
 
-    def conversion_unavailable(self) -> str | None:
-        """None when weights can be converted here, else why not."""
-        try:
-            from zoodesk.conversion.launch import torch_available
-        except ImportError as exc:
-            return f"the conversion service is not available ({exc})"
-        if not torch_available():
-            return "converting weights needs torch, which this installation lacks"
-        return None
+    def conversion_unavailable(self, weights_format: str) -> str | None:
+        """None when this installation converts such weights, else one line saying why."""
+        from zoodesk.conversion.launch import can_convert, missing_framework_hint
+
+        return None if can_convert(weights_format) else missing_framework_hint(weights_format)
+
+    def code_to_run(self, package: ModelPackage) -> str | None:
+        """The code a conversion of the package would execute (state dicts), else None."""
+        from zoodesk.conversion.pipeline import architecture_code
+
+        return architecture_code(package)
 
     def convert_model(
         self, key: str, *, trust_code: bool, cancel: CancelCheck
     ) -> Iterator[Progress[Any]]:
-        """Convert a cached model's PyTorch weights to ONNX and test them (generator)."""
+        """Convert a cached model's weights to ONNX and run its test (generator)."""
         from zoodesk.conversion.pipeline import convert_model
 
         return convert_model(key, trust_code=trust_code, settings=self.settings, cancel=cancel)

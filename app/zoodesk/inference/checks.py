@@ -13,11 +13,15 @@ import json
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from zoodesk.fileutils import atomic_write_text, sha256_file
-from zoodesk.inference.reproducibility import TestReport
 from zoodesk.models.package import ModelPackage
 from zoodesk.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    # Only for annotations: the reproducibility test records its results here.
+    from zoodesk.inference.reproducibility import TestReport
 
 CHECKS_DIR = "checks"
 
