@@ -311,6 +311,7 @@ def linux_deb(version: str, variant: str) -> Path:
     description = {
         "cpu": "CPU build",
         "cuda": "NVIDIA CUDA build (needs the NVIDIA driver, CUDA 12 and cuDNN 9)",
+        "full": "CPU build with PyTorch, which converts model weights to ONNX",
     }.get(variant, f"{variant} build")
     (debian / "control").write_text(
         f"Package: {package}\n"

@@ -263,7 +263,9 @@ def test_worker_without_torch_says_install_the_extra(
     # A stand-in torch that fails to import shadows any real one in the worker only.
     fake = tmp_path / "fake-site" / "torch"
     fake.mkdir(parents=True)
-    (fake / "__init__.py").write_text("raise ImportError('torch stand-in: not installed')\n")
+    (fake / "__init__.py").write_text(
+        "raise ModuleNotFoundError('torch stand-in: not installed', name='torch')\n"
+    )
     monkeypatch.setenv("PYTHONPATH", str(fake.parent))
     monkeypatch.setattr(convert_module, "can_convert", lambda _fmt: True)
     cache = ModelCache.from_settings()
@@ -275,6 +277,24 @@ def test_worker_without_torch_says_install_the_extra(
     assert "torch stand-in" in str(info.value)
     assert _folder_digest(model.root) == before
     assert _hidden_entries(cache.root) == []
+
+
+def test_a_torch_that_fails_to_import_is_not_called_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = tmp_path / "fake-site" / "torch"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("import torch._no_such_part\n")
+    monkeypatch.setenv("PYTHONPATH", str(fake.parent))
+    monkeypatch.setattr(convert_module, "can_convert", lambda _fmt: True)
+    model = ModelCache.from_settings().import_package(
+        _tiny_package(tmp_path / "pkg", None, "torchscript")
+    )
+    with pytest.raises(ConversionError) as info:
+        convert(model.key)
+    assert not isinstance(info.value, TorchMissingError)
+    assert "torch is installed but fails to import" in str(info.value)
+    assert "torch._no_such_part" in str(info.value)
 
 
 def test_existing_onnx_weights_are_kept_unless_replace(nuclei_dir: Path) -> None:

@@ -70,6 +70,16 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
 
 
+def _import_failure(framework: str, exc: ImportError) -> WorkerError:
+    """Not installed at all, or installed but broken: two different messages."""
+    missing = getattr(exc, "name", None)
+    if isinstance(exc, ModuleNotFoundError) and missing and "." not in missing:
+        return WorkerError("no-framework", f"{framework} is not installed ({_first_line(exc)})")
+    return WorkerError(
+        "framework", f"{framework} is installed but fails to import: {_first_line(exc)}"
+    )
+
+
 # ------------------------------------------------------------------------ outputs
 
 
@@ -286,7 +296,7 @@ def _convert_torch(job: Mapping[str, Any], work: Path) -> dict[str, Any]:
     try:
         import torch
     except ImportError as exc:
-        raise WorkerError("no-framework", f"torch is not installed ({_first_line(exc)})") from exc
+        raise _import_failure("torch", exc) from exc
     weights = Path(job["weights"])
     fmt = str(job["format"])
     _progress("load", f"loading {fmt} weights {weights.name} (torch {torch.__version__})")
@@ -339,9 +349,7 @@ def _convert_tensorflow(job: Mapping[str, Any], work: Path) -> dict[str, Any]:
         import tensorflow as tf
         import tf2onnx
     except ImportError as exc:
-        raise WorkerError(
-            "no-framework", f"TensorFlow is not installed ({_first_line(exc)})"
-        ) from exc
+        raise _import_failure("TensorFlow", exc) from exc
     weights = Path(job["weights"])
     fmt = str(job["format"])
     opset = int(job["opset_version"])
