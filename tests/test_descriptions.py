@@ -9,6 +9,7 @@ each, naming the field; messages name the user's own paths.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import warnings
 import zipfile
@@ -163,3 +164,39 @@ def test_every_failing_json_command_prints_exactly_one_document(
     assert code != 0
     document = json.loads(capsys.readouterr().out)
     assert document["ok"] is False and document["error"]
+
+
+ALIAS_BOMB = "format_version: 0.5.4\ntype: model\nname: bomb\nconfig:\n" + "".join(
+    f"  a{i}: &a{i} [{', '.join([f'*a{i - 1}' if i else 'x'] * 9)}]\n" for i in range(10)
+)
+
+
+def test_an_alias_bomb_is_refused_quickly_under_a_memory_cap(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    folder = tmp_path / "bomb"
+    folder.mkdir()
+    (folder / "bioimageio.yaml").write_text(ALIAS_BOMB)
+    code = (
+        "import resource, sys\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (3 * 1024**3, 3 * 1024**3))\n"
+        "from zoodesk.cli import main\n"
+        "sys.exit(main(['models', 'import', sys.argv[1]]))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(folder)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "ZOODESK_HOME": str(tmp_path / "home")},
+    )
+    assert done.returncode == 1
+    assert "aliases expand" in done.stderr and str(folder / "bioimageio.yaml") in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_ordinary_anchors_and_aliases_still_load() -> None:
+    # unet2d_fixed_shape shares its axes and shape between input and output by alias.
+    assert "&axes" in (ZOO / "unet2d_fixed_shape" / "v0_4.bioimageio.yaml").read_text()
+    assert load_model_package(ZOO / "unet2d_fixed_shape").spec.outputs

@@ -55,6 +55,11 @@ METADATA_FIELDS = frozenset(
 #: Format versions that bioimageio.spec (and so ZooDesk) reads.
 OLDEST_FORMAT = (0, 4)
 _MAX_REPAIR_ROUNDS = 4
+#: Largest description, counted in values after its YAML aliases are expanded: real
+#: descriptions hold a few thousand; nested aliases can make billions.
+MAX_EXPANDED_NODES = 200_000
+#: Deepest nesting of mappings and lists in a description.
+MAX_DEPTH = 64
 _DOI = re.compile(r"^(?:doi:\s*)?(10\.\d{4,9}/\S+)$", re.IGNORECASE)
 
 # bioimageio.spec parses and validates with shared state that breaks when two threads
@@ -115,7 +120,42 @@ def parse_description_text(text: str, origin: str) -> dict[str, Any]:
         raise ModelPackageError(f"{origin}: not readable YAML ({first})") from exc
     if not isinstance(data, dict):
         raise ModelPackageError(f"{origin}: the description is not a mapping of fields")
+    size = expanded_size(data)
+    if size > MAX_EXPANDED_NODES:
+        raise ModelPackageError(
+            f"{origin}: refused: its YAML aliases expand to more than "
+            f"{MAX_EXPANDED_NODES:,} values (an alias bomb?)"
+        )
     return data
+
+
+def expanded_size(data: Any) -> int:
+    """How many values ``data`` holds once every shared (aliased) part is copied out.
+
+    YAML aliases make one parsed object appear in many places; a deep copy (which
+    bioimageio.spec makes) multiplies it.  Counted with a memo per object, so the
+    count itself stays linear in the parsed size.
+    """
+    memo: dict[int, int] = {}
+
+    def count(value: Any, depth: int) -> int:
+        if not isinstance(value, dict | list):
+            return 1
+        key = id(value)
+        if key in memo:
+            return memo[key]
+        if depth > MAX_DEPTH:
+            return MAX_EXPANDED_NODES + 1
+        children = value.values() if isinstance(value, dict) else value
+        total = 1
+        for child in children:
+            total += count(child, depth + 1)
+            if total > MAX_EXPANDED_NODES:
+                break
+        memo[key] = total
+        return total
+
+    return count(data, 0)
 
 
 def read_description_data(path: Path) -> dict[str, Any]:
