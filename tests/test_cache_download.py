@@ -317,9 +317,12 @@ def test_cli_download_list_show(
         "run": 1,
         "convert": 0,
         "convert-with-consent": 0,
+        "convert-tensorflow": 0,
         "none": 0,
         "2D": 1,
         "3D": 0,
+        "here": {"runs": 1},
+        "passed_test_here": 0,
     }
     assert report["models"][0]["model"] == "unet2d-nuclei-broad-v0"
     assert main(["models", "verify", "--all"]) == 0

@@ -388,6 +388,8 @@ class BundleSmoke:
             return tested
         predicted = self.check_predict(key, images, label=f"predict-{package.name}")
         predicted.name = f"{name}, test, predict"
+        predicted.seconds = round(check.seconds + tested.seconds + predicted.seconds, 3)
+        predicted.data["convert_seconds"] = check.seconds
         return predicted
 
     def check_export(self, run_dir: Path | None = None) -> Check:

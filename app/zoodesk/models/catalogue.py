@@ -336,6 +336,7 @@ class Catalogue:
             "run": actions["run"],
             "convert": actions["convert"],
             "convert-with-consent": actions["convert-with-consent"],
+            "convert-tensorflow": actions["convert-tensorflow"],
             "none": actions["none"],
             "2D": sum(1 for e in self.entries if e.spatial_dims == 2),
             "3D": sum(1 for e in self.entries if e.spatial_dims == 3),

@@ -16,6 +16,7 @@ Problems are reported one line per problem, each naming the field.
 from __future__ import annotations
 
 import copy
+import json
 import re
 import threading
 import warnings
@@ -114,7 +115,9 @@ def parse_description_text(text: str, origin: str) -> dict[str, Any]:
     from ruyaml.error import YAMLError
 
     try:
-        data = YAML(typ="safe").load(text)
+        # JSON is YAML, but a YAML parser reads JSON's escaped surrogate pairs (emoji
+        # such as id_emoji) as two broken characters: JSON text goes to the JSON parser.
+        data = json.loads(text) if text.lstrip().startswith("{") else YAML(typ="safe").load(text)
     except (YAMLError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelPackageError(f"{origin}: not readable YAML ({first})") from exc
@@ -217,6 +220,19 @@ def _build(
         ) from exc
 
 
+def _is_metadata(loc: Sequence[Any]) -> bool:
+    """True for fields that never change what the model computes.
+
+    The top-level metadata fields, and the environment file a weights entry names
+    (it documents how the weights were made; ZooDesk runs ONNX).
+    """
+    if not loc:
+        return False
+    if loc[0] in METADATA_FIELDS:
+        return True
+    return len(loc) >= 3 and loc[0] == "weights" and loc[2] == "dependencies"
+
+
 def _repair_metadata(
     data: dict[str, Any], errors: Sequence[tuple[tuple[Any, ...], str]]
 ) -> list[str] | None:
@@ -225,11 +241,16 @@ def _repair_metadata(
     Returns the warnings saying what was done, or None when an error lies outside
     the metadata (nothing is changed then).
     """
-    if not errors or any(not loc or loc[0] not in METADATA_FIELDS for loc, _ in errors):
+    if not errors or not all(_is_metadata(loc) for loc, _ in errors):
         return None
     notes: list[str] = []
     dropped: dict[str, set[int]] = {}
     for loc, msg in errors:
+        if loc[0] == "weights":
+            entry = (data.get("weights") or {}).get(loc[1])
+            if isinstance(entry, dict) and entry.pop("dependencies", None) is not None:
+                notes.append(f"{_location(loc)}: {msg}; the environment file is left out")
+            continue
         field = str(loc[0])
         value = data.get(field)
         where = _location(loc)
@@ -256,13 +277,55 @@ def _repair_metadata(
     return notes
 
 
+def _rewrite_for_conversion(data: dict[str, Any]) -> list[str]:
+    """Rewrite what format 0.4 allows and the 0.5 conversion refuses, keeping the meaning."""
+    return _fixed_outputs_as_references(data) + _scalar_scale_linear_without_axes(data)
+
+
+def _scalar_scale_linear_without_axes(data: dict[str, Any]) -> list[str]:
+    """Drop ``axes`` from 0.4 ``scale_linear`` steps whose gain and offset are scalars.
+
+    A scalar gain and offset apply to every element whatever the axes: format 0.4
+    allowed naming axes anyway, the conversion to 0.5 refuses it.
+    """
+    notes: list[str] = []
+    for key in ("inputs", "outputs"):
+        for index, tensor in enumerate(data.get(key) or ()):
+            if not isinstance(tensor, dict):
+                continue
+            for stage in ("preprocessing", "postprocessing"):
+                for step_index, step in enumerate(tensor.get(stage) or ()):
+                    kwargs = step.get("kwargs") if isinstance(step, dict) else None
+                    if (
+                        step.get("name") == "scale_linear"
+                        and isinstance(kwargs, dict)
+                        and "axes" in kwargs
+                        and not isinstance(kwargs.get("gain", 1.0), list)
+                        and not isinstance(kwargs.get("offset", 0.0), list)
+                    ):
+                        kwargs.pop("axes")
+                        notes.append(
+                            f"{key}.{index}.{stage}.{step_index}: scale_linear with a scalar "
+                            "gain and offset names axes; they do not matter and are left out"
+                        )
+    return notes
+
+
+def _smallest_shape_is(tensor: dict[str, Any], out: dict[str, Any]) -> bool:
+    """True when ``tensor`` has the axes of ``out`` and, at its smallest, its shape."""
+    declared = tensor.get("shape")
+    smallest = declared.get("min") if isinstance(declared, dict) else declared
+    return tensor.get("axes") == out.get("axes") and smallest == out["shape"]
+
+
 def _fixed_outputs_as_references(data: dict[str, Any]) -> list[str]:
     """Write 0.4 outputs of fixed shape with a halo as references to the input's shape.
 
     Format 0.5 allows a halo only on outputs sized by reference to an input.  An
     output whose fixed shape equals the fixed shape of an input with the same axes
     has exactly the sizes of a reference to that input (scale 1, offset 0), so it is
-    written that way; nothing the model computes changes.
+    written that way; nothing the model computes changes.  An input of parameterized
+    shape whose smallest size is the output's shape is fixed at that size first.
     """
     notes: list[str] = []
     inputs = [t for t in data.get("inputs") or () if isinstance(t, dict)]
@@ -273,16 +336,17 @@ def _fixed_outputs_as_references(data: dict[str, Any]) -> list[str]:
             or not isinstance(out.get("shape"), list)
         ):
             continue
-        same = next(
-            (
-                t
-                for t in inputs
-                if t.get("axes") == out.get("axes") and t.get("shape") == out["shape"]
-            ),
-            None,
-        )
+        same = next((t for t in inputs if _smallest_shape_is(t, out)), None)
         if same is None or not same.get("name"):
             continue
+        if isinstance(same.get("shape"), dict):
+            # The output is declared for the input's smallest size only: the input
+            # keeps that size, the one for which the description is consistent.
+            same["shape"] = list(out["shape"])
+            notes.append(
+                f"input {same['name']!r}: fixed at its smallest size {out['shape']}, the "
+                "only one for which the fixed shape of its output holds"
+            )
         ndim = len(out["shape"])
         out["shape"] = {
             "reference_tensor": same["name"],
@@ -361,7 +425,7 @@ def read_model_description(
         errors = _entries(descr, "errors")
         repaired = _repair_metadata(working, errors)
         if repaired is None and version is not None and version[:2] == OLDEST_FORMAT:
-            repaired = _fixed_outputs_as_references(working) or None
+            repaired = _rewrite_for_conversion(working) or None
         if repaired is None:
             raise InvalidDescriptionError(
                 source,
