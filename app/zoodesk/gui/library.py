@@ -403,6 +403,9 @@ class LibraryWidget(QWidget):
     def _show_item(self, item: LibraryItem | None) -> None:
         self._package = None
         self._details_compatibility = None
+        if self._task is None and (item.item_id if item else None) != self._shown_id:
+            # What the last task said belongs to the model it ran on.
+            self.task_label.setText("")
         self._shown_id = item.item_id if item else None
         self.cover_label.clear()
         for value in self.field_labels.values():
@@ -587,7 +590,9 @@ class LibraryWidget(QWidget):
         problem = ""
         if needs_conversion and compat is not None and compat.weights_format:
             problem = self.services.conversion_unavailable(compat.weights_format) or ""
-        self.convert_button.setEnabled(needs_conversion and not busy and not problem)
+        # Enabled once the package is loaded: only then are its code and files known.
+        loaded = self._details_compatibility is not None
+        self.convert_button.setEnabled(needs_conversion and loaded and not busy and not problem)
         self.convert_button.setToolTip(
             problem or "Convert the weights to ONNX, then run the model's own test"
         )

@@ -667,7 +667,8 @@ class ModelCache:
     ) -> CachedModel:
         package = load_model_package(package_root / description, display_name=display_name)
         data = read_description_data(package_root / description)
-        notes: list[str] = []
+        # bioimageio.spec's warnings, and the metadata read leniently, stay with the model.
+        notes: list[str] = [f"description: {w}" for w in package.warnings]
         declared: set[str] = set()
         known: dict[str, str] = {}
         for ref in referenced_files(data, origin=source):

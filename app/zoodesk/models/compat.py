@@ -245,11 +245,15 @@ def compatibility_of_package(
     arch = weights.architecture
     if arch is not None and not arch.is_remote and package.path_of(arch).is_file():
         return compat
-    name = arch.source if arch is not None else "(none named)"
+    return architecture_missing(compat, arch.source if arch is not None else "(none named)")
+
+
+def architecture_missing(compat: Compatibility, code: str) -> Compatibility:
+    """``compat`` of state-dict weights whose architecture file ``code`` is not there."""
     return Compatibility(
         "none",
         None,
-        f"the pytorch_state_dict weights need their architecture code {name}, "
+        f"the pytorch_state_dict weights need their architecture code {code}, "
         "which is not in the package",
         compat.spatial_dims,
     )
@@ -313,8 +317,7 @@ def capability_here(compat: Compatibility, installation: Installation) -> Capabi
     if compat.action == "none" or fmt is None:
         return Capability("cannot run", compat.reason)
     if fmt in installation.convertible:
-        consent = " (with your consent: it runs the model's code)" if compat.needs_consent else ""
-        return Capability("converts here", f"{compat.reason}{consent}")
+        return Capability("converts here", compat.reason)
     if compat.action == "convert-tensorflow":
         return Capability("needs TensorFlow", compat.reason)
     if installation.frozen:

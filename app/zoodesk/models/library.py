@@ -19,7 +19,7 @@ from typing import Literal
 from zoodesk.errors import ZooDeskError
 from zoodesk.models.cache import CachedModel, ModelCache, strip_zoo_prefix
 from zoodesk.models.catalogue import Catalogue, CatalogueEntry, CatalogueError, load_catalogue
-from zoodesk.models.compat import Compatibility, assess
+from zoodesk.models.compat import Compatibility, architecture_missing, assess
 from zoodesk.settings import Settings, load_settings
 
 Origin = Literal["builtin", "cached", "catalogue"]
@@ -199,6 +199,25 @@ def _demo_item() -> LibraryItem | None:
     )
 
 
+def _missing_architecture(model: CachedModel) -> str | None:
+    """The architecture file a cached state dict names but the cache lacks, if any."""
+    from zoodesk.models.cache import read_description_data, referenced_files
+
+    try:
+        data = read_description_data(model.description_path)
+        files = referenced_files(data, weights=["pytorch_state_dict"], optional=False)
+    except ZooDeskError:
+        return None
+    return next(
+        (
+            f.path
+            for f in files
+            if f.role == "architecture" and not f.is_remote and not (model.root / f.path).is_file()
+        ),
+        None,
+    )
+
+
 def _cached_item(model: CachedModel, entry: CatalogueEntry | None) -> LibraryItem:
     if entry is not None:
         compat = entry.compatibility
@@ -207,6 +226,10 @@ def _cached_item(model: CachedModel, entry: CatalogueEntry | None) -> LibraryIte
             compat = assess(model.weights_formats, spatial_dims=entry.spatial_dims)
     else:
         compat = assess(model.weights_formats)
+    if compat.weights_format == "pytorch_state_dict":
+        missing = _missing_architecture(model)
+        if missing is not None:
+            compat = architecture_missing(compat, missing)
     return LibraryItem(
         item_id=f"cache:{model.key}",
         name=model.name,

@@ -76,8 +76,9 @@ class ModelPackage:
                 return weights[fmt]
         convertible = [f for f in weights if f in CONVERTIBLE_WEIGHTS_FORMATS]
         hint = (
-            f"convert them with 'zoodesk models convert' (needs the 'convert' extra: torch) "
-            f"from {', '.join(convertible)}"
+            f"convert the {', '.join(convertible)} weights first with 'zoodesk models "
+            "convert' (PyTorch weights: the full variant of the installers or the 'convert' "
+            "extra; Keras/TensorFlow weights: the 'tensorflow' extra)"
             if convertible
             else "no conversion to ONNX is available for these formats"
         )
