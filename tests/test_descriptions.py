@@ -192,7 +192,7 @@ def test_an_alias_bomb_is_refused_quickly_under_a_memory_cap(tmp_path: Path) -> 
         env={**os.environ, "ZOODESK_HOME": str(tmp_path / "home")},
     )
     assert done.returncode == 1
-    assert "aliases expand" in done.stderr and str(folder / "bioimageio.yaml") in done.stderr
+    assert "aliases are expanded" in done.stderr and str(folder / "bioimageio.yaml") in done.stderr
     assert "Traceback" not in done.stderr
 
 
@@ -200,3 +200,15 @@ def test_ordinary_anchors_and_aliases_still_load() -> None:
     # unet2d_fixed_shape shares its axes and shape between input and output by alias.
     assert "&axes" in (ZOO / "unet2d_fixed_shape" / "v0_4.bioimageio.yaml").read_text()
     assert load_model_package(ZOO / "unet2d_fixed_shape").spec.outputs
+
+
+@pytest.mark.parametrize("opening", ["[", '{"a": '])
+def test_a_description_nested_absurdly_deep_gets_one_line(opening: str, tmp_path: Path) -> None:
+    folder = tmp_path / "deep"
+    folder.mkdir()
+    closing = "]" if opening == "[" else "}"
+    text = '{"format_version": "0.5.4", "type": "model", "config": ' + opening * 100_000
+    (folder / "bioimageio.yaml").write_text(text + "1" + closing * 100_000 + "}")
+    with pytest.raises(ModelPackageError) as info:
+        load_model_package(folder)
+    assert "\n" not in str(info.value) and "refused" in str(info.value)

@@ -118,6 +118,8 @@ def parse_description_text(text: str, origin: str) -> dict[str, Any]:
         # JSON is YAML, but a YAML parser reads JSON's escaped surrogate pairs (emoji
         # such as id_emoji) as two broken characters: JSON text goes to the JSON parser.
         data = json.loads(text) if text.lstrip().startswith("{") else YAML(typ="safe").load(text)
+    except RecursionError as exc:
+        raise ModelPackageError(f"{origin}: refused: nested too deeply to be read") from exc
     except (YAMLError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelPackageError(f"{origin}: not readable YAML ({first})") from exc
@@ -126,8 +128,8 @@ def parse_description_text(text: str, origin: str) -> dict[str, Any]:
     size = expanded_size(data)
     if size > MAX_EXPANDED_NODES:
         raise ModelPackageError(
-            f"{origin}: refused: its YAML aliases expand to more than "
-            f"{MAX_EXPANDED_NODES:,} values (an alias bomb?)"
+            f"{origin}: refused: once its YAML aliases are expanded it holds more than "
+            f"{MAX_EXPANDED_NODES:,} values, or nests deeper than {MAX_DEPTH} levels"
         )
     return data
 
