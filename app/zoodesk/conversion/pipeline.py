@@ -784,19 +784,18 @@ def convert_model(
             f"{key} already has ONNX weights ({current.source.source}); converting "
             f"its {fmt} weights would replace them: ask for it with --replace"
         )
-    arch = None
-    if fmt == "pytorch_state_dict":
-        arch = _architecture(package, key)
-        if not trust_code:
-            raise ConsentRequiredError(
-                f"{key}: converting pytorch_state_dict weights executes the Python code "
-                f"{_code_description(arch)} shipped with the model; read it, and convert "
-                "with --trust-code only if you trust where the model comes from",
-                code=str(arch["path"] or arch["import_from"]),
-            )
+    # What would stop the conversion anyway comes before asking for consent.
+    arch = _architecture(package, key) if fmt == "pytorch_state_dict" else None
     if not can_convert(fmt):
         error = TorchMissingError if fmt in PYTORCH_WEIGHTS_FORMATS else FrameworkMissingError
         raise error(f"{key}: {missing_framework_hint(fmt)}")
+    if arch is not None and not trust_code:
+        raise ConsentRequiredError(
+            f"{key}: converting pytorch_state_dict weights executes the Python code "
+            f"{_code_description(arch)} shipped with the model; read it, and convert "
+            "with --trust-code only if you trust where the model comes from",
+            code=str(arch["path"] or arch["import_from"]),
+        )
     _local_file(package, spec.weights[fmt], key)
     imported = not isinstance(located, CachedModel)
     if isinstance(located, CachedModel):
