@@ -238,3 +238,15 @@ def test_a_keras_model_converts_through_tensorflow(tmp_path: Path) -> None:
     assert result.passed and result.installed
     assert result.framework_version.startswith("TensorFlow")
     assert result.max_abs_diff < 1e-5
+
+
+@pytest.mark.skipif(not HAS_TENSORFLOW, reason="needs pip install 'zoodesk[tensorflow]'")
+def test_the_zoos_tensorflow_saved_model_converts_and_passes_its_test() -> None:
+    # A real zoo package: a TF1-era saved-model bundle whose test input is uint8.
+    from tests.conftest import SHARED
+
+    result = convert(SHARED / "zoo-models" / "tiktorch_dummy_tensorflow")
+    assert result.passed and result.installed
+    assert result.source_format == "tensorflow_saved_model_bundle"
+    assert result.framework_version.startswith("TensorFlow")
+    assert result.max_abs_diff == 0.0

@@ -344,98 +344,108 @@ def _saved_model_folder(weights: Path, work: Path) -> Path:
     return found[0]
 
 
+def _keras_to_onnx(
+    tf: Any, tf2onnx: Any, job: Mapping[str, Any], examples: list[np.ndarray]
+) -> list[Any]:
+    """Convert a Keras HDF5 model; return its own outputs on the examples."""
+    weights = Path(job["weights"])
+    try:
+        model = tf.keras.models.load_model(str(weights), compile=False)
+    except Exception as exc:
+        message = f"{weights}: not a loadable Keras model ({_first_line(exc)})"
+        raise WorkerError("load", message) from exc
+    _progress("run", "running the weights on the test inputs")
+    result = model([tf.constant(x) for x in examples] if len(examples) > 1 else examples[0])
+    outputs = _pick(result, _output_keys(result, len(job["outputs"])))
+    # Batch and spatial axes stay free in the graph: None in the input signature.
+    signature = tuple(
+        tf.TensorSpec(
+            [None if str(i) in map(str, t["dynamic_axes"]) else n for i, n in enumerate(x.shape)],
+            tf.as_dtype(x.dtype),
+            name=str(t["id"]),
+        )
+        for t, x in zip(job["inputs"], examples, strict=True)
+    )
+    _progress("export", f"exporting to ONNX (opset {job['opset_version']})")
+    try:
+        tf2onnx.convert.from_keras(
+            model,
+            input_signature=signature,
+            opset=int(job["opset_version"]),
+            output_path=str(job["onnx"]),
+        )
+    except Exception as exc:
+        raise WorkerError("export", f"ONNX export failed: {_first_line(exc)}") from exc
+    return outputs
+
+
+def _saved_model_to_onnx(
+    tf: Any, tf2onnx: Any, job: Mapping[str, Any], examples: list[np.ndarray], work: Path
+) -> list[Any]:
+    """Convert a TensorFlow saved model (its serving signature); return its outputs."""
+    from tf2onnx import tf_loader
+
+    weights = Path(job["weights"])
+    folder = _saved_model_folder(weights, work)
+    try:
+        function = tf.saved_model.load(str(folder)).signatures["serving_default"]
+    except Exception as exc:
+        message = f"{weights}: not a loadable saved model ({_first_line(exc)})"
+        raise WorkerError("load", message) from exc
+    signature = function.structured_input_signature[1]
+    if len(signature) != len(examples):
+        raise WorkerError(
+            "run",
+            f"the saved model takes {len(signature)} input(s), the description declares "
+            f"{len(examples)}",
+        )
+    _progress("run", "running the weights on the test inputs")
+    # Inputs by name order; each takes the signature's data type (uint8 test inputs).
+    feeds = {
+        name: tf.constant(x, dtype=signature[name].dtype)
+        for name, x in zip(sorted(signature), examples, strict=True)
+    }
+    result = function(**feeds)
+    out_ids = [str(t["id"]) for t in job["outputs"]]
+    ordered = [k for k in out_ids if k in result] or sorted(result)
+    if len(ordered) != len(out_ids):
+        raise WorkerError(
+            "run",
+            f"the model returns {len(ordered)} output(s), the description declares {len(out_ids)}",
+        )
+    _progress("export", f"exporting to ONNX (opset {job['opset_version']})")
+    try:
+        graph_def, ins, outs, _tables, renames = tf_loader.from_saved_model(
+            str(folder), None, None, return_initialized_tables=True, return_tensors_to_rename=True
+        )
+        order = {name: i for i, name in enumerate(ordered)}
+        tf2onnx.convert.from_graph_def(
+            graph_def,
+            input_names=sorted(ins, key=lambda i: renames.get(i, i)),
+            output_names=sorted(outs, key=lambda o: order.get(renames.get(o, o), len(order))),
+            opset=int(job["opset_version"]),
+            tensors_to_rename=renames,
+            output_path=str(job["onnx"]),
+        )
+    except Exception as exc:
+        raise WorkerError("export", f"ONNX export failed: {_first_line(exc)}") from exc
+    return [result[k] for k in ordered]
+
+
 def _convert_tensorflow(job: Mapping[str, Any], work: Path) -> dict[str, Any]:
     try:
         import tensorflow as tf
         import tf2onnx
     except ImportError as exc:
         raise _import_failure("TensorFlow", exc) from exc
-    weights = Path(job["weights"])
     fmt = str(job["format"])
-    opset = int(job["opset_version"])
+    name = Path(job["weights"]).name
+    _progress("load", f"loading {fmt} weights {name} (TensorFlow {tf.__version__})")
     examples = [np.load(p, allow_pickle=False) for p in job["example_inputs"]]
-    _progress("load", f"loading {fmt} weights {weights.name} (TensorFlow {tf.__version__})")
-    out_ids = [str(t["id"]) for t in job["outputs"]]
     if fmt == "keras_hdf5":
-        try:
-            model = tf.keras.models.load_model(str(weights), compile=False)
-        except Exception as exc:
-            message = f"{weights}: not a loadable Keras model ({_first_line(exc)})"
-            raise WorkerError("load", message) from exc
-        _progress("run", "running the weights on the test inputs")
-        result = model([tf.constant(x) for x in examples] if len(examples) > 1 else examples[0])
-        outputs = _pick(result, _output_keys(result, len(out_ids)))
-        signature = tuple(
-            tf.TensorSpec(
-                [
-                    None if i in t["dynamic_axes"] or str(i) in t["dynamic_axes"] else n
-                    for i, n in enumerate(x.shape)
-                ],
-                tf.as_dtype(x.dtype),
-                name=str(t["id"]),
-            )
-            for t, x in zip(job["inputs"], examples, strict=True)
-        )
-        _progress("export", f"exporting to ONNX (opset {opset})")
-        try:
-            tf2onnx.convert.from_keras(
-                model, input_signature=signature, opset=opset, output_path=str(job["onnx"])
-            )
-        except Exception as exc:
-            raise WorkerError("export", f"ONNX export failed: {_first_line(exc)}") from exc
+        outputs = _keras_to_onnx(tf, tf2onnx, job, examples)
     else:
-        folder = _saved_model_folder(weights, work)
-        try:
-            loaded = tf.saved_model.load(str(folder))
-            function = loaded.signatures["serving_default"]
-        except Exception as exc:
-            raise WorkerError(
-                "load", f"{weights}: not a loadable saved model ({_first_line(exc)})"
-            ) from exc
-        names = list(function.structured_input_signature[1])
-        if len(names) != len(examples):
-            raise WorkerError(
-                "run",
-                f"the saved model takes {len(names)} input(s), the description declares "
-                f"{len(examples)}",
-            )
-        _progress("run", "running the weights on the test inputs")
-        feeds = {
-            name: tf.constant(x, dtype=function.structured_input_signature[1][name].dtype)
-            for name, x in zip(sorted(names), examples, strict=True)
-        }
-        result = function(**feeds)
-        ordered = [k for k in out_ids if k in result] or sorted(result)
-        outputs = [result[k] for k in ordered]
-        if len(outputs) != len(out_ids):
-            raise WorkerError(
-                "run",
-                f"the model returns {len(outputs)} output(s), the description declares "
-                f"{len(out_ids)}",
-            )
-        _progress("export", f"exporting to ONNX (opset {opset})")
-        from tf2onnx import tf_loader
-
-        try:
-            graph_def, ins, outs, _tables, renames = tf_loader.from_saved_model(
-                str(folder),
-                None,
-                None,
-                return_initialized_tables=True,
-                return_tensors_to_rename=True,
-            )
-            order = {name: i for i, name in enumerate(ordered)}
-            outs = sorted(outs, key=lambda o: order.get(renames.get(o, o), len(order)))
-            tf2onnx.convert.from_graph_def(
-                graph_def,
-                input_names=sorted(ins, key=lambda i: renames.get(i, i)),
-                output_names=outs,
-                opset=opset,
-                tensors_to_rename=renames,
-                output_path=str(job["onnx"]),
-            )
-        except Exception as exc:
-            raise WorkerError("export", f"ONNX export failed: {_first_line(exc)}") from exc
+        outputs = _saved_model_to_onnx(tf, tf2onnx, job, examples, work)
     for out, path in zip(outputs, job["reference_outputs"], strict=True):
         np.save(path, np.asarray(out))
     return {"ok": True, "framework_version": f"TensorFlow {tf.__version__}", "notes": []}
