@@ -497,7 +497,45 @@ def build_crate(
     return crate
 
 
+#: Where the provenance crate lives in the package: a crate of its own, because the
+#: package's top-level crate follows the BioImage Archive's submission profile.
+PROVENANCE_FOLDER = "provenance"
+
+
+def _rebased(value: Any, folder: str) -> Any:
+    """``value`` with every package path made relative to ``folder`` (``../images/...``)."""
+    if isinstance(value, list):
+        return [_rebased(v, folder) for v in value]
+    if not isinstance(value, dict):
+        return value
+    rebased = {}
+    for key, item in value.items():
+        if key == "@id" and isinstance(item, str) and _is_package_path(item):
+            prefix = f"{folder}/"
+            item = item.removeprefix(prefix) if item.startswith(prefix) else f"../{item}"
+        rebased[key] = _rebased(item, folder)
+    return rebased
+
+
+def _is_package_path(entity_id: str) -> bool:
+    return not (
+        entity_id.startswith(("#", "./", "../"))
+        or entity_id == CRATE_METADATA
+        or "://" in entity_id
+        or entity_id.split("/")[0].endswith(":")
+    )
+
+
 def write_crate(crate: Any, folder: Path) -> Path:
-    """Write only ``ro-crate-metadata.json`` of ``crate`` into ``folder``."""
-    crate.metadata.write(folder)
-    return folder / CRATE_METADATA
+    """Write ``crate``'s metadata as the nested crate ``folder/provenance``.
+
+    The crate is built with package paths (``images/a.tif``); in the nested crate
+    they are relative to its own root (``../images/a.tif``), which keeps it a valid
+    Process Run Crate whose data are the package's files.
+    """
+    data = crate.metadata.generate()
+    data["@graph"] = _rebased(data["@graph"], PROVENANCE_FOLDER)
+    target = folder / PROVENANCE_FOLDER / CRATE_METADATA
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(data, indent=4, ensure_ascii=False) + "\n", encoding="utf-8")
+    return target

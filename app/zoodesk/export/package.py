@@ -26,6 +26,8 @@ from typing import Any
 
 from zoodesk.batch.record import RECORD_NAME, RunRecord
 from zoodesk.errors import CancelledError, ZooDeskError
+from zoodesk.export.bia import BIA_FILE_LIST, facts_text, submission_crate
+from zoodesk.export.bia import file_list as bia_file_list
 from zoodesk.export.crate import CRATE_METADATA, FileFacts, build_crate, write_crate
 from zoodesk.export.filelists import IMAGES_LIST, images_list, output_lists
 from zoodesk.export.layout import ExportPlan, InputMode, PlannedInput, plan_export
@@ -39,7 +41,13 @@ from zoodesk.export.provenance import (
     run_provenance,
 )
 from zoodesk.export.readme import readme_text
-from zoodesk.export.rembi import REMBI_PATH, coverage, image_info, rembi_mifa
+from zoodesk.export.rembi import (
+    REMBI_PATH,
+    acquisition_section,
+    coverage,
+    image_info,
+    rembi_mifa,
+)
 from zoodesk.export.study import StudyMetadata, dump_yaml
 from zoodesk.export.zenodo import ZENODO_PATH, zenodo_metadata
 from zoodesk.fileutils import sha256_file
@@ -494,6 +502,7 @@ def _write_metadata(
     lists = output_lists(plan, model, created)
     for rel, text in lists.items():
         package.write_text(rel, text)
+    package.write_text(BIA_FILE_LIST, bia_file_list(plan))
     yield progress("filelists")
 
     rembi = rembi_mifa(study, plan, model, infos)
@@ -512,6 +521,9 @@ def _write_metadata(
     package.write_text(README, readme_text(study, plan, model, [IMAGES_LIST, *lists]))
     yield progress(README)
 
+    title = study.title or f"Predictions of {model.name} on {len(plan.done)} images"
+    summary = study.description or _crate_description(plan, model)
+    published = datetime.now(UTC).isoformat(timespec="seconds")
     crate = build_crate(
         plan,
         model,
@@ -519,12 +531,27 @@ def _write_metadata(
         package.facts,
         originals=originals,
         rdf_path=MODEL_RDF_PATH,
-        title=study.title or f"Predictions of {model.name} on {len(plan.done)} images",
-        description=study.description or _crate_description(plan, model),
-        date_published=datetime.now(UTC).isoformat(timespec="seconds"),
+        title=title,
+        description=summary,
+        date_published=published,
     )
     path = write_crate(crate, package.root)
-    package.facts[CRATE_METADATA] = FileFacts(path.stat().st_size, sha256_file(path))
+    package.facts[path.relative_to(package.root).as_posix()] = FileFacts(
+        path.stat().st_size, sha256_file(path)
+    )
+    yield progress(path.relative_to(package.root).as_posix())
+
+    acquisition = acquisition_section(study, plan, infos)["from_image_metadata"]
+    submission = submission_crate(
+        plan,
+        model,
+        study,
+        title=title,
+        description=summary,
+        date_published=published,
+        acquisition_facts=facts_text(acquisition),
+    )
+    package.write_text(CRATE_METADATA, json.dumps(submission, indent=2, ensure_ascii=False) + "\n")
     yield progress(CRATE_METADATA)
 
 
