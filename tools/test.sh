@@ -15,6 +15,12 @@ if [ ! -x .venv/rocrate-validator/bin/python ]; then
   "$PYTHON" -m venv .venv/rocrate-validator
 fi
 .venv/rocrate-validator/bin/python -m pip install --quiet roc-validator==0.13.0
+# The BioImage Archive's own validator needs Python 3.13 or newer: another environment.
+PYTHON313="${PYTHON313:-$(command -v python3.13 || echo /root/.pyenv/versions/3.13.0/bin/python)}"
+if [ ! -x .venv/bia-validator/bin/python ]; then
+  "$PYTHON313" -m venv .venv/bia-validator
+fi
+.venv/bia-validator/bin/python -m pip install --quiet bia-ro-crate-validator==0.3.1
 export QT_QPA_PLATFORM=offscreen
 .venv/bin/ruff check app tests tools benchmarks installers
 .venv/bin/ruff format --check app tests tools benchmarks installers

@@ -816,21 +816,33 @@ def _cmd_export_template(args: argparse.Namespace, console: _Console) -> int:
 
 def _cmd_export_check(args: argparse.Namespace, console: _Console) -> int:
     from zoodesk.export import check_package
+    from zoodesk.export.checks import (
+        ARCHIVE_VALIDATOR_HINT,
+        archive_validation,
+        archive_validator,
+    )
 
     problems = check_package(args.check)
+    validator = archive_validator()
+    if validator is not None:
+        problems += archive_validation(args.check, validator)
     if args.json:
         console.document(
             {
                 "package": str(args.check),
                 "ok": not problems,
                 "problems": [{"path": p.path, "message": p.message} for p in problems],
+                "archive_validator": str(validator) if validator else None,
             }
         )
     else:
         for problem in problems:
             console.info(str(problem))
+        if validator is None:
+            console.warn(ARCHIVE_VALIDATOR_HINT)
         if not problems:
-            console.info(f"{args.check}: the package is sound")
+            checked = " (and the BioImage Archive's validator accepts it)" if validator else ""
+            console.info(f"{args.check}: the package is sound{checked}")
     return EXIT_FAILED if problems else EXIT_OK
 
 
@@ -883,6 +895,11 @@ def _cmd_export(args: argparse.Namespace) -> int:
             console.info(
                 f"wrote {result.files} files ({_human_size(result.size)}) to {result.destination}"
             )
+            if result.draft:
+                console.warn(
+                    "a draft: the BioImage Archive requires the study's "
+                    f"{', '.join(result.missing_for_archive)}, not given"
+                )
             if study is None:
                 console.info(
                     "no study metadata given: write a template with "

@@ -16,7 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from zoodesk.export.crate import COMPLETED, CRATE_METADATA, FAILED, PROCESS_RUN_CRATE
+from zoodesk.export.crate import (
+    COMPLETED,
+    CRATE_METADATA,
+    FAILED,
+    PROCESS_RUN_CRATE,
+    PROVENANCE_FOLDER,
+    read_provenance_graph,
+)
 from zoodesk.export.filelists import ANNOTATION_COLUMNS, IMAGES_LIST, PROCESSED_COLUMNS, read_tsv
 from zoodesk.export.layout import COMPANION_SUFFIX
 from zoodesk.export.naming import is_safe_path
@@ -94,7 +101,12 @@ def _check_paths(files: list[str]) -> list[Problem]:
 
 def _check_file_lists(root: Path, files: set[str]) -> list[Problem]:
     problems: list[Problem] = []
-    lists = sorted(f for f in files if f.startswith("filelists/") and f.endswith(".tsv"))
+    from zoodesk.export.bia import BIA_FILE_LIST
+
+    # BioStudies' lists; the archive's RO-Crate file list has its own check.
+    lists = sorted(
+        f for f in files if f.startswith("filelists/") and f.endswith(".tsv") and f != BIA_FILE_LIST
+    )
     if IMAGES_LIST not in files:
         problems.append(Problem(IMAGES_LIST, "missing"))
     for rel in lists:
@@ -178,18 +190,18 @@ def _types(entity: dict[str, Any]) -> set[str]:
 
 
 def _check_crate(root: Path, files: set[str], run: dict[str, Any] | None) -> list[Problem]:
-    path = root / CRATE_METADATA
-    if not path.is_file():
-        return [Problem(CRATE_METADATA, "missing")]
+    """The provenance crate (Process Run Crate, nested in provenance/)."""
+    where = f"{PROVENANCE_FOLDER}/{CRATE_METADATA}"
+    if not (root / where).is_file():
+        return [Problem(where, "missing")]
     try:
-        crate = json.loads(path.read_text(encoding="utf-8"))
-        graph = {e["@id"]: e for e in crate["@graph"]}
-    except (ValueError, KeyError, TypeError) as exc:
-        return [Problem(CRATE_METADATA, f"not a readable RO-Crate ({exc})")]
+        graph = read_provenance_graph(root)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return [Problem(where, f"not a readable RO-Crate ({exc})")]
     problems: list[Problem] = []
 
     def problem(message: str) -> None:
-        problems.append(Problem(CRATE_METADATA, message))
+        problems.append(Problem(where, message))
 
     root_entity = graph.get("./")
     if root_entity is None:
@@ -230,7 +242,7 @@ def _check_crate(root: Path, files: set[str], run: dict[str, Any] | None) -> lis
         if "File" not in _types(entity) or entity["@id"].startswith(("#", "http:", "https:")):
             continue
         rel = entity["@id"]
-        if entity["@id"] == CRATE_METADATA:
+        if rel in (CRATE_METADATA, where):
             continue
         if rel not in files:
             problem(f"describes {rel}, which is not in the package")
@@ -242,6 +254,124 @@ def _check_crate(root: Path, files: set[str], run: dict[str, Any] | None) -> lis
             problem(f"file {rel}: contentSize {entity.get('contentSize')} is not its size")
         if entity.get("sha256") and entity["sha256"] != sha256_file(root / rel):
             problem(f"file {rel}: sha256 does not match")
+    return problems
+
+
+#: The archive's classes: every entity of the submission crate has exactly one.
+BIA_CLASSES = frozenset(
+    {
+        "CreativeWork",
+        *(
+            f"bia:{name}"
+            for name in [
+                "Study",
+                "Contributor",
+                "Affiliation",
+                "Publication",
+                "Grant",
+                "FundingBody",
+                "ExternalReference",
+                "Dataset",
+                "FileList",
+                "Image",
+                "AnnotationData",
+                "Specimen",
+                "CreationProcess",
+                "BioSample",
+                "Taxon",
+                "Protocol",
+                "SpecimenImagingPreparationProtocol",
+                "SignalChannel",
+                "ImageAcquisitionProtocol",
+                "AnnotationMethod",
+                "ImageAnalysisMethod",
+                "ImageCorrelationMethod",
+            ]
+        ),
+        "csvw:Schema",
+        "csvw:Column",
+    }
+)
+
+
+def draft_fields(root: Path) -> list[str]:
+    """What the archive requires that the package's study metadata does not give."""
+    from ruyaml import YAML
+    from ruyaml.error import YAMLError
+
+    from zoodesk.export.bia import missing_for_archive
+    from zoodesk.export.study import StudyMetadata
+
+    try:
+        rembi = YAML(typ="safe").load((root / REMBI_PATH).read_text(encoding="utf-8")) or {}
+    except (OSError, ValueError, YAMLError):
+        rembi = {}  # the REMBI file's own problems are reported by the other checks
+    section = rembi.get("study") or {}
+    acquisition = rembi.get("image_acquisition") or {}
+    study = StudyMetadata.model_validate(
+        {
+            "title": section.get("title") or "",
+            "description": section.get("description") or "",
+            "authors": [a for a in section.get("authors") or () if isinstance(a, dict)],
+            "biosample": {
+                "organism": (rembi.get("biosample") or {}).get("organism") or {},
+            },
+            "acquisition": {
+                "imaging_method": acquisition.get("imaging_method") or "",
+                "instrument": acquisition.get("imaging_instrument_description") or "",
+            },
+        }
+    )
+    return missing_for_archive(study)
+
+
+def _check_submission(root: Path, present: set[str]) -> list[Problem]:
+    """The top-level crate (the archive's submission profile) and its file list."""
+    from zoodesk.export.bia import BIA_FILE_LIST, IMAGES_DATASET
+
+    try:
+        crate = json.loads((root / CRATE_METADATA).read_text(encoding="utf-8"))
+        graph = {e["@id"]: e for e in crate["@graph"]}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return [Problem(CRATE_METADATA, f"not a readable RO-Crate ({exc})")]
+    problems: list[Problem] = []
+    study = graph.get("./", {})
+    if "bia:Study" not in _types(study):
+        problems.append(Problem(CRATE_METADATA, "the root is not a bia:Study"))
+    for entity_id, entity in graph.items():
+        found = _types(entity) & BIA_CLASSES
+        if len(found) != 1:
+            problems.append(
+                Problem(CRATE_METADATA, f"{entity_id}: has {len(found)} archive classes, not 1")
+            )
+    lists = [e for e in graph.values() if "bia:FileList" in _types(e)]
+    if [e["@id"] for e in lists] != [BIA_FILE_LIST]:
+        problems.append(Problem(CRATE_METADATA, f"needs exactly one bia:FileList, {BIA_FILE_LIST}"))
+    if BIA_FILE_LIST not in present:
+        return [*problems, Problem(BIA_FILE_LIST, "missing")]
+    _header, rows = read_tsv(root / BIA_FILE_LIST)
+    images = {r["file_path"] for r in rows if r.get("dataset") == IMAGES_DATASET}
+    listed = {r["file_path"] for r in rows}
+    for row in rows:
+        if row["file_path"] not in present:
+            problems.append(Problem(BIA_FILE_LIST, f"{row['file_path']}: not in the package"))
+        if row.get("dataset") not in graph:
+            problems.append(Problem(BIA_FILE_LIST, f"{row['file_path']}: unknown dataset"))
+        source = row.get("source_image")
+        if source and source not in images:
+            problems.append(
+                Problem(BIA_FILE_LIST, f"{row['file_path']}: source image {source} is not listed")
+            )
+    for rel in sorted(present):
+        if rel.startswith(("annotations/", "processed/")) and rel not in listed:
+            problems.append(Problem(BIA_FILE_LIST, f"{rel}: not listed"))
+    problems += [
+        Problem(
+            CRATE_METADATA,
+            f"draft: the archive requires the study's {name}, which was not given",
+        )
+        for name in draft_fields(root)
+    ]
     return problems
 
 
@@ -272,4 +402,74 @@ def check_package(folder: Path) -> list[Problem]:
     problems += _check_file_lists(root, present)
     problems += _check_ome(root, files, run)
     problems += [p for p in _check_crate(root, present, run) if p not in problems]
+    if CRATE_METADATA in present:
+        problems += _check_submission(root, present)
     return problems
+
+
+#: Environment variable naming the archive's validator (``bia-ro-crate``).
+ARCHIVE_VALIDATOR_VARIABLE = "ZOODESK_BIA_VALIDATOR"
+ARCHIVE_VALIDATOR_HINT = (
+    "the BioImage Archive's own validator is not installed: install it with "
+    "'pip install bia-ro-crate-validator' (needs Python 3.13 or newer), then put "
+    f"bia-ro-crate on PATH or name it in {ARCHIVE_VALIDATOR_VARIABLE}"
+)
+
+
+def archive_validator() -> Path | None:
+    """The BioImage Archive's validator (``bia-ro-crate``), if installed."""
+    import os
+    import shutil
+
+    named = os.environ.get(ARCHIVE_VALIDATOR_VARIABLE, "")
+    if named and Path(named).is_file():
+        return Path(named)
+    found = shutil.which("bia-ro-crate")
+    return Path(found) if found else None
+
+
+def archive_validation(folder: Path, validator: Path) -> list[Problem]:
+    """Run the archive's validator on a package; each ERROR it reports is a problem.
+
+    Its JSON report hides a crash (it then exits 0 with no issues), so the plain run's
+    exit status is checked too.
+    """
+    import subprocess
+
+    root = Path(folder).expanduser().resolve()
+    command = [str(validator), "validate", str(root)]
+    try:
+        report_run = subprocess.run(
+            [*command[:2], "--report-json", command[2]],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        plain = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return [Problem(CRATE_METADATA, f"the archive's validator did not run ({exc})")]
+    report = _last_json_object(report_run.stdout)
+    errors = [
+        str(issue.get("message", "")).strip()
+        for level in ("CRITICAL", "ERROR")
+        for issue in ((report or {}).get("issues") or {}).get(level) or ()
+    ]
+    problems = [Problem(CRATE_METADATA, f"archive validator: {e}") for e in errors]
+    if not problems and (report is None or plain.returncode != 0):
+        tail = (plain.stderr or plain.stdout).strip().splitlines()[-1:] or ["no output"]
+        problems.append(Problem(CRATE_METADATA, f"the archive's validator failed: {tail[0]}"))
+    return problems
+
+
+def _last_json_object(text: str) -> dict[str, Any] | None:
+    """The JSON report at the end of the validator's output (log lines come first)."""
+    lines = text.splitlines()
+    for start in range(len(lines) - 1, -1, -1):
+        if not lines[start].startswith("{"):
+            continue
+        try:
+            value = json.loads("\n".join(lines[start:]))
+        except ValueError:
+            continue
+        return value if isinstance(value, dict) else None
+    return None

@@ -526,6 +526,32 @@ def _is_package_path(entity_id: str) -> bool:
     )
 
 
+def read_provenance_graph(package: Path) -> dict[str, dict[str, Any]]:
+    """The provenance crate's entities by ``@id``, with ids as package paths again.
+
+    Raises ``OSError`` or ``ValueError`` (also ``KeyError``, ``TypeError``) when the
+    crate is missing or unreadable.
+    """
+    data = json.loads((package / PROVENANCE_FOLDER / CRATE_METADATA).read_text(encoding="utf-8"))
+
+    def unbased(value: Any) -> Any:
+        if isinstance(value, list):
+            return [unbased(v) for v in value]
+        if not isinstance(value, dict):
+            return value
+        result = {}
+        for key, item in value.items():
+            if key == "@id" and isinstance(item, str):
+                if item.startswith("../"):
+                    item = item[3:]
+                elif _is_package_path(item):
+                    item = f"{PROVENANCE_FOLDER}/{item}"
+            result[key] = unbased(item)
+        return result
+
+    return {e["@id"]: e for e in unbased(data["@graph"])}
+
+
 def write_crate(crate: Any, folder: Path) -> Path:
     """Write ``crate``'s metadata as the nested crate ``folder/provenance``.
 

@@ -26,7 +26,12 @@ from typing import Any
 
 from zoodesk.batch.record import RECORD_NAME, RunRecord
 from zoodesk.errors import CancelledError, ZooDeskError
-from zoodesk.export.bia import BIA_FILE_LIST, facts_text, submission_crate
+from zoodesk.export.bia import (
+    BIA_FILE_LIST,
+    facts_text,
+    missing_for_archive,
+    submission_crate,
+)
 from zoodesk.export.bia import file_list as bia_file_list
 from zoodesk.export.crate import CRATE_METADATA, FileFacts, build_crate, write_crate
 from zoodesk.export.filelists import IMAGES_LIST, images_list, output_lists
@@ -109,6 +114,13 @@ class ExportResult:
     inputs_done: int
     failures: tuple[tuple[str, str], ...]
     warnings: tuple[str, ...] = ()
+    #: What the archive requires that the study metadata did not give: a draft.
+    missing_for_archive: tuple[str, ...] = ()
+
+    @property
+    def draft(self) -> bool:
+        """True when the archive would not accept the package as it is."""
+        return bool(self.missing_for_archive)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -120,6 +132,8 @@ class ExportResult:
             "inputs_done": self.inputs_done,
             "failures": [{"input": i, "error": e} for i, e in self.failures],
             "warnings": list(self.warnings),
+            "draft": self.draft,
+            "missing_for_archive": list(self.missing_for_archive),
         }
 
 
@@ -441,6 +455,7 @@ def export_run(
                 inputs_done=len(plan.done),
                 failures=tuple((f["image"], f["error"] or f["status"]) for f in cover["failures"]),
                 warnings=tuple(warnings),
+                missing_for_archive=tuple(missing_for_archive(study)),
             )
         )
     finally:

@@ -112,16 +112,30 @@ class ExportDialog(QDialog):
 
         study_box = QGroupBox("Study (remembered for the next export)")
         form = QFormLayout(study_box)
-        form.addRow("Title:", self.title_edit)
-        form.addRow("Description:", self.description_edit)
-        form.addRow("Authors:", self.authors_edit)
+        # * marks what the BioImage Archive requires.
+        form.addRow("Title *:", self.title_edit)
+        form.addRow("Description *:", self.description_edit)
+        form.addRow("Authors *:", self.authors_edit)
         form.addRow("Licence:", self.license_combo)
         form.addRow("Keywords:", self.keywords_edit)
-        form.addRow("Organism:", self.organism_edit)
+        form.addRow("Organism *:", self.organism_edit)
         form.addRow("Biological entity:", self.entity_edit)
         form.addRow("Sample preparation:", self.preparation_edit)
-        form.addRow("Imaging method:", self.method_edit)
-        form.addRow("Instrument:", self.instrument_edit)
+        form.addRow("Imaging method *:", self.method_edit)
+        form.addRow("Instrument *:", self.instrument_edit)
+        self.required_label = QLabel("")
+        self.required_label.setObjectName("archiveRequired")
+        self.required_label.setWordWrap(True)
+        form.addRow(self.required_label)
+        for edit in (
+            self.title_edit,
+            self.organism_edit,
+            self.method_edit,
+            self.instrument_edit,
+        ):
+            edit.textChanged.connect(self._on_form_changed)
+        for text_edit in (self.description_edit, self.authors_edit):
+            text_edit.textChanged.connect(self._on_form_changed)
 
         self.include_radio = QRadioButton("Copy the input images into the package")
         self.include_radio.setChecked(True)
@@ -172,6 +186,7 @@ class ExportDialog(QDialog):
             self.export_button.setEnabled(False)
         else:
             self._fill(services.last_study())
+        self._on_form_changed()
 
     def _fill(self, study: StudyMetadata | None) -> None:
         if study is None:
@@ -186,6 +201,15 @@ class ExportDialog(QDialog):
         self.preparation_edit.setText(study.specimen.preparation)
         self.method_edit.setText(study.acquisition.imaging_method)
         self.instrument_edit.setText(study.acquisition.instrument)
+
+    def _on_form_changed(self) -> None:
+        missing = self.services.missing_for_archive(self.form_data())
+        self.required_label.setText(
+            "Still missing for the BioImage Archive: "
+            f"{', '.join(missing)}. You can export now; the package is then a draft."
+            if missing
+            else "Everything the BioImage Archive requires is given."
+        )
 
     def form_data(self) -> dict[str, Any]:
         """The form as plain study metadata fields."""
@@ -264,6 +288,11 @@ class ExportDialog(QDialog):
             self.progress.setRange(0, 1)
             self.progress.setValue(1)
             notes = f" {len(result.warnings)} note(s) in the log." if result.warnings else ""
+            if result.draft:
+                notes += (
+                    " A draft: the BioImage Archive also requires the study's "
+                    f"{', '.join(result.missing_for_archive)}."
+                )
             self.status_label.setText(
                 f"Exported {result.files} files ({result.size / 1e6:.1f} MB) to "
                 f"{result.destination}.{notes}"

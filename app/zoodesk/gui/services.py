@@ -12,7 +12,7 @@ ZOODESK_HOME.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -145,6 +145,19 @@ class Services:
         from zoodesk.models.bundle import import_bundle
 
         return import_bundle(path, settings=self.settings)
+
+    def missing_for_archive(self, form: Mapping[str, Any]) -> list[str]:
+        """What the BioImage Archive requires that the export form does not give."""
+        from pydantic import ValidationError
+
+        from zoodesk.export.bia import missing_for_archive
+        from zoodesk.export.study import StudyMetadata
+
+        try:
+            study = StudyMetadata.model_validate(dict(form))
+        except ValidationError:
+            return []  # the form shows its own errors (an ORCID, say) on export
+        return missing_for_archive(study)
 
     def conversion_unavailable(self, weights_format: str) -> str | None:
         """None when this installation converts such weights, else one line saying why."""
