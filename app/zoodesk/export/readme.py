@@ -49,16 +49,28 @@ def readme_text(
         f"bioimage.io model **{model.label}** on {cover['text']}, with their full "
         "provenance.  The results are model-generated and not manually curated.",
         "",
-        "It serves three purposes at once: staging for a BioImage Archive submission "
-        "(REMBI/MIFA metadata and BioStudies file lists), an RO-Crate that records the "
-        "run (Process Run Crate 0.5), and a folder that can be zipped unchanged for "
-        "Zenodo.",
+        "It serves three purposes at once: a BioImage Archive submission (an RO-Crate in "
+        "the archive's own submission profile, with REMBI/MIFA metadata and BioStudies "
+        "file lists), a record of the run (a second RO-Crate, a Process Run Crate 0.5, "
+        "in `provenance/`), and a folder that can be zipped unchanged for Zenodo.",
+        "",
+        "Two crates, because the archive's profile gives every entity one of its own "
+        "classes (study, dataset, file list, annotation method...) while the run's "
+        "provenance is told in the Process Run Crate's terms (one action per input). The "
+        "top-level crate names the provenance crate among its parts "
+        "(`provenance/`, which conforms to the Process Run Crate profile); the paths in "
+        "the provenance crate are relative to its folder (`../images/...`).",
         "",
         "## Contents",
         "",
         "| path | what |",
         "| --- | --- |",
-        "| `ro-crate-metadata.json` | RO-Crate 1.1 (Process Run Crate 0.5): one action per input |",
+        "| `ro-crate-metadata.json` | the submission: RO-Crate 1.1 in the BioImage Archive's "
+        "profile (study, datasets, annotation methods, file list) |",
+        "| `filelists/bia_file_list.tsv` | the archive's file list: every image and "
+        "annotation, its dataset and source image |",
+        "| `provenance/ro-crate-metadata.json` | the run: RO-Crate 1.1, Process Run Crate "
+        "0.5, one action per input |",
     ]
     if plan.mode == "include":
         lines.append("| `images/` | the input images, byte-for-byte copies |")
