@@ -108,16 +108,22 @@ def test_export_for_deposition_remembers_the_study(
     dialog = window.findChild(ExportDialog)
     assert dialog is not None and dialog.isVisible()
     assert dialog.title_edit.text() == ""
+    # What the archive requires is asked for, and what is still missing is named.
+    assert "title, description, authors" in dialog.required_label.text()
     destination = tmp_path / "deposit"
     dialog.title_edit.setText("Demo blobs in synthetic nuclei")
     dialog.authors_edit.setPlainText("Ada Lovelace | 0000-0002-1825-0097 | Analytical Engines")
     dialog.organism_edit.setText("Homo sapiens")
+    assert "missing for the BioImage Archive: description, imaging method, instrument" in (
+        dialog.required_label.text()
+    )
     dialog.destination_edit.setText(str(destination))
     with qtbot.waitSignal(dialog.export_finished, timeout=120000) as finished:
         qtbot.mouseClick(dialog.export_button, Qt.MouseButton.LeftButton)
     result = finished.args[0]
     assert result is not None
     assert dialog.status_label.text().startswith(f"Exported {result.files} files")
+    assert "A draft" in dialog.status_label.text() and "instrument" in dialog.status_label.text()
     assert (destination / "manifest-sha256.txt").is_file()
     assert (destination / "ro-crate-metadata.json").is_file()
     rembi = (destination / "metadata" / "rembi_mifa.yaml").read_text(encoding="utf-8")
