@@ -59,6 +59,9 @@ SAMPLES = [
 ]
 BROKEN = "broken.tif"
 
+#: What the BioImage Archive requires from the study form, in the order it is named.
+ARCHIVE_FIELDS = ["title", "description", "authors", "organism", "imaging method", "instrument"]
+
 # What the filled-in template says (the round trip must carry each value through).
 STUDY_VALUES = {
     "title": "Nuclei of HeLa cells segmented with a zoo model",
@@ -833,14 +836,7 @@ def test_overwrite_replaces_an_earlier_export(workspace: dict[str, Path], tmp_pa
     # Exported without study metadata: a draft, whose missing fields are named.
     problems = check_package(package)
     assert drafts_aside(problems) == []
-    assert [p.message.split("study's ")[1].split(",")[0] for p in problems] == [
-        "title",
-        "description",
-        "authors",
-        "organism",
-        "imaging method",
-        "instrument",
-    ]
+    assert [p.message.split("study's ")[1].split(",")[0] for p in problems] == ARCHIVE_FIELDS
     assert result.draft and result.missing_for_archive[0] == "title"
     assert [p.name for p in tmp_path.iterdir()] == ["package"]
 

@@ -23,7 +23,7 @@ import tifffile
 
 from tests.batch_helpers import box_package, request, run
 from tests.conftest import SHARED
-from tests.test_export import crate_graph, predict, types
+from tests.test_export import ARCHIVE_FIELDS, crate_graph, predict, types
 from zoodesk.cli import main
 from zoodesk.export import ExportRequest, check_package, run_export
 from zoodesk.export.study import Author, StudyMetadata
@@ -181,14 +181,7 @@ def test_a_draft_says_what_is_missing(
     packages: dict[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
     missing = [str(p) for p in check_package(packages["empty"]) if "draft:" in p.message]
-    assert [m.split("study's ")[1].split(",")[0] for m in missing] == [
-        "title",
-        "description",
-        "authors",
-        "organism",
-        "imaging method",
-        "instrument",
-    ]
+    assert [m.split("study's ")[1].split(",")[0] for m in missing] == ARCHIVE_FIELDS
     assert [p for p in check_package(packages["filled"]) if "draft:" in p.message] == []
 
 
