@@ -16,7 +16,19 @@ if [ ! -x .venv/rocrate-validator/bin/python ]; then
 fi
 .venv/rocrate-validator/bin/python -m pip install --quiet roc-validator==0.13.0
 # The BioImage Archive's own validator needs Python 3.13 or newer: another environment.
-PYTHON313="${PYTHON313:-$(command -v python3.13 || echo /root/.pyenv/versions/3.13.0/bin/python)}"
+if [ -z "${PYTHON313:-}" ]; then
+  for candidate in python3.13 python3.14 "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.1[3-9]*/bin/python; do
+    # A pyenv shim exists without the version behind it: ask the interpreter itself.
+    if "$candidate" -c 'import sys; assert sys.version_info >= (3, 13)' 2>/dev/null; then
+      PYTHON313="$candidate"
+      break
+    fi
+  done
+fi
+if [ -z "${PYTHON313:-}" ]; then
+  echo "tools/test.sh: the BioImage Archive's validator needs Python 3.13 or newer; set PYTHON313" >&2
+  exit 1
+fi
 if [ ! -x .venv/bia-validator/bin/python ]; then
   "$PYTHON313" -m venv .venv/bia-validator
 fi
