@@ -23,17 +23,29 @@ MAX_COMPRESSION_RATIO = 200
 MAX_MEMBERS = 10_000
 
 
+#: Longest file or folder name in a member path, in bytes (common file systems' limit).
+MAX_NAME_BYTES = 255
+
+
 def check_member_name(archive: Path, name: str) -> PurePosixPath:
     """Return the member's safe relative path or raise naming the offending member."""
     normalized = name.replace("\\", "/")
     path = PurePosixPath(normalized)
+    shown = name if len(name) <= 80 else f"{name[:77]}..."
     if (
         normalized.startswith("/")
         or (len(normalized) > 1 and normalized[1] == ":")
         or any(part == ".." for part in path.parts)
     ):
-        raise ModelPackageError(f"{archive}: refused member {name!r}: path leaves the package")
-    return path
+        raise ModelPackageError(f"{archive}: refused member {shown!r}: path leaves the package")
+    parts = [part for part in path.parts if part != "."]
+    if not parts:
+        raise ModelPackageError(f"{archive}: refused member {shown!r}: it names no file")
+    if any(len(part.encode("utf-8")) > MAX_NAME_BYTES for part in parts):
+        raise ModelPackageError(
+            f"{archive}: refused member {shown!r}: a name longer than {MAX_NAME_BYTES} bytes"
+        )
+    return PurePosixPath(*parts)
 
 
 def validate_zip(archive: Path, max_bytes: int = MAX_UNPACKED_BYTES) -> list[zipfile.ZipInfo]:
@@ -48,8 +60,15 @@ def validate_zip(archive: Path, max_bytes: int = MAX_UNPACKED_BYTES) -> list[zip
         raise ModelPackageError(f"{archive}: refused: {len(infos)} members is far too many")
     total = 0
     files: list[zipfile.ZipInfo] = []
+    seen: set[PurePosixPath] = set()
     for info in infos:
-        check_member_name(archive, info.filename)
+        path = check_member_name(archive, info.filename)
+        if path in seen and not info.is_dir():
+            # zipfile would extract the last one silently: which is meant is unknown.
+            raise ModelPackageError(
+                f"{archive}: refused member {info.filename!r}: it appears twice"
+            )
+        seen.add(path)
         mode = info.external_attr >> 16
         if stat.S_ISLNK(mode):
             raise ModelPackageError(f"{archive}: refused member {info.filename!r}: it is a link")
@@ -66,7 +85,20 @@ def validate_zip(archive: Path, max_bytes: int = MAX_UNPACKED_BYTES) -> list[zip
                 f"{archive}: refused: unpacks to more than {max_bytes / 1024**3:.1f} GB"
             )
         files.append(info)
+    _check_files_and_folders(archive, files)
     return files
+
+
+def _check_files_and_folders(archive: Path, files: list[zipfile.ZipInfo]) -> None:
+    """Refuse a member that is a file for one entry and a folder for another."""
+    normalized = {check_member_name(archive, i.filename): i.filename for i in files}
+    for path, name in normalized.items():
+        for parent in path.parents:
+            if parent in normalized:
+                raise ModelPackageError(
+                    f"{archive}: refused member {name!r}: {normalized[parent]!r} is a file "
+                    "in the archive, not a folder"
+                )
 
 
 def safe_extract_zip(archive: Path, destination: Path, max_bytes: int = MAX_UNPACKED_BYTES) -> Path:
@@ -102,6 +134,13 @@ def safe_extract_zip(archive: Path, destination: Path, max_bytes: int = MAX_UNPA
         if destination.exists():
             shutil.rmtree(destination)
         staging.rename(destination)
+    except OSError as exc:
+        # A full disk, a read-only folder: say so, and leave nothing behind.
+        shutil.rmtree(staging, ignore_errors=True)
+        reason = exc.strerror or str(exc)
+        raise ModelPackageError(
+            f"{archive}: cannot unpack into {destination.parent} ({reason})"
+        ) from exc
     except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
         # zipfile stops at the size a header declares and then fails its CRC check:
         # that is how a member larger than declared shows up.
