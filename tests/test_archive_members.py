@@ -51,3 +51,29 @@ def test_a_dot_folder_in_a_member_path_is_harmless(tmp_path: Path) -> None:
     archive = _archive(tmp_path / "model.zip", [("./notes/./readme.txt", b"fine")])
     model = ModelCache.from_settings().import_package(archive)
     assert model.name == "UNet 2D Nuclei Broad"
+
+
+def test_a_redirect_loop_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Loop(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(302)
+            self.send_header("Location", self.path + "x")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Loop)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/index.json"
+        code = main(["catalogue", "refresh", "--index-url", url])
+    finally:
+        server.shutdown()
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "redirects too many times" in err and "Traceback" not in err

@@ -280,6 +280,8 @@ class HttpClient:
                 return bytes(buffer)
             except httpx.TransportError as exc:
                 self._retry_delay(n, self._transport_failure(url, exc), cancel)
+            except httpx.RequestError as exc:
+                raise _request_failure(url, exc) from exc
             except _TransientError as failure:
                 self._retry_delay(n, failure, cancel)
 
@@ -310,6 +312,8 @@ class HttpClient:
                 return sha256_file(part), resumed
             except httpx.TransportError as exc:
                 self._retry_delay(n, self._transport_failure(url, exc), cancel)
+            except httpx.RequestError as exc:
+                raise _request_failure(url, exc) from exc
             except _TransientError as failure:
                 self._retry_delay(n, failure, cancel)
 
@@ -362,6 +366,13 @@ class HttpClient:
 def _range_start(response: httpx.Response) -> int | None:
     match = re.match(r"bytes (\d+)-\d+/(\d+|\*)", response.headers.get("Content-Range", ""))
     return int(match.group(1)) if match else None
+
+
+def _request_failure(url: str, exc: httpx.RequestError) -> DownloadError:
+    """A failure that retrying cannot mend (a redirect loop, say), in one line."""
+    if isinstance(exc, httpx.TooManyRedirects):
+        return DownloadError(f"GET {url}: refused: it redirects too many times (a loop?)")
+    return DownloadError(f"GET {url}: {type(exc).__name__}: {exc}")
 
 
 def file_url(description_url: str, path: str) -> str:
