@@ -281,3 +281,17 @@ def test_a_read_only_sub_folder_fails_its_files_only(
     assert statuses(finished) == {"top.tif": "ok", "deep.tif": "failed"}
     assert "read-only" in errors(finished)["deep.tif"]
     assert sorted(e.entry.status for e in events if isinstance(e, FileFinished)) == ["failed", "ok"]
+
+
+@pytest.mark.parametrize("output", ["parent", "same"])
+def test_inputs_inside_the_output_folder_are_named(tmp_path: Path, output: str) -> None:
+    model = box_package(tmp_path / "model")
+    images = tmp_path / "data" / "images"
+    images.mkdir(parents=True)
+    tifffile.imwrite(images / "a.tif", np.zeros((32, 32), np.uint16))
+    out = images.parent if output == "parent" else images
+    with pytest.raises(ZooDeskError) as info:
+        list(run_prediction(request(model, [images], out)))
+    message = str(info.value)
+    assert str(images) in message and "inside the output folder" in message
+    assert "no readable images" not in message

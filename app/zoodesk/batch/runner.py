@@ -907,6 +907,15 @@ def run_prediction(
     )
     if not files and not missing:
         names = ", ".join(str(p) for p in [*request.inputs, *request.lists])
+        inside = [
+            str(p) for p in request.inputs if Path(p).expanduser().resolve().is_relative_to(out_dir)
+        ]
+        if inside:
+            # The output folder's contents are never inputs (they are the results).
+            raise ZooDeskError(
+                f"{', '.join(inside)}: inside the output folder {out_dir}, whose files are "
+                "never read as inputs; choose an output folder outside the inputs"
+            )
         raise ZooDeskError(f"no readable images found in {names}")
 
     predictor = predictor or Predictor(
