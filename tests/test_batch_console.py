@@ -146,3 +146,17 @@ def test_long_runs_list_only_the_inputs_that_are_not_ok(tmp_path: Path) -> None:
     assert "bad[red].tif" in text and "x [bold]y[/]" in text
     assert "img8.tif" not in text
     assert "59 ok" in text and "1 failed" in text
+
+
+def test_a_newline_in_a_file_name_stays_on_its_line(
+    tmp_path: Path, box2d: ModelPackage, capsys: pytest.CaptureFixture[str]
+) -> None:
+    images = tmp_path / "in"
+    images.mkdir()
+    (images / "bad\nname.tif").write_bytes(b"II*\x00garbage")
+    tifffile.imwrite(images / "good.tif", np.zeros((24, 32), np.float32))
+    assert _predict(box2d, "-i", str(images), "-o", str(tmp_path / "out")) == 1
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 2, lines
+    (failed,) = [line for line in lines if "failed" in line]
+    assert "bad\\nname.tif" in failed

@@ -32,6 +32,17 @@ from zoodesk.errors import ZooDeskError
 from zoodesk.inference.streaming import DEFAULT_MAX_MEGAPIXELS, StreamingPolicy
 
 
+def one_line(text: str) -> str:
+    """``text`` on one console line.
+
+    Control characters (a newline in a file name, say) are shown escaped, as Python
+    writes them, instead of breaking the line.
+    """
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 class _CancelOnInterrupt:
     """First Ctrl-C: stop after the current block.  Second: stop at once."""
 
@@ -189,17 +200,19 @@ class _ProgressView:
             self.bytes_done += entry.input_size or 0
         if entry.status == "ok" and entry.shape:
             self.pixels_done += math.prod(entry.shape)
+        error = one_line(entry.error or "")
         if self.live:
             self.progress.update(self.files_task, advance=1, detail=self._detail())
             if entry.status == "failed":
-                self.progress.console.print(f"failed: {entry.error}", style="red", markup=False)
+                self.progress.console.print(f"failed: {error}", style="red", markup=False)
             return
         if self.quiet or entry.status == "skipped":
             return
         width = len(str(self.total))
-        head = f"[{self.finished:>{width}}/{self.total}] {entry.status:8s} {event.path.name}"
+        name = one_line(event.path.name)
+        head = f"[{self.finished:>{width}}/{self.total}] {entry.status:8s} {name}"
         if entry.status == "failed":
-            self.console.err.print(f"{head}: {entry.error}", style="red", markup=False)
+            self.console.err.print(f"{head}: {error}", style="red", markup=False)
         elif entry.status == "ok":
             seconds = f"  {entry.seconds:.2f} s" if entry.seconds is not None else ""
             streamed = "  (block by block from disk)" if entry.streamed else ""
@@ -208,6 +221,7 @@ class _ProgressView:
             self.console.err.print(head, markup=False)
 
     def _print_warning(self, message: str) -> None:
+        message = one_line(message)
         if self.live:
             self.progress.console.print(f"warning: {message}", style="yellow", markup=False)
         else:
