@@ -14,7 +14,6 @@ process (:mod:`zoodesk.conversion._worker`):
 from __future__ import annotations
 
 import functools
-import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -28,9 +27,8 @@ WORKER_COMMAND = "_conversion-worker"
 #: The worker module.
 WORKER_MODULE = "zoodesk.conversion._worker"
 
-# Importing zoodesk.models here would load the whole models layer: the command line
-# imports this module at start-up, for WORKER_COMMAND.
-_PYTORCH_FORMATS = ("torchscript", "pytorch_state_dict")
+# zoodesk.models is imported in the functions below, not here: the command line
+# imports this module at start-up (for WORKER_COMMAND) and must stay quick.
 
 
 def is_frozen() -> bool:
@@ -38,23 +36,20 @@ def is_frozen() -> bool:
     return bool(getattr(sys, "frozen", False))
 
 
-def _installed(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):
-        return False
-
-
 @functools.cache
 def torch_available() -> bool:
     """True when torch can be found (it is not imported: conversion runs elsewhere)."""
-    return _installed("torch")
+    from zoodesk.models.compat import module_installed
+
+    return module_installed("torch")
 
 
 @functools.cache
 def tensorflow_available() -> bool:
     """True when TensorFlow and tf2onnx can be found (neither is imported)."""
-    return _installed("tensorflow") and _installed("tf2onnx")
+    from zoodesk.models.compat import module_installed
+
+    return module_installed("tensorflow") and module_installed("tf2onnx")
 
 
 def can_convert(weights_format: str) -> bool:
@@ -70,7 +65,9 @@ def can_convert(weights_format: str) -> bool:
 
 def missing_framework_hint(weights_format: str) -> str:
     """One line: what this installation lacks to convert such weights, and what to do."""
-    if weights_format not in _PYTORCH_FORMATS:
+    from zoodesk.models.spec import PYTORCH_WEIGHTS_FORMATS
+
+    if weights_format not in PYTORCH_WEIGHTS_FORMATS:
         return (
             f"converting {weights_format} weights needs TensorFlow and tf2onnx, which no "
             "installer carries: install ZooDesk with Python and the 'tensorflow' extra "

@@ -104,8 +104,6 @@ __all__ = [
 #: ONNX opset of converted weights: supported by every ONNX Runtime build ZooDesk
 #: ships (CPU, CUDA, DirectML) and by torch's TorchScript-based exporter.
 DEFAULT_OPSET = 17
-#: Weights formats converted to ONNX, in the order they are preferred.
-CONVERTIBLE_FORMATS = CONVERTIBLE_WEIGHTS_FORMATS
 
 _PROGRESS_PREFIX = "@zoodesk "
 _STAGES = ("prepare", "load", "run", "export", "check", "probe", "test", "install", "done")
@@ -336,10 +334,10 @@ def _local_file(package: ModelPackage, weights: WeightsSpec, key: str) -> Path:
 
 def _choose_format(spec: ModelSpec, requested: str | None, key: str) -> str:
     if requested is not None:
-        if requested not in CONVERTIBLE_FORMATS:
+        if requested not in CONVERTIBLE_WEIGHTS_FORMATS:
             raise ConversionError(
                 f"cannot convert {requested} weights: only "
-                f"{' and '.join(CONVERTIBLE_FORMATS)} weights are converted to ONNX"
+                f"{' and '.join(CONVERTIBLE_WEIGHTS_FORMATS)} weights are converted to ONNX"
             )
         if requested not in spec.weights:
             raise ConversionError(
@@ -347,17 +345,17 @@ def _choose_format(spec: ModelSpec, requested: str | None, key: str) -> str:
             )
         return requested
     # torchscript first: it runs no code from the package.
-    for fmt in CONVERTIBLE_FORMATS:
+    for fmt in CONVERTIBLE_WEIGHTS_FORMATS:
         weights = spec.weights.get(fmt)
         if weights is not None and not weights.source.is_remote:
             return fmt
-    for fmt in CONVERTIBLE_FORMATS:
+    for fmt in CONVERTIBLE_WEIGHTS_FORMATS:
         if fmt in spec.weights:
             return fmt
     raise ConversionError(
         f"{key}: no weights that can be converted to ONNX "
         f"(the model has: {', '.join(spec.weights) or 'none'}; ZooDesk converts "
-        f"{', '.join(CONVERTIBLE_FORMATS)})"
+        f"{', '.join(CONVERTIBLE_WEIGHTS_FORMATS)})"
     )
 
 
@@ -737,7 +735,7 @@ def convert_model(
     model
         A cached model, its key or zoo id, or a package path (imported first).
     weights_format
-        One of :data:`CONVERTIBLE_FORMATS` (default: the first of them that the
+        One of :data:`CONVERTIBLE_WEIGHTS_FORMATS` (default: the first of them that the
         package has locally).
     trust_code
         Consent to execute the architecture code a pytorch_state_dict needs.
@@ -919,4 +917,4 @@ def convert(
 
 def convertible_formats(spec: ModelSpec) -> list[str]:
     """The weights formats of a description that could be converted to ONNX."""
-    return [f for f in CONVERTIBLE_FORMATS if f in spec.weights]
+    return [f for f in CONVERTIBLE_WEIGHTS_FORMATS if f in spec.weights]

@@ -208,7 +208,8 @@ def compatibility_of_spec(spec: ModelSpec, available: Iterable[str] | None = Non
     return assess(formats, ops=ops, spatial_dims=dims)
 
 
-def _top_module_installed(module: str) -> bool:
+def module_installed(module: str) -> bool:
+    """True when the top-level package of ``module`` can be found; nothing is imported."""
     import importlib.util
 
     try:
@@ -233,7 +234,7 @@ def compatibility_of_package(
     entry = getattr(getattr(package.descr, "weights", None), "pytorch_state_dict", None)
     module = getattr(getattr(entry, "architecture", None), "import_from", None)
     if module:
-        if _top_module_installed(str(module)):
+        if module_installed(str(module)):
             return compat
         return Compatibility(
             "none",

@@ -240,6 +240,25 @@ class HttpClient:
             return _TransientError(f"GET {url}: cannot connect ({exc})")
         return _TransientError(f"GET {url}: connection lost ({exc or type(exc).__name__})")
 
+    def _after_failure(
+        self,
+        n: int,
+        url: str,
+        exc: httpx.RequestError | _TransientError,
+        cancel: CancelCheck,
+    ) -> None:
+        """After attempt ``n`` failed: wait to retry, or raise when retrying cannot help.
+
+        Transport failures and transient statuses are retried; any other request
+        failure (a redirect loop, say) is one line naming the URL.
+        """
+        if isinstance(exc, _TransientError):
+            self._retry_delay(n, exc, cancel)
+        elif isinstance(exc, httpx.TransportError):
+            self._retry_delay(n, self._transport_failure(url, exc), cancel)
+        else:
+            raise _request_failure(url, exc) from exc
+
     def _retry_delay(self, n: int, failure: _TransientError, cancel: CancelCheck) -> None:
         """Wait before retry ``n`` or, when the attempts are used up, give up."""
         if n >= max(1, self.options.attempts):
@@ -278,12 +297,8 @@ class HttpClient:
                         if cancel():
                             raise CancelledError("download cancelled")
                 return bytes(buffer)
-            except httpx.TransportError as exc:
-                self._retry_delay(n, self._transport_failure(url, exc), cancel)
-            except httpx.RequestError as exc:
-                raise _request_failure(url, exc) from exc
-            except _TransientError as failure:
-                self._retry_delay(n, failure, cancel)
+            except (httpx.RequestError, _TransientError) as exc:
+                self._after_failure(n, url, exc, cancel)
 
     def stream_to_file(
         self,
@@ -310,12 +325,8 @@ class HttpClient:
             try:
                 resumed = (yield from self._stream_once(url, part, event, cancel)) or resumed
                 return sha256_file(part), resumed
-            except httpx.TransportError as exc:
-                self._retry_delay(n, self._transport_failure(url, exc), cancel)
-            except httpx.RequestError as exc:
-                raise _request_failure(url, exc) from exc
-            except _TransientError as failure:
-                self._retry_delay(n, failure, cancel)
+            except (httpx.RequestError, _TransientError) as exc:
+                self._after_failure(n, url, exc, cancel)
 
     def _stream_once(
         self,
