@@ -212,3 +212,19 @@ def test_a_description_nested_absurdly_deep_gets_one_line(opening: str, tmp_path
     with pytest.raises(ModelPackageError) as info:
         load_model_package(folder)
     assert "\n" not in str(info.value) and "refused" in str(info.value)
+
+
+@pytest.mark.parametrize("field", ["covers", "inputs", "outputs"])
+def test_a_list_field_holding_a_number_is_named_not_a_crash(
+    field: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    folder = _broken_copy(tmp_path)
+    description = folder / "bioimageio.yaml"
+    data = read_description_data(description)
+    data[field] = -1
+    yaml_writer.dump(data, description)
+    assert main(["models", "import", str(folder)]) == 1
+    err = capsys.readouterr().err
+    assert "unexpected error" not in err
+    assert f"{description}: not a valid model description" in err
+    assert field in err

@@ -111,6 +111,11 @@ def _source_and_sha(value: Any) -> tuple[str | None, str | None]:
     return None, None
 
 
+def _listed(value: object) -> list[Any]:
+    """``value`` if it is a list; nothing otherwise (validation names the mistake later)."""
+    return value if isinstance(value, list) else []
+
+
 def _is_v04(data: Mapping[str, Any]) -> bool:
     return str(data.get("format_version", "")).startswith("0.4") or "test_inputs" in data
 
@@ -173,21 +178,21 @@ def referenced_files(
             add(*_source_and_sha(deps), "dependencies")
     if v04:
         for key, role in (("test_inputs", "test_input"), ("test_outputs", "test_output")):
-            for item in data.get(key) or ():
+            for item in _listed(data.get(key)):
                 add(*_source_and_sha(item), role)
         if optional:
             for key in ("sample_inputs", "sample_outputs"):
-                for item in data.get(key) or ():
+                for item in _listed(data.get(key)):
                     add(*_source_and_sha(item), "sample")
     else:
         for key, role in (("inputs", "test_input"), ("outputs", "test_output")):
-            for tensor in data.get(key) or ():
+            for tensor in _listed(data.get(key)):
                 if not isinstance(tensor, Mapping):
                     continue
                 add(*_source_and_sha(tensor.get("test_tensor")), role)
                 if optional:
                     add(*_source_and_sha(tensor.get("sample_tensor")), "sample")
-    for cover in data.get("covers") or ():
+    for cover in _listed(data.get("covers")):
         add(*_source_and_sha(cover), "cover")
     add(*_source_and_sha(data.get("documentation")), "documentation")
     if optional:
