@@ -6,10 +6,8 @@ a wrong axis order, a wrong frame or a wrong channel shows as wrong pixels.
 
 from __future__ import annotations
 
-import sys
-import types
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import imageio.v3 as iio
 import numpy as np
@@ -25,6 +23,7 @@ from tests.batch_helpers import (
     run,
     statuses,
 )
+from tests.conftest import SHARED
 from zoodesk.batch.runner import BlockProgress, FileFinished, RunStarted
 from zoodesk.images import read_image
 from zoodesk.inference import predict
@@ -235,50 +234,22 @@ def test_series_pyramids_and_physical_metadata(
     )
 
 
-class _FakeBioImage:
-    """The parts of ``bioio.BioImage`` the reader uses, over an in-memory array."""
-
-    data_by_path: ClassVar[dict[str, np.ndarray]] = {}
-
-    def __init__(self, path: Path) -> None:
-        self._data = self.data_by_path[str(path)]
-        self.scenes = ("Scene:0",)
-        self.dims = types.SimpleNamespace(order="TCZYX")
-        self.shape = self._data.shape
-        self.dtype = self._data.dtype
-        self.physical_pixel_sizes = types.SimpleNamespace(Z=None, Y=0.5, X=0.5)
-        self.channel_names = ["DAPI", "GFP"]
-
-    def set_scene(self, index: int) -> None:
-        assert index == 0
-
-    @property
-    def data(self) -> np.ndarray:
-        return self._data
-
-
-def test_vendor_formats_need_bioio_and_use_it_when_installed(
-    tmp_path: Path, box2d: ModelPackage, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch
+def test_a_vendor_file_runs_with_its_calibration_and_channel_names(
+    tmp_path: Path, box2d: ModelPackage
 ) -> None:
-    czi = tmp_path / "acquisition.czi"
-    czi.write_bytes(b"ZISRAWFILE" + bytes(200))
-    monkeypatch.setitem(sys.modules, "bioio", None)  # as if not installed
-    _events, finished = run(request(box2d, [tmp_path], tmp_path / "a"))
-    message = errors(finished)["acquisition.czi"]
-    assert "optional bioio package" in message and "pip install bioio bioio-czi" in message
+    """A real Olympus OIB (three channels, 0.177 µm pixels) through the batch runner."""
+    import oiffile
 
-    pixels = _image(rng, 1, 2, 1, 24, 32)
-    _FakeBioImage.data_by_path = {str(czi): pixels}
-    monkeypatch.setitem(sys.modules, "bioio", types.SimpleNamespace(BioImage=_FakeBioImage))
-    _events, finished = run(request(box2d, [tmp_path], tmp_path / "b", channels=[1]))
-    assert statuses(finished) == {"acquisition.czi": "ok"}, errors(finished)
+    oib = SHARED / "sample-images" / "oib" / "test.oib"
+    _events, finished = run(request(box2d, [oib], tmp_path / "out", channels=[1]))
+    assert statuses(finished) == {"test.oib": "ok"}, errors(finished)
     entry = finished.record.files[0]
     assert entry.axes == "CYX"
-    assert entry.pixel_sizes == {"X": [0.5, "µm"], "Y": [0.5, "µm"]}
-    assert entry.channel_names == ["DAPI", "GFP"]
-    result = read_image(tmp_path / "b" / "acquisition_out.ome.tif")
-    np.testing.assert_allclose(result.array, box_filter(pixels[0, 1, 0]), atol=1e-6)
-    assert result.pixel_sizes == {"X": (0.5, "µm"), "Y": (0.5, "µm")}
+    assert entry.pixel_sizes == {"X": [0.177, "µm"], "Y": [0.177, "µm"]}
+    result = read_image(tmp_path / "out" / "test_out.ome.tif")
+    pixels = oiffile.imread(str(oib))[1].astype(np.float32)
+    np.testing.assert_allclose(result.array, box_filter(pixels), rtol=1e-5, atol=1e-3)
+    assert result.pixel_sizes == {"X": (0.177, "µm"), "Y": (0.177, "µm")}
 
 
 def test_run_started_reports_the_work_and_the_record_every_field(

@@ -3,7 +3,6 @@
 from zoodesk.images._ome import PROVENANCE_NAMESPACE
 from zoodesk.images.discovery import (
     IMAGE_SUFFIXES,
-    PLUGIN_SUFFIXES,
     find_images,
     image_suffix,
     natural_key,
@@ -13,9 +12,7 @@ from zoodesk.images.discovery import (
 from zoodesk.images.readers import (
     MAX_DECODED_BYTES,
     MAX_GUESSED_CHANNELS,
-    PLUGIN_FORMATS,
     ImageData,
-    PluginFormat,
     available_memory,
     guess_axes,
     read_image,
@@ -33,11 +30,8 @@ __all__ = [
     "LOSSLESS_COMPRESSIONS",
     "MAX_DECODED_BYTES",
     "MAX_GUESSED_CHANNELS",
-    "PLUGIN_FORMATS",
-    "PLUGIN_SUFFIXES",
     "PROVENANCE_NAMESPACE",
     "ImageData",
-    "PluginFormat",
     "TiledOmeTiffWriter",
     "available_memory",
     "build_ome_xml",

@@ -23,12 +23,13 @@ IMAGE_SUFFIXES: tuple[str, ...] = (
     ".jpeg",
     ".jpg",
     ".bmp",
+    # The microscope vendors' formats (zoodesk.images.vendor).
+    ".czi",
+    ".nd2",
+    ".lif",
+    ".oib",
+    ".oif",
 )
-
-#: File name endings of the formats read through the optional bioio plugins
-#: (:data:`zoodesk.images.readers.PLUGIN_FORMATS`).  Folders list them too, so that a
-#: batch over an acquisition folder reports what to install instead of skipping them.
-PLUGIN_SUFFIXES: tuple[str, ...] = (".czi", ".nd2", ".lif")
 
 _DIGITS = re.compile(r"(\d+)")
 
@@ -91,9 +92,7 @@ def _folder_images(folder: Path, patterns: Sequence[str], recursive: bool) -> li
         dirs[:] = [d for d in dirs if not _skipped(d)] if recursive else []
         base = Path(root)
         for name in files:
-            if _skipped(name) or (
-                image_suffix(name) is None and not name.lower().endswith(PLUGIN_SUFFIXES)
-            ):
+            if _skipped(name) or image_suffix(name) is None:
                 continue
             path = base / name
             relative = path.relative_to(folder).as_posix()
@@ -111,8 +110,8 @@ def find_images(
     ----------
     inputs
         Files (kept as they are, whatever their name: reading them reports any
-        problem) and folders (every file in them with one of :data:`IMAGE_SUFFIXES`
-        or :data:`PLUGIN_SUFFIXES`, case-insensitive; hidden files and unfinished
+        problem) and folders (every file in them with one of :data:`IMAGE_SUFFIXES`,
+        case-insensitive; hidden files and unfinished
         ``.part`` files are skipped).
     patterns
         Glob patterns (``*``, ``?``, ``[...]``; case-insensitive) that a folder's

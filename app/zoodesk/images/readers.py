@@ -3,12 +3,10 @@
 :func:`read_image` reads TIFF (plain, multi-page, ImageJ hyperstacks, OME-TIFF with
 several series or pyramid levels), NumPy ``.npy``, PNG, JPEG and BMP files.  The
 format is recognised from the file's first bytes, not from its name, so a PNG saved
-as ``.jpg`` still reads.  Zeiss CZI, Nikon ND2 and Leica LIF files are read through
-the optional `bioio <https://github.com/bioio-devs/bioio>`_ package and its plugin
-for the format (``pip install bioio bioio-czi``) when they are installed; without
-them such a file fails with a message saying what to install.  They are decoded
-into memory (scene ``series``; empty dimensions dropped; pixel sizes in µm and
-channel names from bioio).
+as ``.jpg`` still reads.  Zeiss CZI, Nikon ND2, Leica LIF and Olympus OIB/OIF files
+are read with the readers in :mod:`zoodesk.images.vendor` (one series at a time: a
+scene, a position, an image of a project; empty dimensions dropped; pixel sizes in
+µm, channel names, wavelengths, time interval, objective and microscope).
 
 Memory
     Uncompressed, contiguously stored TIFF data and every ``.npy`` file are returned
@@ -46,7 +44,6 @@ Pixel sizes
 from __future__ import annotations
 
 import contextlib
-import importlib
 import logging
 import math
 import mmap
@@ -73,6 +70,7 @@ from zoodesk.images._ome import (
     normalize_length_unit,
     valid_size,
 )
+from zoodesk.images.vendor import read_vendor, vendor_format
 
 #: Largest leading dimension that :func:`guess_axes` takes for channels.
 MAX_GUESSED_CHANNELS = 4
@@ -308,12 +306,12 @@ def _choose_reader(path: Path) -> _Reader:
         return _read_jpeg
     if head.startswith(b"BM"):
         return _read_bmp
-    plugin = _plugin_format(path, head)
-    if plugin is not None:
-        return lambda p, s: _read_with_bioio(p, s, plugin)
+    fmt = vendor_format(path, head)
+    if fmt is not None:
+        return lambda p, s: _read_vendor(p, s, fmt)
     raise ImageReadError(
-        f"{path}: not a recognised image file (expected TIFF, NumPy .npy, PNG, JPEG or BMP "
-        f"content, or {', '.join(sorted(f.name for f in PLUGIN_FORMATS.values()))} with bioio)"
+        f"{path}: not a recognised image file (expected TIFF, NumPy .npy, PNG, JPEG, BMP, "
+        "CZI, ND2, LIF or OIB content)"
     )
 
 
@@ -850,102 +848,36 @@ def _map_annotations(root: ET.Element, image: ET.Element) -> dict[str, dict[str,
     return found
 
 
-# --- optional bioio plugins (CZI, ND2, LIF) -----------------------------------------
+# --- vendor formats (CZI, ND2, LIF, OIB) --------------------------------------------
 
 
-@dataclass(frozen=True)
-class PluginFormat:
-    """A format read through the optional bioio package and one of its plugins."""
-
-    name: str
-    plugin: str
-
-
-#: Formats read with bioio when it and the plugin are installed, by file suffix.
-PLUGIN_FORMATS: dict[str, PluginFormat] = {
-    ".czi": PluginFormat("CZI", "bioio-czi"),
-    ".nd2": PluginFormat("ND2", "bioio-nd2"),
-    ".lif": PluginFormat("LIF", "bioio-lif"),
-}
-
-
-def _plugin_format(path: Path, head: bytes) -> PluginFormat | None:
-    if head.startswith(b"ZISRAWFILE"):
-        return PLUGIN_FORMATS[".czi"]
-    # ND2: version 3 files start with the chunk magic 0x0ABECEDA (little-endian),
-    # older ones are JPEG 2000 containers.
-    if head.startswith((b"\xda\xce\xbe\x0a", b"\x00\x00\x00\x0cjP  ")):
-        return PLUGIN_FORMATS[".nd2"]
-    # LIF: a 0x70 test value, the XML block's size, then the 0x2A marker.
-    if head.startswith(b"\x70\x00\x00\x00") and len(head) > 8 and head[8] == 0x2A:
-        return PLUGIN_FORMATS[".lif"]
-    return PLUGIN_FORMATS.get(path.suffix.lower())
-
-
-def _read_with_bioio(path: Path, series: int, fmt: PluginFormat) -> ImageData:
-    install = f"pip install bioio {fmt.plugin}"
-    try:
-        bioio = importlib.import_module("bioio")
-    except ImportError:
-        raise ImageReadError(
-            f"{path}: {fmt.name} files are read with the optional bioio package, which is "
-            f"not installed (install it with: {install})"
-        ) from None
-    try:
-        image = bioio.BioImage(path)
-    except Exception as exc:
-        if "unsupported" in type(exc).__name__.lower():
-            raise ImageReadError(
-                f"{path}: no installed bioio plugin reads {fmt.name} files "
-                f"(install one with: pip install {fmt.plugin})"
-            ) from exc
-        raise ImageReadError(f"{path}: cannot read the {fmt.name} file: {_reason(exc)}") from exc
-    scenes = list(image.scenes)
-    if series >= len(scenes):
-        raise ImageReadError(
-            f"{path}: series {series} does not exist (the file has {len(scenes)} series)"
-        )
-    image.set_scene(series)
-    order = str(image.dims.order).upper()
-    shape = tuple(int(n) for n in image.shape)
-    dtype = _check_dtype(path, np.dtype(image.dtype))
+def _read_vendor(path: Path, series: int, fmt: str) -> ImageData:
+    found = read_vendor(path, series, fmt)
+    dtype = _check_dtype(path, found.array.dtype)
+    shape = found.array.shape
     _check_shape(path, shape)
     _check_decoded_size(path, math.prod(shape) * dtype.itemsize)
-    array = np.asarray(image.data)
-    if tuple(array.shape) != shape or len(order) != len(shape):
-        raise ImageReadError(
-            f"{path}: the {fmt.name} reader returned shape {array.shape} for axes {order}"
-        )
-    # bioio always gives every dimension (TCZYX, plus S for RGB); drop the empty ones
-    # as the TIFF reader does, so that axes mean the same whatever the format.
-    keep = [i for i, (a, n) in enumerate(zip(order, shape, strict=True)) if n > 1 or a in "YX"]
-    array = array.reshape([shape[i] for i in keep])
-    raw_axes = "".join(order[i] for i in keep)
-    axes = _normalize_tiff_axes(raw_axes, array.shape, colour="S" in raw_axes)
-    pixel_sizes: dict[str, tuple[float, str]] = {}
-    physical = getattr(image, "physical_pixel_sizes", None)
-    for axis in "ZYX":
-        value = _positive_float(getattr(physical, axis, None))
-        if value is not None:
-            pixel_sizes[axis] = (_tidy(value), MICROMETER)
-    names = [str(n).strip() for n in (getattr(image, "channel_names", None) or [])]
+    # Dimensions of one element are dropped, as the TIFF reader does, so that axes mean
+    # the same whatever the format.
+    keep = [i for i, (a, n) in enumerate(zip(found.axes, shape, strict=True)) if n > 1 or a in "YX"]
+    array = found.array.reshape([shape[i] for i in keep])
+    raw_axes = "".join(found.axes[i] for i in keep)
+    colour = "S" in raw_axes
+    axes = _normalize_tiff_axes(raw_axes, array.shape, colour=colour)
     n_channels = dict(zip(axes, array.shape, strict=True)).get("C", 1)
-    channel_names = names if len(names) == n_channels and all(names) else None
+    names = found.channel_names
+    metadata = {**found.metadata, "axes_from": "metadata", "memory_mapped": False}
+    channels = metadata.get("channels")
+    if isinstance(channels, list) and len(channels) != n_channels:
+        metadata.pop("channels")
     return ImageData(
         array=array,
         axes=axes,
         path=path,
-        pixel_sizes=pixel_sizes,
-        channel_names=channel_names,
+        pixel_sizes={k: v for k, v in found.pixel_sizes.items() if k in axes or k in "XY"},
+        channel_names=names if names is not None and len(names) == n_channels else None,
         series=series,
-        metadata={
-            "format": fmt.name.lower(),
-            "reader": "bioio",
-            "series_count": len(scenes),
-            "scene": str(scenes[series]),
-            "axes_from": "metadata",
-            "memory_mapped": False,
-        },
+        metadata=metadata,
     )
 
 
