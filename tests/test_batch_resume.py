@@ -19,8 +19,9 @@ from tests.batch_helpers import (
     statuses,
 )
 from zoodesk.batch import runner
-from zoodesk.batch.record import RunRecord
+from zoodesk.batch.record import RECORD_NAME, RunRecord
 from zoodesk.batch.runner import RunStarted
+from zoodesk.cli import main
 from zoodesk.errors import ZooDeskError
 from zoodesk.models.package import ModelPackage
 
@@ -209,6 +210,54 @@ def test_records_of_other_versions_load(tmp_path: Path) -> None:
     path.write_text(json.dumps({"schema": "zoodesk-run/1", "files": [{"status": "ok"}]}))
     with pytest.raises(ZooDeskError, match="damaged run record"):
         RunRecord.load(path)
+
+
+def test_records_naming_paths_outside_their_folder_are_refused(
+    tmp_path: Path,
+    box2d: ModelPackage,
+    inputs: dict[str, np.ndarray],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    out = tmp_path / "out"
+    run(request(box2d, [tmp_path / "in"], out))
+    record_path = out / RECORD_NAME
+    original = json.loads(record_path.read_text())
+
+    def edited(name: str, **changes: object) -> None:
+        data = json.loads(json.dumps(original))
+        next(f for f in data["files"] if f["input"].endswith(name)).update(changes)
+        record_path.write_text(json.dumps(data))
+
+    # An output "outside" with the recorded sha256: a re-run would take it as done,
+    # an export would copy it into the package.
+    outside = tmp_path / "secret_out.ome.tif"
+    secret = (out / "a_out.ome.tif").read_bytes()
+    outside.write_bytes(secret)
+    [output] = next(f for f in original["files"] if f["input"].endswith("a.tif"))["outputs"]
+    edited("a.tif", outputs=[{**output, "path": "../secret_out.ome.tif"}])
+    with pytest.raises(ZooDeskError) as info:
+        RunRecord.load(record_path)
+    assert str(info.value) == (
+        f"{record_path}: refused: output path '../secret_out.ome.tif' leads out of its "
+        f"folder (input {str(tmp_path / 'in' / 'a.tif')!r})"
+    )
+    assert main(["export", str(out), "--to", str(tmp_path / "package")]) == 1
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert lines == [f"error: {info.value}"]
+    assert not (tmp_path / "package").exists()
+
+    # A key (the stem of output names) leading out: a re-run would write there.
+    edited("b.tif", key="../b", status="pending", outputs=[])
+    events, finished = run(request(box2d, [tmp_path / "in"], out))
+    [started] = [e for e in events if isinstance(e, RunStarted)]
+    assert any(
+        w.startswith(f"{record_path}: refused: key '../b' leads out of its folder")
+        and w.endswith("every input is processed again")
+        for w in started.warnings
+    )
+    assert set(statuses(finished).values()) == {"ok"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "out", "secret_out.ome.tif"]
+    assert outside.read_bytes() == secret
 
 
 def test_outputs_of_inputs_left_out_of_a_rerun_are_not_overwritten(

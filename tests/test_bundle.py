@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import zipfile
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -16,8 +19,8 @@ from zoodesk.cli import main
 from zoodesk.errors import ModelPackageError
 from zoodesk.models import resolve_model
 from zoodesk.models.bundle import BUNDLE_MANIFEST, BundleError, export_bundle, import_bundle
-from zoodesk.models.cache import MANIFEST_NAME, ModelCache
-from zoodesk.models.catalogue import load_catalogue
+from zoodesk.models.cache import MANIFEST_NAME, CacheError, ModelCache
+from zoodesk.models.catalogue import CatalogueError, load_catalogue
 
 
 @pytest.fixture(scope="module")
@@ -137,12 +140,13 @@ def test_local_catalogue_newer_than_the_bundle_is_kept(
     assert first.catalogue is not None
     path = isolated_home / "catalogue" / "catalogue.json"
     data = json.loads(path.read_text())
-    data["fetched_at"] = "2999-01-01T00:00:00+00:00"
+    now = datetime.now(UTC).replace(microsecond=0)  # after the bundle's refresh
+    data["fetched_at"] = now.isoformat()
     path.write_text(json.dumps(data))
     second = import_bundle(bundle_file)
     assert second.catalogue is None
     assert "kept the local catalogue" in second.catalogue_note
-    assert load_catalogue().fetched_at.year == 2999
+    assert load_catalogue().fetched_at == now
     # Importing again replaces the models under their keys.
     assert sorted(m.key for m in second.models) == sorted(m.key for m in first.models)
     assert len(ModelCache.from_settings().list()) == 2
@@ -222,3 +226,154 @@ def test_export_refuses_damaged_models(isolated_home: Path, tmp_path: Path) -> N
         export_bundle(tmp_path / "out.zdbundle", [model.key])
     assert not (tmp_path / "out.zdbundle").exists()
     assert list(tmp_path.iterdir()) == []
+
+
+# ------------------------------------------------------ catalogues and manifests that lie
+
+SECRET = b"name: a file outside the catalogue, never to be exported 7c1e5a\n"
+
+
+def _with_catalogue(bundle: Path, target: Path, edit: Any) -> Path:
+    """A copy of an exported bundle whose catalogue.json ``edit`` changed in place."""
+    with zipfile.ZipFile(bundle) as zf:
+        data = json.loads(zf.read("catalogue/catalogue.json"))
+    edit(data)
+    return _rewrite(bundle, target, {"catalogue/catalogue.json": json.dumps(data).encode()})
+
+
+def _entry(data: dict[str, Any], nickname: str) -> dict[str, Any]:
+    return next(e for e in data["entries"] if e["id"] == f"bioimage-io/{nickname}")
+
+
+def _warnings(err: str) -> list[str]:
+    assert "Traceback" not in err
+    return [line for line in err.splitlines() if line.startswith(("warning:", "error:"))]
+
+
+def test_bundle_catalogue_naming_files_outside_is_refused(
+    bundle_file: Path, isolated_home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    secret = tmp_path / "secret.yaml"
+    secret.write_bytes(SECRET)
+    escape = os.path.relpath(secret, isolated_home / "catalogue")
+    assert escape.startswith("../")
+
+    def point_outside(data: dict[str, Any]) -> None:
+        # rdf_sha256 stays that of the index: a refresh would reuse "the saved copy".
+        _entry(data, "affable-shark")["rdf_file"] = escape
+        _entry(data, "polite-pig")["rdf_file"] = "../../../../etc/hostname"
+
+    bad = _with_catalogue(bundle_file, tmp_path / "outside.zdbundle", point_outside)
+    assert main(["bundle", "import", str(bad)]) == 0
+    out, err = capsys.readouterr()
+    (line,) = _warnings(err)
+    assert line.startswith(f"warning: {bad}: the bundle's catalogue is not installed: ")
+    assert "catalogue/catalogue.json: refused the entry 'bioimage-io/affable-shark': " in line
+    assert f"rdf_file {escape!r} leads out of its folder (and 1 more)" in line
+    assert "installed UNet 2D Nuclei Broad as unet2d-nuclei-broad-v0" in out
+    assert len(ModelCache.from_settings().list()) == 2
+    assert not (isolated_home / "catalogue").exists()
+
+    # An installation that adopted such a catalogue earlier (or whose catalogue was
+    # edited): its refresh and its next bundle never carry the outside file.
+    with zipfile.ZipFile(bad) as zf:
+        for name in zf.namelist():
+            if name.startswith("catalogue/"):
+                zf.extract(name, isolated_home)
+    sloth = isolated_home / "catalogue" / "rdfs" / "ambitious-sloth.yaml"
+    sloth.unlink()
+    sloth.symlink_to(secret)
+    for zoo in running_zoo():
+        zoo.fail("/artifacts/polite-pig/files/rdf.yaml", "status", status=404, times=None)
+        assert main(["catalogue", "refresh", "--index-url", zoo.index_url]) == 0
+        refetched = {r.path.split("/")[2] for r in zoo.requests_for("rdf.yaml")}
+    lines = _warnings(capsys.readouterr().err)
+    catalogue_json = isolated_home / "catalogue" / "catalogue.json"
+    assert sorted(lines) == [
+        f"warning: {catalogue_json}: refused the entry 'bioimage-io/affable-shark': "
+        f"rdf_file {escape!r} leads out of its folder; its description is fetched again",
+        f"warning: {catalogue_json}: refused the entry 'bioimage-io/ambitious-sloth': "
+        "rdf_file 'rdfs/ambitious-sloth.yaml' links outside its folder; its description "
+        "is fetched again",
+        f"warning: {catalogue_json}: refused the entry 'bioimage-io/polite-pig': "
+        "rdf_file '../../../../etc/hostname' leads out of its folder; its description is "
+        "fetched again",
+    ]
+    assert {"affable-shark", "ambitious-sloth", "polite-pig"} <= refetched
+    catalogue = load_catalogue()
+    assert catalogue.warnings == []
+    assert catalogue.get("affable-shark").valid
+    assert "HTTP 404" in catalogue.get("polite-pig").problems[0]
+    saved = [p for p in (isolated_home / "catalogue").rglob("*") if p.is_file()]
+    assert not any(p.is_symlink() or SECRET in p.read_bytes() for p in saved)
+
+    exported = tmp_path / "again.zdbundle"
+    assert main(["bundle", "export", str(exported), "-m", "unet2d-nuclei-broad-v0"]) == 0
+    with zipfile.ZipFile(exported) as zf:
+        assert not any(SECRET in zf.read(name) for name in zf.namelist())
+    assert secret.read_bytes() == SECRET
+
+
+def test_catalogues_dated_in_the_future_are_not_adopted(
+    bundle_file: Path, isolated_home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    future = (datetime.now(UTC) + timedelta(days=30)).replace(microsecond=0)
+
+    def postdate(data: dict[str, Any]) -> None:
+        data["fetched_at"] = future.isoformat()
+
+    bad = _with_catalogue(bundle_file, tmp_path / "future.zdbundle", postdate)
+    assert main(["bundle", "import", str(bad)]) == 0
+    (line,) = _warnings(capsys.readouterr().err)
+    assert line.startswith(f"warning: {bad}: the bundle's catalogue is not installed: ")
+    assert f"catalogue/catalogue.json: refused: the catalogue is dated {future.isoformat()}" in line
+    assert not (isolated_home / "catalogue").exists()
+
+    # A saved catalogue dated in the future is refused where it is read, so that it
+    # blocks no later catalogue (the newer one wins).
+    first = import_bundle(bundle_file)
+    assert first.catalogue is not None
+    path = isolated_home / "catalogue" / "catalogue.json"
+    data = json.loads(path.read_text())
+    data["fetched_at"] = "2999-01-01T00:00:00+00:00"
+    path.write_text(json.dumps(data))
+    with pytest.raises(CatalogueError, match=r"refused: the catalogue is dated 2999-01-01"):
+        load_catalogue()
+    assert main(["catalogue", "search", "nuclei"]) == 1
+    (line,) = _warnings(capsys.readouterr().err)
+    assert line.startswith(f"error: {path}: refused: the catalogue is dated 2999-01-01T00:00:00")
+    again = import_bundle(bundle_file)
+    assert again.catalogue is not None and not again.catalogue_refused
+    assert load_catalogue().fetched_at == first.catalogue.fetched_at
+
+
+def test_manifests_naming_files_outside_the_model_are_refused(
+    isolated_home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cache = ModelCache.from_settings()
+    model = cache.import_package(NUCLEI)
+    manifest = model.root / MANIFEST_NAME
+    original = manifest.read_text()
+    # The outside file has the very size and sha256 the manifest records: only the
+    # path check stands between it and an export.
+    outside = tmp_path / "test_input.npy"
+    outside.write_bytes((model.root / "test_input.npy").read_bytes())
+    escape = os.path.relpath(outside, model.root)
+    manifest.write_text(original.replace('"path": "test_input.npy"', f'"path": "{escape}"'))
+    with pytest.raises(CacheError) as info:
+        cache.get(model.key)
+    assert str(info.value) == f"{manifest}: refused: path {escape!r} leads out of its folder"
+    assert main(["bundle", "export", str(tmp_path / "out"), "-m", model.key]) == 1
+    (line,) = _warnings(capsys.readouterr().err)
+    assert line == f"error: {manifest}: refused: path {escape!r} leads out of its folder"
+    assert not (tmp_path / "out.zdbundle").exists()
+
+    # A link inside the model's folder to a file elsewhere is refused the same way.
+    manifest.write_text(original)
+    (model.root / "test_input.npy").unlink()
+    (model.root / "test_input.npy").symlink_to(outside)
+    with pytest.raises(CacheError, match=r"refused: path 'test_input\.npy' links outside"):
+        cache.get(model.key)
+    with pytest.raises(CacheError):
+        export_bundle(tmp_path / "out.zdbundle", [model.key])
+    assert not (tmp_path / "out.zdbundle").exists()

@@ -6,6 +6,8 @@ import copy
 import json
 import math
 import shutil
+import subprocess
+import sys
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -422,3 +424,47 @@ def test_cli_report_over_the_snapshot(capsys: pytest.CaptureFixture[str]) -> Non
     assert lines[-1].startswith("this installation: ")
     owl = next(line for line in lines if line.startswith("humorous-owl "))
     assert "converts here" in owl or "needs TensorFlow" in owl
+
+
+# --------------------------------------------------------------------- hostile input
+
+
+def _zoodesk(*args: str) -> subprocess.CompletedProcess[str]:
+    """The command line in its own process (ZOODESK_HOME from the environment)."""
+    return subprocess.run(
+        [sys.executable, "-m", "zoodesk.cli", *args], capture_output=True, text=True, timeout=300
+    )
+
+
+def _error_line(done: subprocess.CompletedProcess[str]) -> str:
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, done.stderr
+    return lines[0]
+
+
+DEPTH = 100_000
+DEEP_LIST = b"[" * DEPTH + b"]" * DEPTH
+DEEP_OBJECT = b'{"a":' * DEPTH + b"1" + b"}" * DEPTH
+
+
+@pytest.mark.parametrize("deep", [DEEP_LIST, DEEP_OBJECT], ids=["list", "object"])
+def test_an_index_nested_too_deeply_is_one_line(home: Path, zoo: ZooServer, deep: bytes) -> None:
+    zoo.overrides["/collection/index.json"] = deep
+    line = _error_line(_zoodesk("catalogue", "refresh", "--index-url", zoo.index_url))
+    assert line.startswith(f"error: {zoo.index_url}: not a collection index (nested too deeply")
+    assert not (home / "catalogue").exists()
+
+
+def test_a_saved_catalogue_nested_too_deeply_is_one_line(home: Path, zoo: ZooServer) -> None:
+    folder = home / "catalogue"
+    folder.mkdir()
+    (folder / "catalogue.json").write_bytes(b'{"entries":' + DEEP_LIST + b"}")
+    line = _error_line(_zoodesk("catalogue", "search", "nuclei"))
+    assert line.startswith(f"error: {folder / 'catalogue.json'}: the saved catalogue is unreadable")
+    assert "nested too deeply" in line
+    # A refresh replaces it.
+    done = _zoodesk("catalogue", "refresh", "--index-url", zoo.index_url)
+    assert done.returncode == 0, done.stderr
+    assert len(load_catalogue().entries) == 138

@@ -527,10 +527,17 @@ def _cmd_catalogue_refresh(args: argparse.Namespace) -> int:
     catalogue = run_with_progress(
         refresh_catalogue_events(index_url=args.index_url), console=console.err, show=not args.json
     )
+    for warning in catalogue.warnings:
+        console.warn(warning)
     totals = catalogue.totals()
     if args.json:
         console.document(
-            {"folder": str(catalogue.folder), "index_url": catalogue.index_url, "totals": totals}
+            {
+                "folder": str(catalogue.folder),
+                "index_url": catalogue.index_url,
+                "totals": totals,
+                "warnings": catalogue.warnings,
+            }
         )
         return EXIT_OK
     unavailable = sum(1 for e in catalogue.entries if e.problems and not e.valid)
@@ -548,6 +555,8 @@ def _cmd_catalogue_search(args: argparse.Namespace) -> int:
 
     console = _console(args)
     catalogue = load_catalogue()
+    for warning in catalogue.warnings:
+        console.warn(warning)
     found = catalogue.search(
         " ".join(args.query) if args.query else None,
         tags=args.tag,
@@ -609,8 +618,13 @@ def _cmd_bundle_import(args: argparse.Namespace) -> int:
                 "catalogue_note": result.catalogue_note,
             }
         )
+        if result.catalogue_refused:
+            console.warn(result.catalogue_note)
         return EXIT_OK
-    console.info(result.catalogue_note)
+    if result.catalogue_refused:
+        console.warn(result.catalogue_note)
+    else:
+        console.info(result.catalogue_note)
     for m in result.models:
         console.info(f"installed {m.name} as {m.key}")
     return EXIT_OK

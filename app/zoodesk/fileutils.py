@@ -1,15 +1,23 @@
-"""Small file helpers shared by every layer: checksums and atomic writes."""
+"""Small file helpers shared by every layer: checksums, atomic writes, and reading
+what other files say safely (relative paths that must stay in their folder, JSON
+that may be nested absurdly deep)."""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 _CHUNK = 1 << 20
+
+#: Deepest nesting of mappings and lists accepted in a file that comes from elsewhere
+#: (descriptions, catalogues, manifests, run records); real ones nest a few levels.
+MAX_DEPTH = 64
 
 
 def sha256_file(path: Path) -> str:
@@ -68,3 +76,97 @@ def atomic_write_text(final: Path, text: str) -> None:
         fh.write(text)
         fh.flush()
         os.fsync(fh.fileno())
+
+
+# ------------------------------------------------------------ reading untrusted files
+
+
+class UnsafePathError(ValueError):
+    """A path read from a file (a catalogue, a manifest, a run record) that could lead
+    outside the folder it belongs to.  The message quotes the path and says why; the
+    caller adds which file it came from."""
+
+
+def relative_parts(path: str) -> tuple[str, ...]:
+    """The parts of ``path``, a relative path that must stay inside its folder.
+
+    Backslashes count as separators and ``.`` parts are dropped.
+
+    Raises
+    ------
+    UnsafePathError
+        For an absolute path, a drive letter, a ``..`` part, a NUL character, or a
+        path that names no file.
+    """
+    text = str(path).replace("\\", "/")
+    if "\x00" in text:
+        raise UnsafePathError(f"{path!r} contains a NUL character")
+    if text.startswith("/") or (len(text) > 1 and text[1] == ":"):
+        raise UnsafePathError(f"{path!r} is an absolute path")
+    parts = tuple(p for p in text.split("/") if p not in ("", "."))
+    if ".." in parts:
+        raise UnsafePathError(f"{path!r} leads out of its folder")
+    if not parts:
+        raise UnsafePathError(f"{path!r} names no file")
+    return parts
+
+
+def path_inside(folder: Path, path: str) -> Path:
+    """``folder / path`` for a relative ``path`` read from a file, once it is sure to
+    stay inside ``folder``: checked as :func:`relative_parts` does, then with every
+    link resolved (a link inside the folder may point anywhere on the machine).
+
+    Raises
+    ------
+    UnsafePathError
+        Naming the path and why it is refused.
+    """
+    folder = Path(folder)
+    target = folder.joinpath(*relative_parts(path))
+    try:
+        inside = target.resolve().is_relative_to(folder.resolve())
+    except (OSError, RuntimeError) as exc:  # RuntimeError: a loop of links
+        raise UnsafePathError(f"{path!r} cannot be resolved ({exc})") from exc
+    if not inside:
+        raise UnsafePathError(f"{path!r} links outside its folder")
+    return target
+
+
+class NestingError(ValueError):
+    """Data nested deeper than :data:`MAX_DEPTH` levels."""
+
+    def __init__(self) -> None:
+        super().__init__(f"nested too deeply to be read: more than {MAX_DEPTH} levels")
+
+
+def check_nesting(data: Any, limit: int = MAX_DEPTH) -> None:
+    """Raise :class:`NestingError` when lists and mappings in ``data`` nest deeper
+    than ``limit`` (walked without recursion, so any depth is measured safely)."""
+    stack: list[tuple[Any, int]] = [(data, 0)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            children: Any = value.values()
+        elif isinstance(value, list):
+            children = value
+        else:
+            continue
+        if depth > limit:
+            raise NestingError()
+        stack.extend((child, depth + 1) for child in children)
+
+
+def parse_json(raw: str | bytes) -> Any:
+    """``json.loads`` for text from elsewhere.
+
+    Python's parser recurses once per level and gives up with ``RecursionError``
+    around a thousand levels; below that, deep data would exhaust the stack of the
+    code that walks it.  Both are refused as :class:`NestingError`, a ``ValueError``
+    like every other reason JSON cannot be read.
+    """
+    try:
+        data = json.loads(raw)
+    except RecursionError as exc:
+        raise NestingError() from exc
+    check_nesting(data)
+    return data

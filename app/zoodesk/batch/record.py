@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from zoodesk import __version__
 from zoodesk.errors import ZooDeskError
-from zoodesk.fileutils import atomic_write_text
+from zoodesk.fileutils import UnsafePathError, atomic_write_text, parse_json, path_inside
 
 RECORD_NAME = "zoodesk-run.json"
 RECORD_SCHEMA = "zoodesk-run/1"
@@ -144,12 +144,17 @@ class RunRecord:
 
     @classmethod
     def load(cls, path: Path) -> RunRecord:
-        """Read a record written by :meth:`save`."""
+        """Read a record written by :meth:`save`.
+
+        Output paths and input keys (the stems of output names) must stay inside the
+        record's folder: a record naming a file elsewhere is refused as a whole, so
+        that neither a re-run nor an export reads, writes or deletes outside it.
+        """
         try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
+            data = parse_json(Path(path).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
             raise ZooDeskError(f"{path}: not a readable run record ({exc})") from exc
-        if data.get("schema") != RECORD_SCHEMA:
+        if not isinstance(data, dict) or data.get("schema") != RECORD_SCHEMA:
             raise ZooDeskError(f"{path}: not a ZooDesk run record")
         try:
             files = []
@@ -159,9 +164,26 @@ class RunRecord:
             data["files"] = files
             known = _known(cls, data)
             known.pop("path", None)
-            return cls(path=Path(path), **known)
+            record = cls(path=Path(path), **known)
         except (TypeError, AttributeError) as exc:
             raise ZooDeskError(f"{path}: damaged run record ({exc})") from exc
+        _check_paths(record)
+        return record
+
+
+def _check_paths(record: RunRecord) -> None:
+    folder = record.path.parent
+    for entry in record.files:
+        named = [("output path", o.path) for o in entry.outputs]
+        if entry.key:
+            named.append(("key", entry.key))
+        for what, rel in named:
+            try:
+                path_inside(folder, str(rel))
+            except UnsafePathError as exc:
+                raise ZooDeskError(
+                    f"{record.path}: refused: {what} {exc} (input {entry.input!r})"
+                ) from exc
 
 
 def _known(cls: type, data: dict[str, Any]) -> dict[str, Any]:

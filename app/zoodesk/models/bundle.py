@@ -16,12 +16,16 @@ Importing validates the archive (:mod:`zoodesk.models.archive`), checks every
 member's size against the model manifests before extracting anything, extracts
 into the cache's staging area, re-checks every file's sha256 and every description,
 and only then installs each model atomically.  The catalogue replaces the local one
-when there is none or when the bundle's is newer.
+when there is none or when the bundle's is newer; a bundle catalogue that
+:func:`~zoodesk.models.catalogue.install_catalogue_folder` refuses (an entry naming a
+file outside the catalogue, a date in the future) is not installed, and the models
+are installed all the same.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import zipfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -31,7 +35,7 @@ from typing import Any
 
 from zoodesk import __version__
 from zoodesk.errors import ModelPackageError, ZooDeskError
-from zoodesk.fileutils import atomic_path
+from zoodesk.fileutils import atomic_path, parse_json
 from zoodesk.models.archive import safe_extract_zip, validate_zip
 from zoodesk.models.cache import (
     MANIFEST_NAME,
@@ -44,6 +48,7 @@ from zoodesk.models.catalogue import (
     CATALOGUE_FILE,
     Catalogue,
     CatalogueError,
+    check_complete,
     install_catalogue_folder,
     load_catalogue,
 )
@@ -75,14 +80,16 @@ class BundleExport:
 class BundleImport:
     """What :func:`import_bundle` installed.
 
-    ``catalogue`` is the installed catalogue, None when the bundle has none or the
-    local one is newer (``catalogue_note`` says which).
+    ``catalogue`` is the installed catalogue, None when the bundle has none, the
+    local one is newer, or the bundle's is refused (``catalogue_refused``);
+    ``catalogue_note`` says which in one line.
     """
 
     path: Path
     models: tuple[CachedModel, ...]
     catalogue: Catalogue | None
     catalogue_note: str
+    catalogue_refused: bool = False
 
 
 def _bundle_path(path: Path) -> Path:
@@ -182,7 +189,7 @@ def read_bundle_manifest(path: Path) -> dict[str, Any]:
             info = zf.getinfo(BUNDLE_MANIFEST)
             if info.file_size > _MAX_MANIFEST_BYTES:
                 raise BundleError(f"{path}: refused: {BUNDLE_MANIFEST} is implausibly large")
-            data = json.loads(zf.read(info))
+            data = parse_json(zf.read(info))
     except KeyError as exc:
         raise BundleError(f"{path}: not a ZooDesk bundle (no {BUNDLE_MANIFEST})") from exc
     except (zipfile.BadZipFile, OSError, ValueError) as exc:
@@ -210,7 +217,7 @@ def _check_members(path: Path, members: list[zipfile.ZipInfo], keys: set[str]) -
             if info.file_size > _MAX_MANIFEST_BYTES:
                 raise BundleError(f"{path}: refused: {name} is implausibly large")
             try:
-                files = json.loads(zf.read(info))["files"]
+                files = parse_json(zf.read(info))["files"]
                 for f in files:
                     declared[f"models/{key}/{f['path']}"] = int(f["size"])
             except (ValueError, KeyError, TypeError) as exc:
@@ -285,14 +292,20 @@ def import_bundle(path: Path, *, settings: Settings | None = None) -> BundleImpo
         installed = tuple(
             cache.reinstall_from(root, model, checked=True) for root, model in pending
         )
-        catalogue, note = _install_catalogue(unpacked / "catalogue", settings)
+        try:
+            catalogue, note = _install_catalogue(unpacked / "catalogue", settings)
+        except CatalogueError as exc:
+            # Named as inside the bundle, not by the staging folder that is gone next.
+            shown = str(exc).replace(f"{unpacked}{os.sep}", "")
+            refused = f"{path}: the bundle's catalogue is not installed: {shown}"
+            return BundleImport(path, installed, None, refused, catalogue_refused=True)
     return BundleImport(path, installed, catalogue, note)
 
 
 def _install_catalogue(folder: Path, settings: Settings) -> tuple[Catalogue | None, str]:
     if not (folder / CATALOGUE_FILE).is_file():
         return None, "the bundle carries no catalogue"
-    incoming = load_catalogue(folder)
+    incoming = check_complete(load_catalogue(folder))
     try:
         local = load_catalogue(settings.catalogue_dir)
     except CatalogueError:

@@ -26,11 +26,17 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from zoodesk.errors import ChecksumError, ModelPackageError, ZooDeskError
-from zoodesk.fileutils import sha256_file
+from zoodesk.fileutils import (
+    UnsafePathError,
+    parse_json,
+    path_inside,
+    relative_parts,
+    sha256_file,
+)
 from zoodesk.models.archive import safe_extract_zip
 from zoodesk.models.description import read_description_data
 from zoodesk.models.package import (
@@ -85,20 +91,19 @@ class PackageFile:
 
 
 def safe_relative_path(path: str, origin: str) -> str:
-    """Normalise a file reference of a description; refuse ones that leave the package."""
-    text = path.strip().replace("\\", "/")
-    while text.startswith("./"):
-        text = text[2:]
-    parts = PurePosixPath(text).parts
-    if (
-        not text
-        or text.startswith("/")
-        or (len(text) > 1 and text[1] == ":")
-        or any(p == ".." for p in parts)
-        or "\x00" in text
-    ):
-        raise ModelPackageError(f"{origin}: refused file reference {path!r}: it leaves the package")
-    return str(PurePosixPath(*parts))
+    """Normalise a file reference of a description; refuse ones that leave the package
+    (the rules of :func:`zoodesk.fileutils.relative_parts`)."""
+    try:
+        return "/".join(relative_parts(path.strip()))
+    except UnsafePathError as exc:
+        raise ModelPackageError(
+            f"{origin}: refused file reference {path!r}: it leaves the package"
+        ) from exc
+
+
+def _manifest_path(root: Path, path: Any) -> str:
+    """A path from a manifest, relative to ``root``, once sure to stay inside it."""
+    return path_inside(root, str(path)).relative_to(root).as_posix()
 
 
 def _source_and_sha(value: Any) -> tuple[str | None, str | None]:
@@ -335,13 +340,18 @@ class CachedModel:
 
     @classmethod
     def from_manifest(cls, root: Path) -> CachedModel:
-        """Read the manifest of the cached model in ``root``."""
+        """Read the manifest of the cached model in ``root``.
+
+        Every path it lists must stay inside ``root`` (links resolved): a manifest
+        that names a file elsewhere on the machine is refused, so that neither a
+        check nor an export ever reads that file.
+        """
         path = root / MANIFEST_NAME
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = parse_json(path.read_text(encoding="utf-8"))
             files = tuple(
                 CachedFile(
-                    path=str(f["path"]),
+                    path=_manifest_path(root, f["path"]),
                     sha256=str(f["sha256"]),
                     size=int(f["size"]),
                     declared=bool(f.get("declared", False)),
@@ -357,12 +367,14 @@ class CachedModel:
                 model_version=data.get("model_version"),
                 source=str(data.get("source", "")),
                 origin=str(data.get("origin", "import")),
-                description=safe_relative_path(str(data["description"]), str(path)),
+                description=_manifest_path(root, data["description"]),
                 files=files,
                 installed_at=datetime.fromisoformat(str(data["installed_at"])),
                 weights_formats=tuple(str(w) for w in data.get("weights_formats") or ()),
                 notes=tuple(str(n) for n in data.get("notes") or ()),
             )
+        except UnsafePathError as exc:
+            raise CacheError(f"{path}: refused: path {exc}") from exc
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise CacheError(f"{path}: not a readable cache manifest ({exc})") from exc
 
@@ -463,6 +475,8 @@ class ModelCache:
         found = self.lookup(ref)
         if found is not None:
             return found
+        if (self.root / ref / MANIFEST_NAME).is_file():
+            return self.get(ref)  # a model whose manifest is refused: say why
         keys = [m.key for m in self.list()]
         cached = f"cached: {', '.join(keys)}" if keys else "the cache is empty"
         raise CacheError(

@@ -36,6 +36,7 @@ from urllib.parse import urljoin
 
 from zoodesk import __version__
 from zoodesk.errors import CancelledError, ModelPackageError, ZooDeskError
+from zoodesk.fileutils import NestingError, UnsafePathError, parse_json, path_inside
 from zoodesk.models.cache import natural_sort_key, slugify, strip_zoo_prefix
 from zoodesk.models.compat import Compatibility, assess, compatibility_of_spec
 from zoodesk.models.description import parse_description_text
@@ -51,6 +52,10 @@ CATALOGUE_FORMAT = 1
 CATALOGUE_FILE = "catalogue.json"
 INDEX_FILE = "index.json"
 RDFS_DIR = "rdfs"
+#: How far in the future a saved catalogue's date may lie (clocks of offline
+#: workstations drift, or run on the wrong time zone).  A later date is refused: it
+#: would make every catalogue that comes after it look older (the newer one wins).
+CLOCK_SKEW = timedelta(days=1)
 
 CancelCheck = Callable[[], bool]
 
@@ -253,6 +258,8 @@ class Catalogue:
     notes: list[str] = field(default_factory=list)
     #: The ZooDesk version that assessed the entries.
     zoodesk_version: str = __version__
+    #: Entries refused while reading the saved catalogue, one line each (not saved).
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def age(self) -> timedelta:
@@ -551,9 +558,11 @@ class IndexItem:
 def parse_index(raw: bytes, url: str) -> tuple[list[IndexItem], dict[str, Any]]:
     """The model items of a collection index (other item types are skipped)."""
     try:
-        index = json.loads(raw)
+        index = parse_json(raw)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise CatalogueError(f"{url}: not a collection index (invalid JSON: {exc})") from exc
+        # NestingError says "nested too deeply"; the others are JSON syntax errors.
+        what = "" if isinstance(exc, NestingError) else "invalid JSON: "
+        raise CatalogueError(f"{url}: not a collection index ({what}{exc})") from exc
     raw_items = index.get("items") if isinstance(index, dict) else None
     if not isinstance(raw_items, list):
         raise CatalogueError(f"{url}: not a collection index (no list of items)")
@@ -627,9 +636,32 @@ def save_catalogue(
     return folder
 
 
+def check_complete(catalogue: Catalogue) -> Catalogue:
+    """``catalogue`` itself when reading it refused none of its entries.
+
+    Raises
+    ------
+    CatalogueError
+        Naming the first refused entry (one line), e.g. for a catalogue that comes
+        from elsewhere and is to be adopted as a whole.
+    """
+    if catalogue.warnings:
+        more = len(catalogue.warnings) - 1
+        raise CatalogueError(catalogue.warnings[0] + (f" (and {more} more)" if more else ""))
+    return catalogue
+
+
 def install_catalogue_folder(source: Path, folder: Path) -> Catalogue:
-    """Copy a saved catalogue folder (e.g. from a bundle) over ``folder`` atomically."""
-    load_catalogue(source)  # refuse an unreadable catalogue before touching ours
+    """Copy a saved catalogue folder (e.g. from a bundle) over ``folder`` atomically.
+
+    Raises
+    ------
+    CatalogueError
+        Before anything is copied, when the catalogue is unreadable, dated in the
+        future, or has an entry that :func:`load_catalogue` refuses (one line, naming
+        the first such entry).
+    """
+    check_complete(load_catalogue(source))
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = folder.with_name(f".{folder.name}-staging-{secrets.token_hex(4)}")
@@ -648,10 +680,15 @@ def install_catalogue_folder(source: Path, folder: Path) -> Catalogue:
 def load_catalogue(folder: Path | None = None) -> Catalogue:
     """Read the saved catalogue (default: ``ZOODESK_HOME/catalogue``) without network.
 
+    An entry whose saved description (``rdf_file``) is not a path inside ``folder``
+    (links resolved) is left out, with a line in :attr:`Catalogue.warnings`: such a
+    path would make the next refresh copy a file from elsewhere into the catalogue.
+
     Raises
     ------
     CatalogueError
-        When none is saved or it is unreadable; the message says how to get one.
+        When none is saved, it is unreadable, or it is dated more than
+        :data:`CLOCK_SKEW` in the future; the message says how to get another.
     """
     folder = Path(folder) if folder is not None else catalogue_dir()
     path = folder / CATALOGUE_FILE
@@ -661,12 +698,13 @@ def load_catalogue(folder: Path | None = None) -> Catalogue:
             "or import a bundle with 'zoodesk bundle import FILE'"
         )
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = parse_json(path.read_text(encoding="utf-8"))
         fetched_at = _parse_time(data["fetched_at"])
         if fetched_at is None:
             raise ValueError(f"bad time {data['fetched_at']!r}")
-        return Catalogue(
-            entries=[CatalogueEntry.from_dict(e) for e in data["entries"]],
+        entries = [CatalogueEntry.from_dict(e) for e in data["entries"]]
+        catalogue = Catalogue(
+            entries=[],
             fetched_at=fetched_at,
             index_url=str(data.get("index_url", "")),
             folder=folder,
@@ -677,6 +715,32 @@ def load_catalogue(folder: Path | None = None) -> Catalogue:
         raise CatalogueError(
             f"{path}: the saved catalogue is unreadable ({exc}); run 'zoodesk catalogue refresh'"
         ) from exc
+    latest = datetime.now(UTC) + CLOCK_SKEW
+    if fetched_at > latest:
+        raise CatalogueError(
+            f"{path}: refused: the catalogue is dated {fetched_at.isoformat()}, later than "
+            f"this machine's clock allows ({latest.replace(microsecond=0).isoformat()}); "
+            "run 'zoodesk catalogue refresh' or import a bundle to replace it"
+        )
+    for entry in entries:
+        try:
+            if entry.rdf_file is not None:
+                path_inside(folder, str(entry.rdf_file))
+        except UnsafePathError as exc:
+            catalogue.warnings.append(f"{path}: refused the entry {entry.id!r}: rdf_file {exc}")
+        else:
+            catalogue.entries.append(entry)
+    return catalogue
+
+
+def _read_saved_rdf(folder: Path, entry: CatalogueEntry | None) -> bytes | None:
+    """The saved description of ``entry``, when it has one inside ``folder``."""
+    if entry is None or not entry.rdf_file:
+        return None
+    try:
+        return path_inside(folder, str(entry.rdf_file)).read_bytes()
+    except (OSError, UnsafePathError):  # refused with a warning when it was loaded
+        return None
 
 
 def catalogue_from_snapshot(folder: Path) -> Catalogue:
@@ -706,13 +770,15 @@ def catalogue_from_snapshot(folder: Path) -> Catalogue:
         if path is None:
             problem = "description not in the snapshot"
         else:
-            raw = path.read_bytes()
-            rdf_sha = hashlib.sha256(raw).hexdigest()
             try:
+                raw = path_inside(folder, path.relative_to(folder).as_posix()).read_bytes()
+                rdf_sha = hashlib.sha256(raw).hexdigest()
                 if path.suffix == ".json":
-                    data = _restore_json_infinities(json.loads(raw))
+                    data = _restore_json_infinities(parse_json(raw))
                 else:
                     data = parse_description_text(raw.decode("utf-8"), str(path))
+            except UnsafePathError as exc:
+                problem = f"description refused: {exc}"
             except (ValueError, ModelPackageError) as exc:
                 problem = f"description unreadable: {exc}"
         entries.append(
@@ -791,11 +857,13 @@ def refresh_catalogue_events(
     folder = Path(folder) if folder is not None else settings.catalogue_dir
     cancelled = cancel or (lambda: False)
     previous: dict[str, CatalogueEntry] = {}
+    refused: list[str] = []
     # Entries are reused only if this very version of ZooDesk assessed them.
     same_assessment = False
     with contextlib.suppress(CatalogueError):
         saved = load_catalogue(folder)
         previous = {e.id: e for e in saved.entries}
+        refused = [f"{line}; its description is fetched again" for line in saved.warnings]
         same_assessment = saved.zoodesk_version == __version__
     with HttpClient(settings, options) as client:
         yield Progress("index", f"fetching the collection index {url}", unit="items")
@@ -804,9 +872,10 @@ def refresh_catalogue_events(
         reused: dict[str, bytes] = {}
         for item in items:
             old = previous.get(item.id)
-            if old and old.rdf_file and old.rdf_sha256 and old.rdf_sha256 == item.latest.sha256:
-                with contextlib.suppress(OSError):
-                    reused[item.id] = (folder / old.rdf_file).read_bytes()
+            if old and old.rdf_sha256 and old.rdf_sha256 == item.latest.sha256:
+                saved_rdf = _read_saved_rdf(folder, old)
+                if saved_rdf is not None:
+                    reused[item.id] = saved_rdf
         todo = [i for i in items if i.id not in reused]
         fetched: dict[str, tuple[bytes | None, str | None]] = {}
         total = len(items)
@@ -838,9 +907,9 @@ def refresh_catalogue_events(
     for item in items:
         notes: list[str] = []
         raw, problem = (reused[item.id], None) if item.id in reused else fetched[item.id]
-        if raw is None and item.id in previous and previous[item.id].rdf_file:
-            with contextlib.suppress(OSError):
-                raw = (folder / str(previous[item.id].rdf_file)).read_bytes()
+        if raw is None:
+            raw = _read_saved_rdf(folder, previous.get(item.id))
+            if raw is not None:
                 notes.append(f"kept the description of the previous refresh ({problem})")
                 problem = None
         if item.id in reused and same_assessment:
@@ -870,7 +939,7 @@ def refresh_catalogue_events(
                 rdf_sha256=rdf_sha,
             )
         )
-    catalogue = Catalogue(entries, datetime.now(UTC).replace(microsecond=0), url)
+    catalogue = Catalogue(entries, datetime.now(UTC).replace(microsecond=0), url, warnings=refused)
     save_catalogue(catalogue, folder, raw_index, rdfs)
     failed = sum(1 for e in entries if e.problems and e.problems[0].startswith("description could"))
     message = f"catalogue saved: {len(entries)} models"

@@ -16,7 +16,6 @@ Problems are reported one line per problem, each naming the field.
 from __future__ import annotations
 
 import copy
-import json
 import re
 import threading
 import warnings
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from zoodesk.errors import ModelPackageError
+from zoodesk.fileutils import MAX_DEPTH, NestingError, parse_json
 from zoodesk.models.spec import ModelSpec, model_spec_from_descr
 
 #: Fields that describe a model without changing what it computes.  Entries of these
@@ -59,8 +59,6 @@ _MAX_REPAIR_ROUNDS = 4
 #: Largest description, counted in values after its YAML aliases are expanded: real
 #: descriptions hold a few thousand; nested aliases can make billions.
 MAX_EXPANDED_NODES = 200_000
-#: Deepest nesting of mappings and lists in a description.
-MAX_DEPTH = 64
 _DOI = re.compile(r"^(?:doi:\s*)?(10\.\d{4,9}/\S+)$", re.IGNORECASE)
 
 # bioimageio.spec parses and validates with shared state that breaks when two threads
@@ -117,9 +115,9 @@ def parse_description_text(text: str, origin: str) -> dict[str, Any]:
     try:
         # JSON is YAML, but a YAML parser reads JSON's escaped surrogate pairs (emoji
         # such as id_emoji) as two broken characters: JSON text goes to the JSON parser.
-        data = json.loads(text) if text.lstrip().startswith("{") else YAML(typ="safe").load(text)
-    except RecursionError as exc:
-        raise ModelPackageError(f"{origin}: refused: nested too deeply to be read") from exc
+        data = parse_json(text) if text.lstrip().startswith("{") else YAML(typ="safe").load(text)
+    except (RecursionError, NestingError) as exc:
+        raise ModelPackageError(f"{origin}: refused: {NestingError()}") from exc
     except (YAMLError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelPackageError(f"{origin}: not readable YAML ({first})") from exc
