@@ -364,7 +364,8 @@ def test_network_switch_and_http_policy(home: Path, zoo: ZooServer) -> None:
     with pytest.raises(DownloadError, match="refused plain http"):
         check_url("http://example.org/index.json", Settings())
     check_url("http://example.org/index.json", Settings(allow_http=True))
-    check_url("http://localhost:8000/index.json", Settings())
+    local_zoo = "http://localhost:8000/index.json"
+    check_url("http://localhost:8000/index.json", Settings(index_url=local_zoo))
     check_url("https://example.org/index.json", Settings())
     with pytest.raises(DownloadError, match="only https"):
         check_url("ftp://example.org/index.json", Settings(allow_http=True))

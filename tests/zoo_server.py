@@ -14,7 +14,8 @@ It serves, on an ephemeral port:
   ``bioimageio.yaml`` as ``rdf.yaml``.
 
 ``Range`` requests are honoured.  Faults can be injected per file name: drop the
-connection mid-file, answer an HTTP error, stall, serve corrupted bytes, or redirect.
+connection mid-file, answer an HTTP error, stall, serve corrupted bytes, redirect,
+trickle the body a byte at a time, or announce a huge ``Content-Length`` and wait.
 Requests in absolute form (as sent to a proxy) are served like any other, so a second
 server can stand in for a proxy.  Every request is recorded.
 """
@@ -28,6 +29,7 @@ import json
 import re
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -46,14 +48,18 @@ NUCLEI_FILES = {
     **{p.name: p.name for p in NUCLEI_DIR.iterdir() if p.name != "bioimageio.yaml"},
 }
 
-FaultKind = Literal["drop", "status", "stall", "corrupt", "redirect"]
+FaultKind = Literal["drop", "status", "stall", "corrupt", "redirect", "trickle", "announce"]
 
 
 @dataclass
 class Fault:
     """A misbehaviour for requests whose path ends with a file name.
 
-    ``times`` is how many requests it affects (None: all of them).
+    ``times`` is how many requests it affects (None: all of them).  ``trickle``
+    sends the first byte of the body at once, then one every ``interval`` seconds for
+    at most ``seconds`` in all.  ``announce`` sends the headers with a
+    ``Content-Length`` of ``length`` and no body, and waits up to ``seconds`` for the
+    client to close the connection.
     """
 
     kind: FaultKind
@@ -61,6 +67,8 @@ class Fault:
     times: int | None = 1
     seconds: float = 3.0
     location: str = ""
+    interval: float = 0.05
+    length: int = 0
 
 
 @dataclass
@@ -70,6 +78,10 @@ class Request:
     path: str
     headers: dict[str, str]
     status: int = 0
+    #: ``announce``: whether the client closed the connection before any body byte.
+    closed_unread: bool = False
+    #: Set when the server is done with the request (``trickle``, ``announce``).
+    handled: threading.Event = field(default_factory=threading.Event)
 
     @property
     def file(self) -> str:
@@ -135,6 +147,9 @@ class _Handler(BaseHTTPRequestHandler):
             record.status = fault.status
             self._send_plain(fault.status, b"injected failure\n")
             return
+        if fault is not None and fault.kind == "announce":
+            self._announce(record, fault)
+            return
         if fault is not None and fault.kind == "redirect":
             record.status = 302
             self.send_response(302)
@@ -178,7 +193,42 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.flush()
             self.close_connection = True
             return
+        if fault is not None and fault.kind == "trickle":
+            self._trickle(record, part, fault)
+            return
         self.wfile.write(part)
+
+    def _trickle(self, record: Request, part: bytes, fault: Fault) -> None:
+        self.close_connection = True
+        end = time.monotonic() + fault.seconds
+        try:
+            for i in range(len(part)):
+                self.wfile.write(part[i : i + 1])
+                self.wfile.flush()
+                if self.server.zoo.stopped.wait(fault.interval) or time.monotonic() > end:
+                    break
+        finally:
+            record.handled.set()
+
+    def _announce(self, record: Request, fault: Fault) -> None:
+        self.close_connection = True
+        try:
+            record.status = 200
+            self.send_response(200)
+            self.send_header("Content-Length", str(fault.length))
+            self.send_header("Content-Type", "application/octet-stream")
+            self.end_headers()
+            self.wfile.flush()
+            self.connection.settimeout(fault.seconds)
+            try:
+                data: bytes | None = self.rfile.read(1)
+            except TimeoutError:
+                data = None
+            except ConnectionError:  # reset by the client
+                data = b""
+            record.closed_unread = data == b""
+        finally:
+            record.handled.set()
 
     def _send_plain(self, status: int, text: bytes) -> None:
         self.send_response(status)

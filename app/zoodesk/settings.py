@@ -39,6 +39,15 @@ class Settings(BaseModel):
     proxy: str | None = None
     ca_bundle: str | None = None
     allow_http: bool = False
+    transfer_base_seconds: float = Field(
+        60.0, gt=0, description="Time every request may take before its size counts."
+    )
+    transfer_min_bytes_per_second: float = Field(
+        20_000,
+        gt=0,
+        description="Slowest accepted transfer: a request may take transfer_base_seconds "
+        "plus one second per this many bytes of its size.",
+    )
     device: Device = "auto"
     threads: int = Field(0, ge=0, description="ONNX Runtime threads; 0 lets ZooDesk choose.")
     cache_dir: str | None = Field(None, description="Model cache; default ZOODESK_HOME/models.")

@@ -865,9 +865,12 @@ def refresh_catalogue_events(
         previous = {e.id: e for e in saved.entries}
         refused = [f"{line}; its description is fetched again" for line in saved.warnings]
         same_assessment = saved.zoodesk_version == __version__
-    with HttpClient(settings, options) as client:
-        yield Progress("index", f"fetching the collection index {url}", unit="items")
-        raw_index = client.get_bytes(url, cancel=cancelled)
+    with HttpClient(settings, options, zoo=url) as client:
+
+        def index_event(done: int, total: int | None) -> Progress[Catalogue]:
+            return Progress("index", f"fetching the collection index {url}", None, done, total)
+
+        raw_index = yield from client.get_document(url, event=index_event, cancel=cancelled)
         items, _ = parse_index(raw_index, url)
         reused: dict[str, bytes] = {}
         for item in items:
@@ -965,29 +968,20 @@ def refresh_catalogue(
     )
 
 
-def locate_model(
-    ref: str,
-    *,
-    settings: Settings,
-    client: HttpClient,
-    index_url: str | None = None,
-) -> ModelLocation:
+def locate_model(ref: str, raw_index: bytes, url: str, *, settings: Settings) -> ModelLocation:
     """Where to download ``ID[/VERSION]`` from, according to the live collection index.
 
-    The index is always fetched (a download needs the network anyway), so sources and
-    checksums are current even when the saved catalogue is old.  The saved catalogue
-    only helps to recognise a description's own id (e.g. the DOI of a format 0.4
-    model) and map it to the collection id.
+    A download fetches the index (``raw_index``, from ``url``) every time, so sources
+    and checksums are current even when the saved catalogue is old.  The saved
+    catalogue only helps to recognise a description's own id (e.g. the DOI of a
+    format 0.4 model) and map it to the collection id.
 
     Raises
     ------
     CatalogueError
         When the index does not list the model or the version.
-    DownloadError
-        When the index cannot be fetched.
     """
-    url = index_url or settings.index_url
-    items, _ = parse_index(client.get_bytes(url), url)
+    items, _ = parse_index(raw_index, url)
     hit = _lookup(ref, items, lambda i: (i.id,))
     if hit is None:
         with contextlib.suppress(CatalogueError):

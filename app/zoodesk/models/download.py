@@ -176,12 +176,22 @@ def download_model(
     settings = settings or load_settings()
     cache = cache or ModelCache.from_settings(settings)
     cancel = cancel or never_cancelled
-    with HttpClient(settings, options) as client:
-        yield Progress("index", f"looking up {ref}", unit="items")
-        where = locate_model(ref, settings=settings, client=client, index_url=index_url)
+    url = index_url or settings.index_url
+    with HttpClient(settings, options, zoo=url) as client:
+
+        def index_event(done: int, total: int | None) -> Progress[CachedModel]:
+            return Progress("index", f"looking up {ref} in {url}", None, done, total)
+
+        raw_index = yield from client.get_document(url, event=index_event, cancel=cancel)
+        where = locate_model(ref, raw_index, url, settings=settings)
         label = f"{where.id} {where.version}"
-        yield Progress("description", f"fetching the description of {label}", unit="items")
-        raw = client.get_bytes(where.source, cancel=cancel)
+
+        def description_event(done: int, total: int | None) -> Progress[CachedModel]:
+            return Progress(
+                "description", f"fetching the description of {label}", None, done, total
+            )
+
+        raw = yield from client.get_document(where.source, event=description_event, cancel=cancel)
         if where.sha256 and hashlib.sha256(raw).hexdigest() != where.sha256:
             raise ChecksumError(
                 f"{where.source}: the description does not match the sha256 in the index: refused"
