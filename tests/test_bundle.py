@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import zipfile
@@ -204,6 +205,40 @@ def test_tampered_bundles_are_refused(
         assert not models.exists() or list(models.iterdir()) == [], label
         assert not (isolated_home / "catalogue").exists(), label
     assert not (tmp_path.parent / "evil.txt").exists()
+
+
+def test_a_changed_weights_file_with_a_matching_manifest_is_refused(
+    bundle_file: Path, isolated_home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The bundle's model manifest is rewritten to match a changed weights file: the
+    sha256 the description declares still refuses it."""
+    unpacked = tmp_path / "unpacked"
+    with zipfile.ZipFile(bundle_file) as zf:
+        zf.extractall(unpacked)
+        order = zf.infolist()
+    model = unpacked / "models" / "unet2d-nuclei-broad-v0"
+    weights = model / "weights.onnx"
+    data = bytearray(weights.read_bytes())
+    data[5000] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    manifest = json.loads((model / MANIFEST_NAME).read_text())
+    for f in manifest["files"]:
+        if f["path"] == "weights.onnx":
+            f["sha256"] = hashlib.sha256(data).hexdigest()
+    (model / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2))
+    bad = tmp_path / "edited.zdbundle"
+    with zipfile.ZipFile(bad, "w") as zf:
+        for info in order:
+            zf.write(unpacked / info.filename, info.filename, info.compress_type)
+
+    assert main(["bundle", "import", str(bad)]) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith(f"error: {bad}: model 'unet2d-nuclei-broad-v0': weights.onnx: ")
+    assert "sha256 mismatch with its description" in lines[0]
+    assert lines[0].endswith("; nothing installed")
+    assert ModelCache.from_settings().list() == []
+    assert not (isolated_home / "catalogue").exists()
 
 
 def test_not_a_bundle(isolated_home: Path, tmp_path: Path) -> None:

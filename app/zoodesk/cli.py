@@ -18,7 +18,7 @@ from typing import Any
 
 from zoodesk import __version__
 from zoodesk.conversion.launch import WORKER_COMMAND
-from zoodesk.errors import ZooDeskError
+from zoodesk.errors import ZooDeskError, not_enough_memory
 
 log = logging.getLogger("zoodesk")
 
@@ -367,6 +367,7 @@ def _cmd_models_show(args: argparse.Namespace) -> int:
 
 def _cmd_models_verify(args: argparse.Namespace) -> int:
     from zoodesk.models.cache import ModelCache
+    from zoodesk.models.integrity import damaged_summary
 
     console = _console(args)
     cache = ModelCache.from_settings()
@@ -385,10 +386,7 @@ def _cmd_models_verify(args: argparse.Namespace) -> int:
             continue
         for d in r.damage:
             console.error(f"{r.model.root / d.path}: {d.problem}")
-        console.error(
-            f"{r.model.key}: DAMAGED ({len(r.damage)} of {r.checked} files); "
-            "remove it and download or import it again"
-        )
+        console.error(damaged_summary(r.model.key, len(r.damage), r.checked))
     return EXIT_OK if all(r.ok for r in reports) else EXIT_FAILED
 
 
@@ -1047,6 +1045,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         _Console(json_mode=json_mode).error(str(exc))
         if json_mode:
             _failure_document(arguments, str(exc), kind=type(exc).__name__)
+        return EXIT_FAILED
+    except MemoryError as exc:
+        # An array larger than the machine can hold (a huge image or model shape).
+        if args.debug:
+            raise
+        message = not_enough_memory(exc)
+        _Console(json_mode=json_mode).error(message)
+        if json_mode:
+            _failure_document(arguments, message, kind="NotEnoughMemoryError")
         return EXIT_FAILED
     except KeyboardInterrupt:
         _Console().error("interrupted")

@@ -43,3 +43,18 @@ class DeviceError(ZooDeskError):
 
 class CancelledError(ZooDeskError):
     """The user cancelled a long-running task."""
+
+
+class NotEnoughMemoryError(ZooDeskError):
+    """An array the task needs is larger than the memory that can be allocated."""
+
+
+def not_enough_memory(exc: MemoryError, subject: object = None, task: str = "for this task") -> str:
+    """The one line for an allocation that failed.
+
+    ``subject`` (a file, a model) starts the line when given; numpy's own message,
+    which says how much it tried to allocate, follows in brackets.
+    """
+    head = f"{subject}: " if subject is not None else ""
+    detail = str(exc).strip()
+    return f"{head}not enough memory {task}" + (f" ({detail})" if detail else "")

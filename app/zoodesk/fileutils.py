@@ -5,6 +5,7 @@ that may be nested absurdly deep)."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -18,6 +19,31 @@ _CHUNK = 1 << 20
 #: Deepest nesting of mappings and lists accepted in a file that comes from elsewhere
 #: (descriptions, catalogues, manifests, run records); real ones nest a few levels.
 MAX_DEPTH = 64
+
+#: Errors of a write that more free space would have let through: a full disk, a full
+#: quota, a file larger than the file system (or the process's file size limit) allows.
+NO_SPACE_ERRNOS = frozenset(
+    code for code in (errno.ENOSPC, getattr(errno, "EDQUOT", None), errno.EFBIG) if code is not None
+)
+
+
+def is_no_space(exc: BaseException) -> bool:
+    """True for an :class:`OSError` that says the device has no room for the write."""
+    return isinstance(exc, OSError) and exc.errno in NO_SPACE_ERRNOS
+
+
+def write_error_reason(exc: OSError) -> str:
+    """Why a write failed, in words for the user.
+
+    A full disk or quota reads ``no space left on the device`` whatever the system's
+    wording (the system's own follows in brackets when it says something else, e.g.
+    ``File too large``); other errors give the system's message.
+    """
+    reason = exc.strerror or str(exc)
+    if exc.errno in NO_SPACE_ERRNOS:
+        same = reason.lower().startswith("no space left")
+        return "no space left on the device" + ("" if same else f" ({reason})")
+    return reason
 
 
 def sha256_file(path: Path) -> str:

@@ -64,7 +64,7 @@ from typing import IO, Any
 import numpy as np
 
 from zoodesk.batch.record import RECORD_NAME, FileEntry, OutputEntry, RunRecord, now_iso
-from zoodesk.errors import CancelledError, ImageReadError, ZooDeskError
+from zoodesk.errors import CancelledError, ImageReadError, ZooDeskError, not_enough_memory
 from zoodesk.fileutils import sha256_file
 from zoodesk.images.axes import AxisMapping, assemble_output, map_image_to_tensor
 from zoodesk.inference.predict import Predictor
@@ -417,7 +417,7 @@ def _describe_error(path: Path, exc: BaseException) -> str:
         text = str(exc)
         return text if str(path) in text or path.name in text else f"{path}: {text}"
     if isinstance(exc, MemoryError):
-        return f"{path}: not enough memory to process this image"
+        return not_enough_memory(exc, path, "to process this image")
     if isinstance(exc, OSError):
         target = exc.filename or "the output"
         if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from PySide6.QtWidgets import QMessageBox, QWidget
 
-from zoodesk.errors import ZooDeskError
+from zoodesk.errors import ZooDeskError, not_enough_memory
 
 log = logging.getLogger("zoodesk.gui")
 
@@ -18,7 +18,7 @@ def readable_message(exc: BaseException) -> str:
     if isinstance(exc, ZooDeskError):
         return str(exc)
     if isinstance(exc, MemoryError):
-        return "not enough memory for this task"
+        return not_enough_memory(exc)
     if isinstance(exc, OSError):
         where = f"{exc.filename}: " if exc.filename else ""
         return f"{where}{exc.strerror or exc}"

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from zoodesk.errors import ModelPackageError
+from zoodesk.errors import ModelPackageError, NotEnoughMemoryError, not_enough_memory
 from zoodesk.inference.predict import Predictor
 from zoodesk.models.package import ModelPackage
 
@@ -100,8 +100,23 @@ def run_reproducibility_test(
     weights_format: str | None = None,
     predictor: Predictor | None = None,
 ) -> TestReport:
-    """Run the description's test inputs through the whole pipeline and compare."""
+    """Run the description's test inputs through the whole pipeline and compare.
+
+    Raises
+    ------
+    NotEnoughMemoryError
+        When the test needs arrays larger than the memory (e.g. a description that
+        declares an enormous minimum input shape), naming the description.
+    """
     predictor = predictor or Predictor(package, device=device, weights_format=weights_format)
+    try:
+        return _run_test(package, predictor)
+    except MemoryError as exc:
+        message = not_enough_memory(exc, package.description_path, "to run the model's test")
+        raise NotEnoughMemoryError(message) from exc
+
+
+def _run_test(package: ModelPackage, predictor: Predictor) -> TestReport:
     spec = package.spec
     inputs = {t.id: load_test_tensor(package, t.id) for t in spec.inputs if t.test_tensor}
     expected = {t.id: load_test_tensor(package, t.id) for t in spec.outputs}

@@ -14,7 +14,7 @@ import zlib
 from pathlib import Path, PurePosixPath
 
 from zoodesk.errors import ModelPackageError
-from zoodesk.fileutils import temporary_sibling
+from zoodesk.fileutils import temporary_sibling, write_error_reason
 
 #: Refuse archives that would unpack to more than this (a zoo model is < 1 GB).
 MAX_UNPACKED_BYTES = 8 * 1024**3
@@ -137,9 +137,8 @@ def safe_extract_zip(archive: Path, destination: Path, max_bytes: int = MAX_UNPA
     except OSError as exc:
         # A full disk, a read-only folder: say so, and leave nothing behind.
         shutil.rmtree(staging, ignore_errors=True)
-        reason = exc.strerror or str(exc)
         raise ModelPackageError(
-            f"{archive}: cannot unpack into {destination.parent} ({reason})"
+            f"{archive}: cannot unpack into {destination.parent}: {write_error_reason(exc)}"
         ) from exc
     except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
         # zipfile stops at the size a header declares and then fails its CRC check:

@@ -14,9 +14,11 @@ guards the import against zip bombs); the catalogue is compressed.
 
 Importing validates the archive (:mod:`zoodesk.models.archive`), checks every
 member's size against the model manifests before extracting anything, extracts
-into the cache's staging area, re-checks every file's sha256 and every description,
-and only then installs each model atomically.  The catalogue replaces the local one
-when there is none or when the bundle's is newer; a bundle catalogue that
+into the cache's staging area, re-checks every file's sha256 against its model's
+manifest and against the sha256 the model's description declares (a manifest edited
+to match a changed file does not pass), loads every description, and only then
+installs each model atomically.  The catalogue replaces the local one when there is
+none or when the bundle's is newer; a bundle catalogue that
 :func:`~zoodesk.models.catalogue.install_catalogue_folder` refuses (an entry naming a
 file outside the catalogue, a date in the future) is not installed, and the models
 are installed all the same.
@@ -42,6 +44,7 @@ from zoodesk.models.cache import (
     CachedModel,
     CacheError,
     ModelCache,
+    check_declared,
     check_folder,
 )
 from zoodesk.models.catalogue import (
@@ -268,7 +271,7 @@ def import_bundle(path: Path, *, settings: Settings | None = None) -> BundleImpo
         raise BundleError(f"{path}: refused: a model key in {BUNDLE_MANIFEST} is not a plain name")
     _check_members(path, members, keys)
     cache = ModelCache.from_settings(settings)
-    with cache.staging("bundle") as stage:
+    with cache.staging("bundle", source=str(path)) as stage:
         unpacked = safe_extract_zip(path, stage / "bundle", MAX_BUNDLE_BYTES)
         pending: list[tuple[Path, CachedModel]] = []
         for key in sorted(keys):
@@ -277,7 +280,11 @@ def import_bundle(path: Path, *, settings: Settings | None = None) -> BundleImpo
                 model = CachedModel.from_manifest(root)
             except CacheError as exc:
                 raise BundleError(f"{path}: model {key!r}: {exc}") from exc
-            damage = check_folder(root, model)
+            # The bundle's manifest is written by whoever made the bundle: the sha256
+            # the description declares must hold too, as for 'models import'.
+            damage = check_folder(root, model) or check_declared(
+                root, model.description, origin=f"{path}: model {key!r}"
+            )
             if damage:
                 first = damage[0]
                 more = f" (and {len(damage) - 1} more)" if len(damage) > 1 else ""

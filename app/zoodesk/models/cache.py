@@ -7,8 +7,11 @@ sha256.  A folder without a readable manifest is not a cached model.
 
 Writes are atomic: a model is assembled in a hidden staging folder next to its final
 place (same file system), checked, given its manifest, and only then renamed to
-``<key>``; replacing a model swaps folders the same way.  A failed download or import
-therefore never leaves anything that looks usable.
+``<key>``.  A failed download or import therefore never leaves anything that looks
+usable.  Replacing a model renames the old folder to ``.trash-<key>-<hex>`` and the new
+one to ``<key>``; a process that dies between the two renames leaves the old model in
+the trash, and the next use of the cache puts it back.  Folders are deleted by
+renaming them to ``.removed-...`` first, so a half-deleted folder never looks usable.
 
 The key names a model on the command line: ``<id>-<version>`` made file-name safe
 (``affable-shark-v0``), or a slug of the model's name when the description has no id.
@@ -19,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import re
 import secrets
 import shutil
@@ -32,13 +36,20 @@ from typing import Any
 from zoodesk.errors import ChecksumError, ModelPackageError, ZooDeskError
 from zoodesk.fileutils import (
     UnsafePathError,
+    is_no_space,
     parse_json,
     path_inside,
     relative_parts,
     sha256_file,
+    write_error_reason,
 )
 from zoodesk.models.archive import safe_extract_zip
 from zoodesk.models.description import read_description_data
+from zoodesk.models.integrity import (
+    MANIFEST_NAME,
+    declared_mismatch,
+    recorded_mismatch,
+)
 from zoodesk.models.package import (
     ModelPackage,
     find_description,
@@ -46,12 +57,15 @@ from zoodesk.models.package import (
 )
 from zoodesk.settings import Settings, load_settings
 
-MANIFEST_NAME = "zoodesk-cache.json"
 MANIFEST_FORMAT = 1
 #: Zoo ids carry this collection prefix; ZooDesk accepts ids with or without it.
 ZOO_PREFIX = "bioimage-io/"
 #: Leftover staging folders older than this are removed (a crashed install).
 _STALE_SECONDS = 3600
+#: A replaced model until its replacement has the final name: ``.trash-<key>-<hex>``.
+_TRASH = re.compile(r"\.trash-(?P<key>.+)-[0-9a-f]{8}")
+#: A folder being deleted.
+_REMOVED_PREFIX = ".removed-"
 
 
 class CacheError(ZooDeskError):
@@ -309,7 +323,8 @@ class CachedModel:
         return sum(f.size for f in self.files)
 
     def load(self) -> ModelPackage:
-        """Load the cached package (validates the description, no checksums)."""
+        """Load the cached package: validates the description and checks it against the
+        manifest; the other files are checked when used (:meth:`ModelPackage.verify`)."""
         return load_model_package(self.description_path)
 
     def matches_id(self, model_id: str, version: str | None = None) -> bool:
@@ -446,6 +461,7 @@ class ModelCache:
         """Every cached model with a readable manifest, sorted by key."""
         if not self.root.is_dir():
             return []
+        self._recover()
         models = []
         for child in sorted(self.root.iterdir()):
             if child.name.startswith(".") or not (child / MANIFEST_NAME).is_file():
@@ -457,6 +473,7 @@ class ModelCache:
     def get(self, key: str) -> CachedModel:
         """The cached model with this exact key."""
         root = self.root / key
+        self._recover()
         if key.startswith(".") or "/" in key or "\\" in key or not (root / MANIFEST_NAME).is_file():
             raise CacheError(f"no cached model with key {key!r} in {self.root}")
         return CachedModel.from_manifest(root)
@@ -509,19 +526,22 @@ class ModelCache:
         if isinstance(model, str):
             model = self.find(model)
         damage: list[FileDamage] = []
+        hashes: dict[str, str] = {}
         for f in model.files:
             path = model.root / f.path
             if not path.is_file():
                 damage.append(FileDamage(f.path, "missing"))
                 continue
-            actual = sha256_file(path)
+            actual = hashes[f.path] = sha256_file(path)
             if actual != f.sha256:
-                damage.append(
-                    FileDamage(
-                        f.path,
-                        f"sha256 mismatch (recorded {f.sha256[:12]}..., now {actual[:12]}...)",
-                    )
-                )
+                damage.append(FileDamage(f.path, recorded_mismatch(f.sha256, actual)))
+        # A file and the manifest can be rewritten together: the sha256 the description
+        # declares must hold as well (the description itself is checked above).
+        flagged = {d.path for d in damage}
+        declared = check_declared(
+            model.root, model.description, origin=str(model.description_path), hashes=hashes
+        )
+        damage.extend(d for d in declared if d.path not in flagged)
         return VerifyReport(model, len(model.files), tuple(damage))
 
     # ---- writing
@@ -530,37 +550,78 @@ class ModelCache:
         """Remove a cached model (renamed away first, so it disappears at once)."""
         if isinstance(model, str):
             model = self.find(model)
-        trash = self.root / f".trash-{model.key}-{secrets.token_hex(4)}"
         try:
-            model.root.rename(trash)
+            self._discard(model.root, strict=True)
         except OSError as exc:
             raise CacheError(f"{model.root}: cannot remove the cached model ({exc})") from exc
-        shutil.rmtree(trash, ignore_errors=True)
         return model
 
+    def _discard(self, folder: Path, *, strict: bool = False) -> None:
+        """Delete a folder of the cache: renamed away first, so it disappears at once."""
+        removed = self.root / f"{_REMOVED_PREFIX}{folder.name.lstrip('.')}-{secrets.token_hex(4)}"
+        try:
+            folder.rename(removed)
+        except OSError:
+            if strict:
+                raise
+            return  # the next clean-up tries again
+        shutil.rmtree(removed, ignore_errors=True)
+
+    def _recover(self) -> None:
+        """Put back a model whose replacement was interrupted between its two renames.
+
+        A ``.trash-<key>-<hex>`` folder without a ``<key>`` folder is the old model of
+        a process that died while replacing it (:meth:`install`).
+        """
+        with contextlib.suppress(OSError):  # a read-only cache: nothing to do
+            for child in sorted(self.root.iterdir()):
+                found = _TRASH.fullmatch(child.name)
+                if found is None or not (child / MANIFEST_NAME).is_file():
+                    continue
+                final = self.root / found["key"]
+                if not os.path.lexists(final):
+                    with contextlib.suppress(OSError):
+                        child.rename(final)
+
     def _clean_leftovers(self) -> None:
+        """Remove what interrupted writes left: trash, folders being deleted, old staging."""
         if not self.root.is_dir():
             return
+        self._recover()
         now = time.time()
         for child in self.root.iterdir():
-            if child.name.startswith(".trash-") or (
-                child.name.startswith(".staging-") and now - child.stat().st_mtime > _STALE_SECONDS
-            ):
-                shutil.rmtree(child, ignore_errors=True)
+            name = child.name
+            with contextlib.suppress(OSError):
+                if name.startswith(_REMOVED_PREFIX):
+                    shutil.rmtree(child, ignore_errors=True)
+                elif _TRASH.fullmatch(name) or (
+                    name.startswith(".staging-") and now - child.stat().st_mtime > _STALE_SECONDS
+                ):
+                    # A trash folder left now has its replacement in place (_recover).
+                    self._discard(child)
 
     @contextlib.contextmanager
-    def staging(self, label: str = "model") -> Iterator[Path]:
+    def staging(self, label: str = "model", *, source: str | None = None) -> Iterator[Path]:
         """A fresh hidden folder in the cache to assemble a model in.
 
         It is removed when the block ends, whether the model was installed from it
-        (its content then moved away) or not.
+        (its content then moved away) or not.  A disk that fills up meanwhile is
+        reported in one line (:class:`CacheError`) naming ``source`` (what was being
+        installed) and the cache folder.
         """
-        self.root.mkdir(parents=True, exist_ok=True)
-        self._clean_leftovers()
         path = self.root / f".staging-{slugify(label, 40)}-{secrets.token_hex(4)}"
-        path.mkdir()
         try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            self._clean_leftovers()
+            path.mkdir()
             yield path
+        except OSError as exc:
+            if not is_no_space(exc):
+                raise
+            head = f"{source}: " if source else ""
+            raise CacheError(
+                f"{head}cannot write into {self.root}: {write_error_reason(exc)}"
+            ) from exc
         finally:
             shutil.rmtree(path, ignore_errors=True)
 
@@ -620,17 +681,24 @@ class ModelCache:
         manifest = package_root / MANIFEST_NAME
         manifest.write_text(json.dumps(model.as_dict(), indent=2), encoding="utf-8")
         final = self.root / key
-        if final.exists():
-            trash = self.root / f".trash-{key}-{secrets.token_hex(4)}"
-            final.rename(trash)
-            try:
-                package_root.rename(final)
-            except OSError:
-                trash.rename(final)
-                raise
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
+        if not final.exists():
             package_root.rename(final)
+            return model
+        trash = self.root / f".trash-{key}-{secrets.token_hex(4)}"
+        try:
+            final.rename(trash)
+        except OSError as exc:
+            raise CacheError(f"{final}: cannot replace the cached model ({exc})") from exc
+        # A crash from here until the new folder has the final name leaves the old model
+        # in the trash: the next use of the cache puts it back (_recover).  The trash is
+        # deleted only once the new folder is in place.
+        try:
+            package_root.rename(final)
+        except OSError as exc:
+            with contextlib.suppress(OSError):  # gone if another process put it back
+                trash.rename(final)
+            raise CacheError(f"{final}: cannot replace the cached model ({exc})") from exc
+        self._discard(trash)
         return model
 
     # ---- import
@@ -651,7 +719,7 @@ class ModelCache:
         path = Path(source).expanduser()
         if not path.exists():
             raise ModelPackageError(f"{path}: no such file or folder")
-        with self.staging("import") as stage:
+        with self.staging("import", source=str(path)) as stage:
             if path.is_file() and path.suffix.lower() == ".zip":
                 unpacked = safe_extract_zip(path, stage / "package")
                 package_root, description = _locate_description(unpacked, path)
@@ -684,28 +752,21 @@ class ModelCache:
         *,
         display_name: str | None = None,
     ) -> CachedModel:
+        # A cache manifest carried by the package (a zipped cache folder) is not ours:
+        # the installed model gets its own.
+        (package_root / MANIFEST_NAME).unlink(missing_ok=True)
         package = load_model_package(package_root / description, display_name=display_name)
         data = read_description_data(package_root / description)
         # bioimageio.spec's warnings, and the metadata read leniently, stay with the model.
         notes: list[str] = [f"description: {w}" for w in package.warnings]
-        declared: set[str] = set()
-        known: dict[str, str] = {}
         for ref in referenced_files(data, origin=source):
-            if ref.is_remote:
-                continue
-            target = package_root / ref.path
-            if not target.is_file():
+            if not ref.is_remote and not (package_root / ref.path).is_file():
                 notes.append(f"{ref.path} ({ref.role}) is not in the package")
-                continue
-            if ref.sha256:
-                actual = sha256_file(target)
-                if actual != ref.sha256:
-                    raise ChecksumError(
-                        f"{source}: {ref.path}: sha256 mismatch (description says "
-                        f"{ref.sha256[:12]}..., file is {actual[:12]}...): refused"
-                    )
-                declared.add(ref.path)
-                known[ref.path] = actual
+        known: dict[str, str] = {}
+        damage = check_declared(package_root, description, origin=source, hashes=known)
+        if damage:
+            raise ChecksumError(f"{source}: {damage[0].path}: {damage[0].problem}: refused")
+        declared = set(known)
         spec = package.spec
         key = self.unique_key(spec.id, spec.version, spec.name)
         info = InstallInfo(
@@ -767,9 +828,11 @@ class ModelCache:
         name = safe_relative_path(weights_file.name, str(weights_file))
         if name == MANIFEST_NAME or name == model.description:
             raise CacheError(f"{weights_file}: this file name is reserved in the cache")
-        with self.staging(f"{model.key}-weights") as stage:
+        with self.staging(f"{model.key}-weights", source=str(weights_file)) as stage:
             package_root = stage / "package"
             shutil.copytree(model.root, package_root, symlinks=True)
+            # The description changes: the copied manifest would call it damaged.
+            (package_root / MANIFEST_NAME).unlink()
             shutil.copyfile(weights_file, package_root / name)
             sha = sha256_file(package_root / name)
             data = read_description_data(package_root / model.description)
@@ -816,7 +879,9 @@ class ModelCache:
         unless another model already uses it.
         """
         if not checked:
-            damage = check_folder(package_root, model)
+            damage = check_folder(package_root, model) or check_declared(
+                package_root, model.description, origin=model.key
+            )
             if damage:
                 first = damage[0]
                 raise ChecksumError(
@@ -856,6 +921,31 @@ def check_folder(root: Path, model: CachedModel) -> list[FileDamage]:
     for path in root.rglob("*"):
         if path.is_file() and path.relative_to(root).as_posix() not in listed:
             damage.append(FileDamage(path.relative_to(root).as_posix(), "not in the manifest"))
+    return damage
+
+
+def check_declared(
+    root: Path, description: str, *, origin: str, hashes: dict[str, str] | None = None
+) -> list[FileDamage]:
+    """Compare the files in ``root`` with the sha256 their description declares.
+
+    Files the description names but ``root`` lacks are not damage here (a download
+    fetches one weights format).  ``hashes`` (by path) holds sha256 computed already
+    and receives those computed here.
+    """
+    hashes = {} if hashes is None else hashes
+    try:
+        refs = referenced_files(read_description_data(root / description), origin=origin)
+    except ModelPackageError as exc:
+        return [FileDamage(description, f"not a readable description ({exc})")]
+    damage: list[FileDamage] = []
+    for ref in refs:
+        target = root / ref.path
+        if ref.is_remote or not ref.sha256 or not target.is_file():
+            continue
+        actual = hashes[ref.path] = hashes.get(ref.path) or sha256_file(target)
+        if actual != ref.sha256:
+            damage.append(FileDamage(ref.path, declared_mismatch(ref.sha256, actual)))
     return damage
 
 

@@ -206,7 +206,7 @@ def download_model(
         description = _description_name(where.source)
         partials = cache.root / ".downloads"
         try:
-            with cache.staging(f"{where.id}-{where.version}") as stage:
+            with cache.staging(f"{where.id}-{where.version}", source=where.source) as stage:
                 package = stage / "package"
                 package.mkdir()
                 (package / description).write_bytes(raw)

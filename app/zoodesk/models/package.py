@@ -4,22 +4,32 @@ A package is read with bioimageio.spec (format 0.4 is converted to 0.5) without
 touching the network: file checks are done here, and only for the files a task will
 actually use, so that weight entries pointing to missing or remote files (common in
 the zoo) do not prevent a package from loading.
+
+A package in a folder of the model cache (one holding a cache manifest) is also
+checked against the sha256 recorded at installation (:mod:`zoodesk.models.integrity`):
+its description when it is loaded, every other file when a task uses it.  A zip is
+used through an unpacked copy (:mod:`zoodesk.models.unpacked`).
 """
 
 from __future__ import annotations
 
-import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from zoodesk.errors import ChecksumError, ModelPackageError, UnsupportedWeightsError
 from zoodesk.fileutils import sha256_file
-from zoodesk.models.archive import safe_extract_zip
 from zoodesk.models.description import (
     ReadDescription,
     read_description_data,
     read_model_description,
+)
+from zoodesk.models.integrity import (
+    DamagedModelError,
+    damaged_message,
+    recorded_checksums,
+    recorded_mismatch,
 )
 from zoodesk.models.spec import (
     CONVERTIBLE_WEIGHTS_FORMATS,
@@ -28,21 +38,28 @@ from zoodesk.models.spec import (
     ModelSpec,
     WeightsSpec,
 )
-from zoodesk.settings import zoodesk_home
+from zoodesk.models.unpacked import UnpackedLease, open_unpacked
 
 DESCRIPTION_NAMES = ("bioimageio.yaml", "rdf.yaml")
 
 
 @dataclass
 class ModelPackage:
-    """A loaded model package: its folder, description file and parsed spec."""
+    """A loaded model package: its folder, description file and parsed spec.
+
+    ``recorded`` holds the sha256 of each file (by POSIX path relative to ``root``)
+    that the cache manifest records, for a package in the model cache; empty otherwise.
+    """
 
     root: Path
     description_path: Path
     spec: ModelSpec
     descr: Any = field(repr=False)
     warnings: tuple[str, ...] = ()
+    recorded: Mapping[str, str] = field(default_factory=dict, repr=False)
     _verified: dict[Path, str] = field(default_factory=dict, repr=False)
+    #: Keeps the unpacked copy of a zip in use while the package is alive.
+    _lease: UnpackedLease | None = field(default=None, repr=False, compare=False)
 
     @property
     def name(self) -> str:
@@ -90,24 +107,36 @@ class ModelPackage:
     def verify(self, ref: FileRef) -> Path:
         """Check that a package file exists and matches its sha256; return its path.
 
-        Each file is hashed once per loaded package.
+        The sha256 is the description's and, for a cached model, the one its cache
+        manifest records.  Each file is hashed once per loaded package.
         """
         path = self.path_of(ref)
         if not path.is_file():
             raise ModelPackageError(
                 f"{path}: file listed in {self.description_path.name} is missing"
             )
-        if ref.sha256 is None:
+        recorded = self._recorded_sha256(path)
+        if ref.sha256 is None and recorded is None:
             return path
-        if self._verified.get(path) != ref.sha256:
-            actual = sha256_file(path)
-            if actual != ref.sha256:
-                raise ChecksumError(
-                    f"{path}: sha256 mismatch (description says {ref.sha256[:12]}..., "
-                    f"file is {actual[:12]}...): the file is damaged or was replaced"
-                )
-            self._verified[path] = actual
+        actual = self._verified.get(path) or sha256_file(path)
+        if ref.sha256 is not None and actual != ref.sha256:
+            raise ChecksumError(
+                f"{path}: sha256 mismatch (description says {ref.sha256[:12]}..., "
+                f"file is {actual[:12]}...): the file is damaged or was replaced"
+            )
+        if recorded is not None and actual != recorded:
+            raise DamagedModelError(
+                damaged_message(path, recorded_mismatch(recorded, actual), self.root.name)
+            )
+        self._verified[path] = actual
         return path
+
+    def _recorded_sha256(self, path: Path) -> str | None:
+        try:
+            rel = path.relative_to(self.root).as_posix()
+        except ValueError:
+            return None
+        return self.recorded.get(rel)
 
 
 #: Other names under which descriptions are found, after DESCRIPTION_NAMES.  Format
@@ -133,13 +162,6 @@ def find_description(folder: Path, origin: Path | str | None = None) -> Path:
         )
     names = ", ".join(c.name for c in candidates)
     raise ModelPackageError(f"{origin or folder}: several descriptions ({names}); name one of them")
-
-
-def _unpack_dir_for(archive: Path) -> Path:
-    digest = hashlib.sha256()
-    st = archive.stat()
-    digest.update(f"{archive.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode())
-    return zoodesk_home() / "unpacked" / f"{archive.stem}-{digest.hexdigest()[:16]}"
 
 
 def load_description_file(path: Path, source: str | None = None) -> ReadDescription:
@@ -174,12 +196,11 @@ def load_model_package(source: str | Path, *, display_name: str | None = None) -
     path = Path(source).expanduser()
     if not path.exists():
         raise ModelPackageError(f"{path}: no such file or folder")
+    lease: UnpackedLease | None = None
     if path.is_dir():
         description = find_description(path)
     elif path.suffix.lower() == ".zip":
-        unpacked = _unpack_dir_for(path)
-        if not unpacked.is_dir():
-            safe_extract_zip(path, unpacked)
+        unpacked, lease = open_unpacked(path)
         description = find_description(unpacked)
     elif path.suffix.lower() in (".yaml", ".yml"):
         description = path
@@ -189,6 +210,9 @@ def load_model_package(source: str | Path, *, display_name: str | None = None) -
             "(expected a folder, a .zip, or a bioimageio.yaml/rdf.yaml file)"
         )
     description = description.resolve()
+    recorded = recorded_checksums(description.parent)
+    if recorded is not None:
+        _check_recorded(description, recorded)
     read = load_description_file(description, source=_user_name(path, description, display_name))
     return ModelPackage(
         root=description.parent,
@@ -196,4 +220,23 @@ def load_model_package(source: str | Path, *, display_name: str | None = None) -
         spec=read.spec,
         descr=read.descr,
         warnings=read.warnings,
+        recorded=recorded or {},
+        _lease=lease,
     )
+
+
+def _check_recorded(description: Path, recorded: Mapping[str, str]) -> None:
+    """Refuse a cached description that changed since it was installed (cheap: it is small).
+
+    Its other files are checked when used (:meth:`ModelPackage.verify`).
+    """
+    expected = recorded.get(description.name)
+    if expected is None:
+        return
+    actual = sha256_file(description)
+    if actual != expected:
+        raise DamagedModelError(
+            damaged_message(
+                description, recorded_mismatch(expected, actual), description.parent.name
+            )
+        )
