@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ import tifffile
 from rich.console import Console
 
 from tests.batch_helpers import box_package
+from tests.unprivileged import run_unprivileged, unreadable
 from zoodesk.batch.console import _duration, _ProgressView, summary_table
 from zoodesk.batch.record import FileEntry, RunRecord
 from zoodesk.batch.runner import FileFinished, FileStarted, RunStarted
@@ -160,3 +162,52 @@ def test_a_newline_in_a_file_name_stays_on_its_line(
     assert len(lines) == 2, lines
     (failed,) = [line for line in lines if "failed" in line]
     assert "bad\\nname.tif" in failed
+
+
+def test_folders_not_looked_into_are_warned_recorded_and_in_the_json(
+    tmp_path: Path, box2d: ModelPackage
+) -> None:
+    """An unreadable sub-folder (a real ``chmod 000``, read by a process without
+    root's capabilities), a link to another folder and a link looping back up the
+    tree: each is one warning line naming it, an entry of the record and of --json."""
+    data, other = tmp_path / "in", tmp_path / "other"
+    for folder in (data, data / "locked", data / "sub", other):
+        folder.mkdir(parents=True)
+    for path in (data / "a.tif", data / "locked" / "b.tif", other / "c.tif"):
+        tifffile.imwrite(path, np.zeros((24, 32), np.float32))
+    try:
+        (data / "link").symlink_to(other, target_is_directory=True)
+        (data / "sub" / "loop").symlink_to(data, target_is_directory=True)
+    except OSError as exc:
+        pytest.skip(f"cannot create a symbolic link here: {exc}")
+    expected = [
+        f"{data / 'link'}: a link to the folder {other.resolve()}, not followed (give that "
+        "folder as an input of its own to process it); its images are not processed",
+        f"{data / 'locked'}: cannot be read (permission denied); its images are not processed",
+        f"{data / 'sub' / 'loop'}: a link back to {data.resolve()} (a loop), not followed; "
+        "its images are not processed",
+    ]
+    command = [sys.executable, "-m", "zoodesk.cli", "predict", "-m", str(box2d.description_path),
+               "--device", "cpu", "--settle-seconds", "0", "--recursive",
+               "-i", str(data)]  # fmt: skip
+    with unreadable(data / "locked"):
+        plain = run_unprivileged([*command, "-o", str(tmp_path / "out")])
+        as_json = run_unprivileged([*command, "-o", str(tmp_path / "json"), "--json"])
+        nothing = run_unprivileged([*command[:-1], str(data / "locked"), "-o", str(tmp_path / "x")])
+    assert plain.returncode == 0, plain.stderr
+    warnings = [line for line in plain.stderr.splitlines() if line.startswith("warning: ")]
+    assert warnings == [f"warning: {message}" for message in expected]
+    record = json.loads((tmp_path / "out" / "zoodesk-run.json").read_text(encoding="utf-8"))
+    assert record["warnings"] == expected
+    assert [Path(f["input"]).name for f in record["files"]] == ["a.tif"]
+    document = json.loads(as_json.stdout)
+    assert document["warnings"] == expected
+    assert [f"warning: {m}" for m in expected] == [
+        line for line in as_json.stderr.splitlines() if line.startswith("warning: ")
+    ]
+    # Nothing readable at all: the error says why.
+    assert nothing.returncode == 1
+    assert nothing.stderr.strip() == (
+        f"error: no readable images found in {data / 'locked'} ({data / 'locked'}: cannot be "
+        "read (permission denied))"
+    )

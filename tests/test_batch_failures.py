@@ -8,6 +8,7 @@ its reason, inputs untouched, nothing else written.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import subprocess
 import sys
@@ -205,7 +206,10 @@ def test_a_full_disk_fails_the_file_being_written_and_the_run_goes_on(
         request(box2d, [tmp_path], out, streaming=StreamingPolicy(mode=stream))  # type: ignore[arg-type]
     )
     assert statuses(finished) == {"a.tif": "ok", "b.tif": "failed", "c.tif": "ok"}
-    assert "b.tif: the disk is full" in errors(finished)["b.tif"]
+    assert errors(finished)["b.tif"] == (
+        f"{tmp_path / 'b.tif'}: the disk is full: no space left on the device holding "
+        f"{out.resolve()}"
+    )
     assert leftovers(out) == []
     assert not (out / "b_out.ome.tif").exists()
     assert exit_code(finished.record) == 1
@@ -241,24 +245,135 @@ def read_only_sub(tmp_path: Path) -> Iterator[Path]:
     yield from _mount(tmp_path / "out" / "sub", "ro,size=64k")
 
 
-@pytest.mark.parametrize("stream", ["never", "always"])
+@pytest.mark.parametrize(
+    ("stream", "compression"), [("never", "zlib"), ("always", "zlib"), ("never", "none")]
+)
 def test_a_really_full_disk(
-    tmp_path: Path, box2d: ModelPackage, small_disk: Path, stream: str
+    tmp_path: Path, box2d: ModelPackage, small_disk: Path, stream: str, compression: str
 ) -> None:
+    """Uncompressed outputs are written by numpy, whose short write on a full disk
+    says only "N requested and M written": it is named as a full disk all the same."""
     inputs = tmp_path / "in"
     inputs.mkdir()
     small = _good(inputs, "small.tif", (32, 32), 0)
     _good(inputs, "wide.tif", (512, 512), 1)  # 1 MiB of float32 noise: does not fit
     _events, finished = run(
-        request(box2d, [inputs], small_disk, streaming=StreamingPolicy(mode=stream))  # type: ignore[arg-type]
+        request(
+            box2d,
+            [inputs],
+            small_disk,
+            streaming=StreamingPolicy(mode=stream),  # type: ignore[arg-type]
+            compression=compression,
+        )
     )
     assert statuses(finished) == {"small.tif": "ok", "wide.tif": "failed"}
-    assert "wide.tif: the disk is full" in errors(finished)["wide.tif"]
+    assert errors(finished)["wide.tif"] == (
+        f"{inputs / 'wide.tif'}: the disk is full: no space left on the device holding "
+        f"{small_disk.resolve()}"
+    )
     assert leftovers(small_disk) == []
     assert finished.record_saved
     np.testing.assert_allclose(
         output_array(small_disk, "small_out.ome.tif"), box_filter(small), atol=1e-6
     )
+
+
+def _limit_file_size() -> None:
+    # In the child before it starts: files may not grow past 256 KiB, and going past
+    # the limit makes write() fail (EFBIG, or a short count) instead of killing the
+    # process with SIGXFSZ.
+    import resource
+    import signal
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (256 * 1024, 256 * 1024))
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="file size limits are POSIX")
+@pytest.mark.parametrize(
+    ("compression", "words"),
+    [
+        # numpy writes uncompressed data (ndarray.tofile): its write stops short and it
+        # says only "N requested and M written", as on a full disk.
+        ("none", "the disk is full: no space left on the device holding {out}"),
+        # Compressed data is written by Python, which reports the system's EFBIG.
+        (
+            "zlib",
+            "cannot write the output: the file is too large for the file system of {out} "
+            "(or for the file size limit of this process)",
+        ),
+    ],
+)
+def test_writes_cut_short_by_a_real_limit_are_named(
+    tmp_path: Path, box2d: ModelPackage, compression: str, words: str
+) -> None:
+    """The writes fail for real: ``zoodesk predict`` runs in a process whose file
+    size limit (RLIMIT_FSIZE) the wide image's output exceeds."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    _good(inputs, "small.tif", (32, 32), 0)
+    _good(inputs, "wide.tif", (512, 512), 1)  # 1 MiB of float32 noise: over the limit
+    out = tmp_path / "out"
+    done = subprocess.run(
+        [sys.executable, "-m", "zoodesk.cli", "predict", "-m", str(box2d.description_path),
+         "-i", str(inputs), "-o", str(out), "--device", "cpu", "--settle-seconds", "0",
+         "--compression", compression],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "COLUMNS": "200"},
+        preexec_fn=_limit_file_size,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    record = json.loads((out / RECORD).read_text(encoding="utf-8"))
+    errors_ = {Path(f["input"]).name: f["error"] for f in record["files"]}
+    expected = f"{inputs / 'wide.tif'}: {words.format(out=out.resolve())}"
+    assert errors_ == {"small.tif": None, "wide.tif": expected}
+    assert f"failed   wide.tif: {expected}" in done.stderr
+    assert leftovers(out) == []
+    assert not (out / "wide_out.ome.tif").exists()
+
+
+def _truncated_tiled_stack(path: Path) -> None:
+    """A tiled, compressed 6-page TIFF cut in half: tifffile logs ERROR records for
+    its page offsets while reading it."""
+    pixels = (np.random.default_rng(3).random((6, 64, 64)) * 1000).astype(np.uint16)
+    tifffile.imwrite(path, pixels, compression="zlib", tile=(32, 32))
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def test_library_log_records_go_to_the_log_file_not_the_console(
+    tmp_path: Path, box2d: ModelPackage, isolated_home: Path
+) -> None:
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    _good(inputs, "good.tif", (32, 32), 0)
+    _truncated_tiled_stack(inputs / "truncated.tif")
+    done = subprocess.run(
+        [sys.executable, "-m", "zoodesk.cli", "predict", "-m", str(box2d.description_path),
+         "-i", str(inputs), "-o", str(tmp_path / "out"), "--device", "cpu",
+         "--settle-seconds", "0"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "COLUMNS": "200"},
+    )  # fmt: skip
+    assert done.returncode == 1
+    # Only ZooDesk's own lines, one per file, each naming it.
+    lines = done.stderr.splitlines()
+    assert sorted(line[6:].split()[:2] for line in lines) == [
+        ["failed", "truncated.tif:"],
+        ["ok", "good.tif"],
+    ], done.stderr
+    (failed,) = [line for line in lines if "failed" in line]
+    assert f"{inputs / 'truncated.tif'}: truncated or corrupt TIFF" in failed
+    # tifffile's own records are in the log file, naming the file.
+    log = (isolated_home / "logs" / "zoodesk.log").read_text(encoding="utf-8")
+    assert f"ERROR tifffile: {inputs / 'truncated.tif'}: " in log
+    assert "invalid page offset" in log
 
 
 def test_a_read_only_output_folder(tmp_path: Path, box2d: ModelPackage) -> None:

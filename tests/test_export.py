@@ -829,16 +829,48 @@ def test_second_export_refuses_without_overwrite(workspace: dict[str, Path]) -> 
 def test_overwrite_replaces_an_earlier_export(workspace: dict[str, Path], tmp_path: Path) -> None:
     package = tmp_path / "package"
     run_export(ExportRequest(workspace["run"], package))
-    (package / "stale.txt").write_text("from before", encoding="utf-8")
     result = run_export(ExportRequest(workspace["run"], package, overwrite=True))
     assert result.destination == package.resolve()
-    assert not (package / "stale.txt").exists()
+    assert result.kept_folder is None and result.kept_files == ()
     # Exported without study metadata: a draft, whose missing fields are named.
     problems = check_package(package)
     assert drafts_aside(problems) == []
     assert [p.message.split("study's ")[1].split(",")[0] for p in problems] == ARCHIVE_FIELDS
     assert result.draft and result.missing_for_archive[0] == "title"
     assert [p.name for p in tmp_path.iterdir()] == ["package"]
+
+
+def test_overwrite_moves_aside_what_zoodesk_did_not_write(
+    workspace: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    package = tmp_path / "package"
+    run_export(ExportRequest(workspace["run"], package))
+    # The user's additions and edits to the earlier export.
+    (package / "notes.txt").write_text("reviewer asked for tile 256", encoding="utf-8")
+    (package / "figures").mkdir()
+    (package / "figures" / "fig1.png").write_bytes(b"\x89PNG user figure")
+    (package / "README.md").write_text("my own words", encoding="utf-8")
+    code = main(["export", str(workspace["run"]), "--to", str(package), "--overwrite"])
+    assert code == 0
+    (kept,) = [p for p in tmp_path.iterdir() if p.name != "package"]
+    assert re.fullmatch(r"package-kept-files-\d{8}-\d{6}", kept.name)
+    assert {p.relative_to(kept).as_posix() for p in kept.rglob("*") if p.is_file()} == {
+        "notes.txt",
+        "figures/fig1.png",
+        "README.md",
+    }
+    assert (kept / "notes.txt").read_text(encoding="utf-8") == "reviewer asked for tile 256"
+    assert (kept / "README.md").read_text(encoding="utf-8") == "my own words"
+    err = capsys.readouterr().err
+    assert (
+        f"warning: {package.resolve()}: 3 file(s) there that ZooDesk had not written (added "
+        f"or changed since the earlier export) were moved to {kept.resolve()}: README.md, "
+        "figures/fig1.png, notes.txt"
+    ) in err
+    # The new export is whole and valid, with nothing of the user's left in it.
+    assert drafts_aside(check_package(package)) == []
+    assert not (package / "notes.txt").exists() and not (package / "figures").exists()
+    assert (package / "README.md").read_text(encoding="utf-8") != "my own words"
 
 
 def test_overwrite_never_deletes_a_folder_that_is_not_an_export(

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import re
 import struct
+import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import imageio.v3 as iio
 import numpy as np
@@ -14,6 +16,7 @@ import psutil
 import pytest
 import tifffile
 
+from tests.unprivileged import run_unprivileged, unreadable
 from zoodesk.errors import ImageReadError
 from zoodesk.images import (
     IMAGE_SUFFIXES,
@@ -27,6 +30,9 @@ from zoodesk.images import (
     read_list_file,
     write_ome_tiff,
 )
+
+if TYPE_CHECKING:
+    from zoodesk.images import SkippedFolder
 
 OME = "{http://www.openmicroscopy.org/Schemas/OME/2016-06}"
 
@@ -841,6 +847,69 @@ def test_find_images_keeps_direct_files_and_removes_duplicates(tmp_path: Path) -
         find_images([tmp_path / "nope"])
 
 
+def _link(link: Path, target: Path) -> None:
+    try:
+        link.symlink_to(target, target_is_directory=True)
+    except OSError as exc:  # Windows without the right to create links
+        pytest.skip(f"cannot create a symbolic link here: {exc}")
+
+
+def test_links_to_folders_are_reported_not_followed(tmp_path: Path) -> None:
+    data, other = tmp_path / "data", tmp_path / "other"
+    _touch(data, "top.tif", "real/deep.tif")
+    _touch(other, "far.tif")
+    _link(data / "link", other)
+    _link(data / "real" / "loop", data)  # a loop back up the tree
+    skipped: list[SkippedFolder] = []
+    found = find_images([data], recursive=True, skipped=skipped)
+    assert [p.relative_to(data).as_posix() for p in found] == ["real/deep.tif", "top.tif"]
+    assert [(s.path, s.reason) for s in skipped] == [
+        (
+            data / "link",
+            f"a link to the folder {other.resolve()}, not followed (give that folder as an "
+            "input of its own to process it)",
+        ),
+        (data / "real" / "loop", f"a link back to {data.resolve()} (a loop), not followed"),
+    ]
+    assert skipped[1].message.endswith("(a loop), not followed; its images are not processed")
+    # Without --recursive sub-folders are not looked into, so nothing is skipped.
+    skipped.clear()
+    assert [p.name for p in find_images([data], skipped=skipped)] == ["top.tif"]
+    assert skipped == []
+    # A link given as an input is a folder the user chose: it is read.
+    assert [p.name for p in find_images([data / "link"], recursive=True)] == ["far.tif"]
+
+
+_FIND = """
+import json, sys
+from pathlib import Path
+from zoodesk.images import find_images
+skipped = []
+found = find_images([Path(sys.argv[1])], recursive=True, skipped=skipped)
+print(json.dumps({"found": [str(p) for p in found],
+                  "skipped": [[str(s.path), s.reason] for s in skipped]}))
+"""
+
+
+def test_unreadable_folders_are_reported(tmp_path: Path) -> None:
+    """A real ``chmod 000`` folder, listed by a process without root's capabilities."""
+    data = tmp_path / "data"
+    _touch(data, "top.tif", "locked/hidden.tif", "open/seen.tif")
+    with unreadable(data / "locked"):
+        done = run_unprivileged([sys.executable, "-c", _FIND, str(data)])
+        # The top folder itself unreadable: reported too, not an empty folder.
+        with unreadable(data):
+            top = run_unprivileged([sys.executable, "-c", _FIND, str(data)])
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["found"] == [str(data / "open" / "seen.tif"), str(data / "top.tif")]
+    assert result["skipped"] == [[str(data / "locked"), "cannot be read (permission denied)"]]
+    assert json.loads(top.stdout) == {
+        "found": [],
+        "skipped": [[str(data), "cannot be read (permission denied)"]],
+    }
+
+
 @pytest.mark.parametrize(
     ("name", "stem"),
     [
@@ -868,6 +937,11 @@ def test_image_suffixes_cover_the_readers() -> None:
         ".jpg",
         ".jpeg",
         ".bmp",
+        ".czi",
+        ".nd2",
+        ".lif",
+        ".oib",
+        ".oif",
     } == set(IMAGE_SUFFIXES)
 
 

@@ -19,6 +19,7 @@ from typing import Any
 from zoodesk import __version__
 from zoodesk.conversion.launch import WORKER_COMMAND
 from zoodesk.errors import ZooDeskError, not_enough_memory
+from zoodesk.logs import command_logging
 
 log = logging.getLogger("zoodesk")
 
@@ -157,7 +158,12 @@ def _register_inference_commands(
         metavar="PATTERN",
         help="only files matching this pattern in input folders (repeatable)",
     )
-    p.add_argument("--recursive", "-r", action="store_true", help="descend into sub-folders")
+    p.add_argument(
+        "--recursive",
+        "-r",
+        action="store_true",
+        help="descend into sub-folders (links to folders are reported, not followed)",
+    )
     p.add_argument("--axes", default=None, help="axes of the input images, e.g. CYX or TZYX")
     p.add_argument(
         "--channel",
@@ -1031,12 +1037,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         if json_mode and exit_.code not in (0, None):
             _failure_document(arguments, "invalid command line (see the usage above)")
         raise
-    logging.basicConfig(
-        level=logging.DEBUG if args.debug else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
+    from zoodesk.settings import Settings
+
     handler: Handler = getattr(args, "handler", _cmd_gui)
     json_mode = bool(getattr(args, "json", False))
+    # Libraries' log records go to the log file, not between ZooDesk's own lines.
+    with command_logging(Settings.model_validate({}).logs_dir, debug=args.debug):
+        return _handle(handler, args, arguments, json_mode)
+
+
+def _handle(
+    handler: Handler, args: argparse.Namespace, arguments: Sequence[str], json_mode: bool
+) -> int:
+    """Run a command's handler; turn the errors it raises into one line each."""
     try:
         return handler(args)
     except ZooDeskError as exc:

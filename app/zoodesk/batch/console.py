@@ -303,6 +303,7 @@ def record_document(record: RunRecord) -> dict[str, Any]:
         "device": record.device.get("used"),
         "device_provider": record.device.get("provider"),
         "device_warnings": record.device.get("warnings", []),
+        "warnings": list(record.warnings),
         "weights_format": record.model.get("weights", {}).get("format"),
         "model": {k: record.model.get(k) for k in ("id", "name", "version", "source")},
         "record": str(record.path),

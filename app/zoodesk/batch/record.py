@@ -126,6 +126,9 @@ class RunRecord:
     files: list[FileEntry] = field(default_factory=list)
     history: list[dict[str, Any]] = field(default_factory=list)
     signature: dict[str, Any] = field(default_factory=dict)
+    #: What the user was warned of when the run started (folders not looked into,
+    #: a device fallback, an unreadable earlier record), one line each.
+    warnings: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)

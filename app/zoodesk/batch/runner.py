@@ -54,6 +54,7 @@ import errno
 import logging
 import math
 import os
+import re
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -67,6 +68,7 @@ from zoodesk.batch.record import RECORD_NAME, FileEntry, OutputEntry, RunRecord,
 from zoodesk.errors import CancelledError, ImageReadError, ZooDeskError, not_enough_memory
 from zoodesk.fileutils import sha256_file
 from zoodesk.images.axes import AxisMapping, assemble_output, map_image_to_tensor
+from zoodesk.images.discovery import SkippedFolder
 from zoodesk.inference.predict import Predictor
 from zoodesk.inference.streaming import (
     StreamingPolicy,
@@ -123,7 +125,8 @@ class RunStarted:
     ``skipped`` inputs are already done (verified outputs of an earlier run);
     ``to_do_bytes`` is the size of the input files still to process (for an ETA);
     ``cleaned`` lists leftover temporary files of an interrupted run that were
-    deleted.
+    deleted; ``warnings`` (also kept in the record) include the folders whose files
+    were not looked at (unreadable, links to folders).
     """
 
     run_id: str
@@ -356,6 +359,7 @@ def collect_inputs(
     *,
     lists: Sequence[Path] = (),
     exclude: Path | None = None,
+    skipped: list[SkippedFolder] | None = None,
 ) -> tuple[list[tuple[Path, Path | None]], list[Path]]:
     """Files to process (with the folder they were found in) and inputs that do not exist.
 
@@ -370,6 +374,9 @@ def collect_inputs(
     exclude
         A folder whose files are never inputs (the output folder: a re-run must not
         take the outputs of the last run for new images).
+    skipped
+        Receives the folders whose files were not looked at (unreadable, links to
+        folders), as for :func:`zoodesk.images.find_images`; each once.
     """
     from zoodesk.images import find_images, read_list_file
 
@@ -392,8 +399,13 @@ def collect_inputs(
             return
         if path.is_dir():
             root = path.resolve()
-            for p in find_images([path], patterns=patterns, recursive=recursive):
+            problems: list[SkippedFolder] = []
+            for p in find_images([path], patterns=patterns, recursive=recursive, skipped=problems):
                 add(p.resolve(), root)
+            for problem in problems:
+                inside = excluded is not None and problem.path.resolve().is_relative_to(excluded)
+                if skipped is not None and not inside and problem not in skipped:
+                    skipped.append(problem)
         elif allow_list and path.suffix.lower() in _LIST_SUFFIXES:
             for item in read_list_file(path):
                 visit(item, allow_list=False)
@@ -412,7 +424,18 @@ def collect_inputs(
     return found, missing
 
 
-def _describe_error(path: Path, exc: BaseException) -> str:
+# numpy's message when the system wrote fewer bytes than asked (``ndarray.tofile``,
+# which tifffile uses for uncompressed data): what a full disk looks like there, with
+# no error number to tell.
+_SHORT_WRITE = re.compile(r"^\d+ requested and \d+ written$")
+
+
+def _describe_error(path: Path, exc: BaseException, out_dir: Path | None = None) -> str:
+    """One line for the record: ``path`` (the input) and what went wrong with it.
+
+    Errors of the file system while writing outputs are told in plain words, naming
+    the folder written to (``out_dir`` when the error does not name the file).
+    """
     if isinstance(exc, ZooDeskError):
         text = str(exc)
         return text if str(path) in text or path.name in text else f"{path}: {text}"
@@ -420,8 +443,22 @@ def _describe_error(path: Path, exc: BaseException) -> str:
         return not_enough_memory(exc, path, "to process this image")
     if isinstance(exc, OSError):
         target = exc.filename or "the output"
-        if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
-            return f"{path}: the disk is full (writing {target})"
+        named = Path(exc.filename) if isinstance(exc.filename, str) else None
+        folder = named.parent if named and named.is_absolute() else out_dir or "the output folder"
+        if exc.errno == errno.ENOSPC or (
+            exc.errno is None and _SHORT_WRITE.match(str(exc).strip())
+        ):
+            return f"{path}: the disk is full: no space left on the device holding {folder}"
+        if exc.errno == getattr(errno, "EDQUOT", None):
+            return (
+                f"{path}: the disk quota is used up: no space left for your files on the "
+                f"device holding {folder}"
+            )
+        if exc.errno == errno.EFBIG:
+            return (
+                f"{path}: cannot write {target}: the file is too large for the file system "
+                f"of {folder} (or for the file size limit of this process)"
+            )
         if exc.errno == errno.EROFS:
             return f"{path}: cannot write {target}: the file system is read-only"
         if exc.errno in (errno.EACCES, errno.EPERM):
@@ -898,12 +935,14 @@ def run_prediction(
         raise ZooDeskError(f"--series must be 0 or more, not {request.series}")
     out_dir = Path(request.output_dir).expanduser().resolve()
     _prepare_output_folder(out_dir)
+    skipped: list[SkippedFolder] = []
     files, missing = collect_inputs(
         request.inputs,
         request.patterns,
         request.recursive,
         lists=request.lists,
         exclude=out_dir,
+        skipped=skipped,
     )
     if not files and not missing:
         names = ", ".join(str(p) for p in [*request.inputs, *request.lists])
@@ -916,6 +955,11 @@ def run_prediction(
                 f"{', '.join(inside)}: inside the output folder {out_dir}, whose files are "
                 "never read as inputs; choose an output folder outside the inputs"
             )
+        if skipped:
+            # Say why nothing was found where that is known.
+            reasons = "; ".join(f"{s.path}: {s.reason}" for s in skipped[:3])
+            more = f" (and {len(skipped) - 3} more folders)" if len(skipped) > 3 else ""
+            raise ZooDeskError(f"no readable images found in {names} ({reasons}{more})")
         raise ZooDeskError(f"no readable images found in {names}")
 
     predictor = predictor or Predictor(
@@ -929,7 +973,15 @@ def run_prediction(
     lock = _FolderLock(out_dir)
     try:
         yield from _run_locked(
-            request, package, predictor, out_dir, files, missing, required_inputs[0], is_cancelled
+            request,
+            package,
+            predictor,
+            out_dir,
+            files,
+            missing,
+            [s.message for s in skipped],
+            required_inputs[0],
+            is_cancelled,
         )
     finally:
         lock.release()
@@ -942,6 +994,7 @@ def _run_locked(
     out_dir: Path,
     files: list[tuple[Path, Path | None]],
     missing: list[Path],
+    skipped_folders: list[str],
     input_tensor: TensorSpec,
     is_cancelled: Callable[[], bool],
 ) -> Iterator[Event]:
@@ -952,6 +1005,7 @@ def _run_locked(
     warnings = list(predictor.warnings)
     if load_problem:
         warnings.append(load_problem)
+    warnings.extend(skipped_folders)
     previous: dict[str, FileEntry] = {}
     history: list[dict[str, Any]] = []
     if old is not None:
@@ -992,6 +1046,7 @@ def _run_locked(
         "warnings": list(predictor.warnings),
     }
     record.parameters = request.parameters()
+    record.warnings = list(warnings)
     keeper = _RecordKeeper(record)
     for path in missing:
         record.files.append(
@@ -1067,7 +1122,7 @@ def _run_locked(
         except Exception as exc:  # recorded per file, the run goes on
             log.debug("writing outputs for %s failed", wentry.input, exc_info=True)
             wentry.status = "failed"
-            wentry.error = _describe_error(Path(wentry.input), exc)
+            wentry.error = _describe_error(Path(wentry.input), exc, out_dir)
         wentry.finished = now_iso()
         yield from saved()
         yield FileFinished(offset + index, Path(wentry.input), wentry)
@@ -1146,7 +1201,7 @@ def _run_locked(
                 streamed.abort()
                 log.debug("processing %s failed", path, exc_info=True)
                 entry.status = "failed"
-                entry.error = _describe_error(path, exc)
+                entry.error = _describe_error(path, exc, out_dir)
                 entry.finished = now_iso()
                 yield from finish_write()
                 yield from saved()

@@ -9,6 +9,11 @@ The run directory is only read.  Everything is written into a temporary folder
 beside the destination, which is renamed to the destination's name only once the
 package is complete (manifest last); a failed or cancelled export removes it and
 leaves nothing under the final name.
+
+Replacing an earlier export (``overwrite``) deletes only what ZooDesk wrote there:
+the files its manifest lists, unchanged.  Files added since, or changed since, are
+moved into a folder beside it, ``<name>-kept-files-<date>-<time>``, and a warning
+says so.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import shutil
 import tempfile
 from collections.abc import Callable, Generator, Iterator
@@ -116,6 +122,10 @@ class ExportResult:
     warnings: tuple[str, ...] = ()
     #: What the archive requires that the study metadata did not give: a draft.
     missing_for_archive: tuple[str, ...] = ()
+    #: Where the files of the replaced export that ZooDesk had not written (or that
+    #: were changed since) were moved, and those files (relative paths).
+    kept_folder: Path | None = None
+    kept_files: tuple[str, ...] = ()
 
     @property
     def draft(self) -> bool:
@@ -134,6 +144,8 @@ class ExportResult:
             "warnings": list(self.warnings),
             "draft": self.draft,
             "missing_for_archive": list(self.missing_for_archive),
+            "kept_folder": str(self.kept_folder) if self.kept_folder else None,
+            "kept_files": list(self.kept_files),
         }
 
 
@@ -164,7 +176,8 @@ class ExportRequest:
     study
         The user's study metadata (None: an empty form, licence CC-BY-4.0).
     overwrite
-        Replace an earlier export in ``destination``.
+        Replace an earlier export in ``destination``; files there that ZooDesk did
+        not write are moved aside, never deleted.
     """
 
     run_dir: Path
@@ -442,8 +455,17 @@ def export_run(
         (tmp / MANIFEST).write_text(manifest, encoding="utf-8")
         if is_cancelled():
             raise CancelledError("export cancelled")
-        _replace(tmp, destination)
+        kept_folder, kept = _replace(tmp, destination)
         finished = True
+        if kept_folder is not None:
+            shown = ", ".join(kept[:5]) + (f" and {len(kept) - 5} more" if len(kept) > 5 else "")
+            message = (
+                f"{destination}: {len(kept)} file(s) there that ZooDesk had not written "
+                f"(added or changed since the earlier export) were moved to {kept_folder}: "
+                f"{shown}"
+            )
+            warnings.append(message)
+            yield ExportWarning(message)
         cover = coverage(plan)
         yield ExportFinished(
             ExportResult(
@@ -456,6 +478,8 @@ def export_run(
                 failures=tuple((f["image"], f["error"] or f["status"]) for f in cover["failures"]),
                 warnings=tuple(warnings),
                 missing_for_archive=tuple(missing_for_archive(study)),
+                kept_folder=kept_folder,
+                kept_files=tuple(kept),
             )
         )
     finally:
@@ -599,10 +623,82 @@ def _companion(item: PlannedInput, info: dict[str, Any], originals: dict[int, Fi
     )
 
 
-def _replace(tmp: Path, destination: Path) -> None:
-    """Put the finished package under its final name (replacing an earlier export)."""
+def _not_written_by_us(folder: Path) -> list[str]:
+    """Files (and links) in an earlier export that its manifest does not vouch for.
+
+    A file is ZooDesk's when the manifest lists it with the sha256 it still has; any
+    other file, a changed one, a link, and everything when there is no manifest, is
+    the user's.
+    """
+    listed: dict[str, str] = {}
+    try:
+        for line in (folder / MANIFEST).read_text(encoding="utf-8").splitlines():
+            sha, sep, rel = line.partition("  ")
+            if sep:
+                listed[rel] = sha
+    except (OSError, UnicodeDecodeError):
+        listed = {}
+    theirs: list[str] = []
+    for root, dirs, files in os.walk(folder):
+        base = Path(root)
+        links = [d for d in dirs if (base / d).is_symlink()]
+        dirs[:] = [d for d in dirs if d not in links]
+        for name in [*files, *links]:
+            path = base / name
+            rel = path.relative_to(folder).as_posix()
+            if rel == MANIFEST and listed:
+                continue
+            ours = (
+                rel in listed
+                and path.is_file()
+                and not path.is_symlink()
+                and sha256_file(path) == listed[rel]
+            )
+            if not ours:
+                theirs.append(rel)
+    return sorted(theirs)
+
+
+def _kept_folder(destination: Path) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = f"{destination.name}-kept-files-{stamp}"
+    n = 1
+    while True:
+        candidate = destination.with_name(base if n == 1 else f"{base}-{n}")
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            n += 1
+
+
+def _move(source_root: Path, target_root: Path, names: list[str]) -> None:
+    for rel in names:
+        target = target_root / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        (source_root / rel).replace(target)
+
+
+def _replace(tmp: Path, destination: Path) -> tuple[Path | None, list[str]]:
+    """Put the finished package under its final name, replacing an earlier export.
+
+    The earlier export's files that ZooDesk did not write (or that changed since)
+    are moved into a folder beside it first; returns that folder and those files.
+    """
     old: Path | None = None
+    kept_folder: Path | None = None
+    kept: list[str] = []
     if destination.exists():
+        kept = _not_written_by_us(destination)
+        if kept:
+            kept_folder = _kept_folder(destination)
+            try:
+                _move(destination, kept_folder, kept)
+            except OSError:
+                # Put back what moved: the earlier export stays as it was.
+                _move(kept_folder, destination, [r for r in kept if (kept_folder / r).exists()])
+                shutil.rmtree(kept_folder, ignore_errors=True)
+                raise
         old = Path(
             tempfile.mkdtemp(prefix=f".{destination.name}.", suffix=".old", dir=destination.parent)
         )
@@ -613,9 +709,13 @@ def _replace(tmp: Path, destination: Path) -> None:
     except OSError:
         if old is not None:
             old.replace(destination)
+            if kept_folder is not None:
+                _move(kept_folder, destination, kept)
+                shutil.rmtree(kept_folder, ignore_errors=True)
         raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+    return kept_folder, kept
 
 
 def run_export(

@@ -17,7 +17,6 @@ the application runs, as file-open events; either way the library imports them.
 from __future__ import annotations
 
 import logging
-import logging.handlers
 import os
 import sys
 import time
@@ -30,13 +29,13 @@ from PySide6.QtWidgets import QApplication
 
 from zoodesk.gui.main_window import PAGE_LIBRARY, MainWindow
 from zoodesk.gui.services import Services
+from zoodesk.logs import setup_logging
 
 log = logging.getLogger("zoodesk.gui")
 
 EXIT_AFTER_SHOWN_ENV = "ZOODESK_EXIT_AFTER_SHOWN"
 OPEN_FILES_ENV = "ZOODESK_OPEN_FILES"
 BUNDLE_SUFFIX = ".zdbundle"
-LOG_FILE_NAME = "zoodesk.log"
 _IMPORTED_AT = time.time()
 
 
@@ -59,28 +58,6 @@ def seconds_since_process_start() -> float:
         return time.time() - float(psutil.Process().create_time())
     except Exception:
         return time.time() - _IMPORTED_AT
-
-
-def setup_logging(logs_dir: Path) -> Path | None:
-    """Log ZooDesk's messages (warnings and up, with tracebacks) to a rotating file.
-
-    Returns the log file, or None when the folder cannot be written.
-    """
-    try:
-        logs_dir.mkdir(parents=True, exist_ok=True)
-        path = logs_dir / LOG_FILE_NAME
-        handler = logging.handlers.RotatingFileHandler(
-            path, maxBytes=2_000_000, backupCount=3, encoding="utf-8"
-        )
-    except OSError:
-        return None
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.setLevel(logging.INFO)
-    root = logging.getLogger("zoodesk")
-    root.addHandler(handler)
-    if root.level == logging.NOTSET or root.level > logging.INFO:
-        root.setLevel(logging.INFO)
-    return path
 
 
 def create_main_window(services: Services) -> MainWindow:

@@ -3,6 +3,7 @@
 from zoodesk.images._ome import PROVENANCE_NAMESPACE
 from zoodesk.images.discovery import (
     IMAGE_SUFFIXES,
+    SkippedFolder,
     find_images,
     image_suffix,
     natural_key,
@@ -32,6 +33,7 @@ __all__ = [
     "MAX_GUESSED_CHANNELS",
     "PROVENANCE_NAMESPACE",
     "ImageData",
+    "SkippedFolder",
     "TiledOmeTiffWriter",
     "available_memory",
     "build_ome_xml",

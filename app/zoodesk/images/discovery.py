@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import os
 import re
+import stat
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from zoodesk.errors import ImageReadError
@@ -85,24 +88,111 @@ def _matches(relative: str, name: str, patterns: Sequence[str]) -> bool:
     )
 
 
-def _folder_images(folder: Path, patterns: Sequence[str], recursive: bool) -> list[Path]:
+@dataclass(frozen=True)
+class SkippedFolder:
+    """A folder whose files were not looked at, and why (one line for the user)."""
+
+    path: Path
+    reason: str
+
+    @property
+    def message(self) -> str:
+        """``"<folder>: <reason>; its images are not processed"``."""
+        return f"{self.path}: {self.reason}; its images are not processed"
+
+
+def _is_link(entry: os.DirEntry[str]) -> bool:
+    """A symbolic link, or on Windows any reparse point (a junction is one too)."""
+    if entry.is_symlink():
+        return True
+    if os.name == "nt":
+        try:
+            attributes = getattr(entry.stat(follow_symlinks=False), "st_file_attributes", 0)
+        except OSError:
+            return False
+        return bool(attributes & stat.FILE_ATTRIBUTE_REPARSE_POINT)
+    return False
+
+
+def _link_reason(path: Path) -> str:
+    try:
+        target = Path(os.path.realpath(path, strict=True))
+    except (OSError, RuntimeError):
+        return "a link to a folder, not followed"
+    here = Path(os.path.realpath(path.parent))
+    if target == here or target in here.parents:
+        return f"a link back to {target} (a loop), not followed"
+    return (
+        f"a link to the folder {target}, not followed (give that folder as an input of "
+        "its own to process it)"
+    )
+
+
+def _folder_reason(exc: OSError) -> str:
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return "cannot be read (permission denied)"
+    return f"cannot be read ({exc.strerror or exc})"
+
+
+def _folder_images(
+    folder: Path, patterns: Sequence[str], recursive: bool, skipped: list[SkippedFolder]
+) -> list[Path]:
+    """The image files of ``folder`` (and its sub-folders when ``recursive``).
+
+    Links to folders (symbolic links, Windows junctions) are not followed and are
+    reported in ``skipped``, as are folders that cannot be listed; each real folder
+    is visited once (by device and inode), so that even a loop of mounts ends.
+    """
     found: list[Path] = []
-    # os.walk without following links: a link loop cannot make the walk endless.
-    for root, dirs, files in os.walk(folder, followlinks=False):
-        dirs[:] = [d for d in dirs if not _skipped(d)] if recursive else []
-        base = Path(root)
-        for name in files:
-            if _skipped(name) or image_suffix(name) is None:
+    problems: list[SkippedFolder] = []
+    visited: set[tuple[int, int]] = set()
+    pending = [folder]
+    while pending:
+        current = pending.pop()
+        try:
+            st = current.stat()
+            with os.scandir(current) as listing:
+                entries = list(listing)
+        except OSError as exc:
+            problems.append(SkippedFolder(current, _folder_reason(exc)))
+            continue
+        identity = (st.st_dev, st.st_ino)
+        if identity in visited:
+            problems.append(SkippedFolder(current, "already visited (a loop of folders)"))
+            continue
+        visited.add(identity)
+        for entry in entries:
+            name = entry.name
+            if _skipped(name):
                 continue
-            path = base / name
+            path = current / name
+            try:
+                is_dir = entry.is_dir()
+            except OSError:
+                is_dir = False
+            if is_dir:
+                if not recursive:
+                    continue
+                if _is_link(entry):
+                    problems.append(SkippedFolder(path, _link_reason(path)))
+                else:
+                    pending.append(path)
+                continue
+            if image_suffix(name) is None:
+                continue
             relative = path.relative_to(folder).as_posix()
             if _matches(relative, name, patterns) and path.is_file():
                 found.append(path)
+    skipped.extend(sorted(problems, key=lambda p: (natural_key(p.path), str(p.path))))
     return found
 
 
 def find_images(
-    inputs: Sequence[Path], *, patterns: Sequence[str] = (), recursive: bool = False
+    inputs: Sequence[Path],
+    *,
+    patterns: Sequence[str] = (),
+    recursive: bool = False,
+    skipped: list[SkippedFolder] | None = None,
 ) -> list[Path]:
     """The image files named by files and folders, sorted naturally, each once.
 
@@ -118,8 +208,13 @@ def find_images(
         files must match, by name or by path relative to the folder (``"sub/*.tif"``);
         empty means all.  Files given directly are not filtered.
     recursive
-        Also look into sub-folders (hidden ones excepted; links to folders are not
-        followed).
+        Also look into sub-folders (hidden ones excepted).  Links to folders
+        (symbolic links, Windows junctions) are not followed: a link may lead to
+        another disk, back up the tree or into the output folder, and outputs are
+        named after the path below the input folder.
+    skipped
+        Receives the folders whose files were not looked at (a sub-folder that
+        cannot be listed, a link to a folder), so that they can be reported.
 
     Returns
     -------
@@ -133,10 +228,11 @@ def find_images(
         When an input does not exist.
     """
     collected: list[Path] = []
+    problems = skipped if skipped is not None else []
     for entry in inputs:
         path = Path(entry)
         if path.is_dir():
-            collected.extend(_folder_images(path, patterns, recursive))
+            collected.extend(_folder_images(path, patterns, recursive, problems))
         elif path.exists():
             collected.append(path)
         else:

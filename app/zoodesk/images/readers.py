@@ -444,36 +444,47 @@ _TIFF_DAMAGE = re.compile(
 )
 
 
-class _TifffileLog(logging.Handler):
+class _TifffileLog(logging.Filter):
     """Collects tifffile's warnings per thread while a reader asks for them.
 
-    Being a handler on the ``tifffile`` logger also keeps its warnings off stderr
-    when the application has configured no logging; they still propagate to the
-    application's handlers when it has.
+    As a filter on the ``tifffile`` logger it sees each record before any handler:
+    it keeps the message for the reader, and names the file being read in the
+    record, which goes on to the application's log file (tifffile's messages name
+    a page or a tag, rarely the file).
     """
 
     def __init__(self) -> None:
-        super().__init__(logging.WARNING)
+        super().__init__()
         self._local = threading.local()
 
     @contextlib.contextmanager
-    def collect(self) -> Iterator[list[str]]:
-        previous = getattr(self._local, "bucket", None)
+    def collect(self, path: Path) -> Iterator[list[str]]:
+        previous = getattr(self._local, "reading", None)
         bucket: list[str] = []
-        self._local.bucket = bucket
+        self._local.reading = (path, bucket)
         try:
             yield bucket
         finally:
-            self._local.bucket = previous
+            self._local.reading = previous
 
-    def emit(self, record: logging.LogRecord) -> None:
-        bucket = getattr(self._local, "bucket", None)
-        if bucket is not None:
-            bucket.append(record.getMessage())
+    def filter(self, record: logging.LogRecord) -> bool:
+        reading = getattr(self._local, "reading", None)
+        if reading is not None:
+            path, bucket = reading
+            message = record.getMessage()
+            if record.levelno >= logging.WARNING:
+                bucket.append(message)
+            record.msg, record.args = f"{path}: {message}", ()
+        return True
 
 
 _TIFFFILE_LOG = _TifffileLog()
-logging.getLogger("tifffile").addHandler(_TIFFFILE_LOG)
+_TIFFFILE_LOGGER = logging.getLogger("tifffile")
+_TIFFFILE_LOGGER.addFilter(_TIFFFILE_LOG)
+# A handler of its own keeps tifffile's records off stderr when the application has
+# configured no logging (Python's last-resort handler would print them); they still
+# reach the application's handlers (its log file) when it has.
+_TIFFFILE_LOGGER.addHandler(logging.NullHandler())
 
 
 def _tiff_problem(message: str) -> str:
@@ -482,7 +493,7 @@ def _tiff_problem(message: str) -> str:
 
 
 def _read_tiff(path: Path, series: int) -> ImageData:
-    with _TIFFFILE_LOG.collect() as warnings:
+    with _TIFFFILE_LOG.collect(path) as warnings:
         try:
             image = _read_tiff_series(path, series)
         except (struct.error, EOFError, tifffile.TiffFileError) as exc:

@@ -1,0 +1,125 @@
+"""ZooDesk's log file, and what of the logging reaches the console.
+
+Libraries report problems through their own loggers (tifffile logs ``ERROR
+tifffile: ... invalid page offset`` for a truncated file, for example).  ZooDesk
+already turns each such problem into one line naming the file, so the libraries'
+records go to the log file (``ZOODESK_HOME/logs/zoodesk.log``) and never to the
+console; ZooDesk's own warnings are shown as well as logged.  ``--debug`` shows
+every record on the console.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TextIO
+
+#: The log file's name in the logs folder (``Settings.logs_dir``).
+LOG_FILE_NAME = "zoodesk.log"
+_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def log_file_handler(logs_dir: Path) -> logging.Handler | None:
+    """A rotating handler on ``logs_dir/zoodesk.log`` (INFO and up), or None when the
+    folder cannot be written."""
+    try:
+        logs_dir.mkdir(parents=True, exist_ok=True)
+        handler = logging.handlers.RotatingFileHandler(
+            logs_dir / LOG_FILE_NAME, maxBytes=2_000_000, backupCount=3, encoding="utf-8"
+        )
+    except OSError:
+        return None
+    handler.setFormatter(logging.Formatter(_FORMAT))
+    handler.setLevel(logging.INFO)
+    return handler
+
+
+def _zoodesk_info() -> None:
+    """Let ZooDesk's INFO records through (libraries stay at the root's WARNING)."""
+    own = logging.getLogger("zoodesk")
+    if own.level == logging.NOTSET or own.level > logging.INFO:
+        own.setLevel(logging.INFO)
+
+
+def setup_logging(logs_dir: Path) -> Path | None:
+    """Log ZooDesk's messages (INFO and up, with tracebacks) and the libraries'
+    warnings to a rotating file, for the desktop application.
+
+    Returns the log file, or None when the folder cannot be written.
+    """
+    path = logs_dir / LOG_FILE_NAME
+    root = logging.getLogger()
+    if any(
+        isinstance(h, logging.FileHandler) and Path(h.baseFilename) == path.absolute()
+        for h in root.handlers
+    ):
+        # Already logged there (``zoodesk gui`` runs inside a command's logging).
+        _zoodesk_info()
+        return path
+    handler = log_file_handler(logs_dir)
+    if handler is None:
+        return None
+    root.addHandler(handler)
+    _zoodesk_info()
+    return path
+
+
+class _Stderr(logging.StreamHandler[TextIO]):
+    """Writes to the *current* ``sys.stderr`` (it may be replaced after set-up)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: TextIO) -> None:
+        pass
+
+
+def _own_records(record: logging.LogRecord) -> bool:
+    return record.name == "zoodesk" or record.name.startswith("zoodesk.")
+
+
+@contextmanager
+def command_logging(logs_dir: Path, *, debug: bool) -> Iterator[Path | None]:
+    """Logging for one command of the command line; yields the log file (or None).
+
+    Every record of INFO and up (ZooDesk's) or WARNING and up (the libraries') goes
+    to the log file; the console (stderr) shows ZooDesk's warnings and errors only,
+    or every record down to DEBUG with ``debug``.  Everything is put back as it was
+    on exit, so that commands run one after another in one process (tests) do not
+    pile up handlers.
+    """
+    root = logging.getLogger()
+    own = logging.getLogger("zoodesk")
+    levels = (root.level, own.level)
+    console = _Stderr()
+    console.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    if debug:
+        console.setLevel(logging.DEBUG)
+        root.setLevel(logging.DEBUG)
+    else:
+        console.setLevel(logging.WARNING)
+        console.addFilter(_own_records)
+    handlers: list[logging.Handler] = [console]
+    file_handler = log_file_handler(logs_dir)
+    if file_handler is not None:
+        handlers.append(file_handler)
+        _zoodesk_info()
+    for handler in handlers:
+        root.addHandler(handler)
+    try:
+        yield logs_dir / LOG_FILE_NAME if file_handler is not None else None
+    finally:
+        for handler in handlers:
+            root.removeHandler(handler)
+            handler.close()
+        root.setLevel(levels[0])
+        own.setLevel(levels[1])
