@@ -18,7 +18,7 @@ from tests.batch_helpers import (
     run,
     statuses,
 )
-from zoodesk.batch import runner
+from zoodesk.batch.outfolder import FolderLock
 from zoodesk.batch.record import RECORD_NAME, RunRecord
 from zoodesk.batch.runner import RunStarted
 from zoodesk.cli import main
@@ -160,7 +160,7 @@ def test_two_runs_never_write_into_one_folder_at_once(
 ) -> None:
     out = tmp_path / "out"
     out.mkdir()
-    held = runner._FolderLock(out)
+    held = FolderLock(out)
     try:
         with pytest.raises(ZooDeskError, match="another ZooDesk run is writing to this folder"):
             run(request(box2d, [tmp_path / "in"], out))

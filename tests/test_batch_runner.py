@@ -265,7 +265,8 @@ def test_run_started_reports_the_work_and_the_record_every_field(
     assert started.record_path == out / "zoodesk-run.json"
     record = finished.record
     assert record.signature["tile"] == {"x": 16, "y": 16}
-    assert record.parameters["series"] == 0
+    assert record.parameters["series"] is None  # each series of multi-series files
+    assert record.parameters["scenes"] == []
     for entry in record.files:
         assert entry.status == "ok"
         assert entry.run_id == record.run_id

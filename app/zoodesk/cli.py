@@ -183,9 +183,18 @@ def _register_inference_commands(
     p.add_argument(
         "--series",
         type=int,
-        default=0,
+        default=None,
         metavar="N",
-        help="series (scene) to read from multi-series files (default: 0, the first)",
+        help="read series N of every file (default: each scene of a CZI, position of an "
+        "ND2 or image of a LIF as an input of its own; the first series of other files)",
+    )
+    p.add_argument(
+        "--scene",
+        action="append",
+        default=None,
+        metavar="PATTERN",
+        help="only the scenes (series) whose name matches this glob pattern, or whose "
+        "index is this number (repeatable, case-insensitive)",
     )
     p.add_argument(
         "--stream",

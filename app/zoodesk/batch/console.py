@@ -43,6 +43,12 @@ def one_line(text: str) -> str:
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
+def input_name(path: Path, scene: str | None = None) -> str:
+    """How an input is named to the user: ``file.czi``, or ``file.czi[scene]`` for one
+    series of a multi-series file."""
+    return f"{path.name}[{scene}]" if scene is not None else path.name
+
+
 class _CancelOnInterrupt:
     """First Ctrl-C: stop after the current block.  Second: stop at once."""
 
@@ -148,7 +154,7 @@ class _ProgressView:
         if isinstance(event, RunStarted):
             self._started(event)
         elif isinstance(event, FileStarted):
-            self.current = event.path.name
+            self.current = input_name(event.path, event.scene)
             if self.live:
                 self.progress.update(self.files_task, detail=self._detail())
                 self.progress.reset(self.blocks_task, total=None, visible=False)
@@ -209,7 +215,7 @@ class _ProgressView:
         if self.quiet or entry.status == "skipped":
             return
         width = len(str(self.total))
-        name = one_line(event.path.name)
+        name = one_line(input_name(event.path, entry.scene))
         head = f"[{self.finished:>{width}}/{self.total}] {entry.status:8s} {name}"
         if entry.status == "failed":
             self.console.err.print(f"{head}: {error}", style="red", markup=False)
@@ -286,7 +292,7 @@ def summary_table(record: RunRecord) -> Any:
             else (f.error or "")
         )
         table.add_row(
-            escape(Path(f.input).name),
+            escape(input_name(Path(f.input), f.scene)),
             f"[{styles.get(f.status, 'white')}]{f.status}[/]",
             f"{f.seconds:.2f}" if f.seconds is not None else "",
             escape(detail),
@@ -388,7 +394,8 @@ def run_prediction_cli(args: argparse.Namespace, console: Any) -> int:
         overwrite=args.overwrite,
         extra={"model_argument": args.model},
         lists=lists,
-        series=getattr(args, "series", 0) or 0,
+        series=getattr(args, "series", None),
+        scenes=tuple(getattr(args, "scene", None) or ()),
         streaming=streaming,
         settle_seconds=DEFAULT_SETTLE_SECONDS if settle is None else settle,
         compression=args.compression,

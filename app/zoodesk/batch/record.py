@@ -79,7 +79,7 @@ class FileEntry:
     inputs and are given apart: ``read_seconds`` includes hashing and checks,
     ``write_seconds`` compression and checksums); ``inference_seconds`` the part
     spent in the runtime.  ``axes``, ``shape``, ``pixel_sizes``, ``channel_names``
-    and ``series`` describe the input image as read.  ``streamed`` is true when the
+    ``series`` and ``scene`` describe the input image as read.  ``streamed`` is true when the
     image was processed block by block from disk.  ``run_id`` names the run that
     wrote the outputs (an earlier one for inputs ``skipped`` by a re-run).
     """
@@ -101,6 +101,8 @@ class FileEntry:
     pixel_sizes: dict[str, list[Any]] | None = None
     shape: list[int] | None = None
     series: int | None = None
+    #: The series' name, for an input that is one series of a multi-series file.
+    scene: str | None = None
     channel_names: list[str] | None = None
     streamed: bool = False
     read_seconds: float | None = None

@@ -56,14 +56,16 @@ import math
 import os
 import re
 import time
-from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 
+from zoodesk.batch.inputs import collect_inputs, expand_series, unique_keys
+from zoodesk.batch.outfolder import LOCK_NAME, FolderLock, clean_leftovers, prepare_output_folder
 from zoodesk.batch.record import RECORD_NAME, FileEntry, OutputEntry, RunRecord, now_iso
 from zoodesk.errors import CancelledError, ImageReadError, ZooDeskError, not_enough_memory
 from zoodesk.fileutils import sha256_file
@@ -101,8 +103,6 @@ __all__ = [
     "unique_keys",
 ]
 
-#: Lock file in the output folder while a run writes into it.
-LOCK_NAME = ".zoodesk-run.lock"
 #: Default seconds a recently modified input is watched for changes before reading.
 DEFAULT_SETTLE_SECONDS = 2.0
 #: Least seconds between two saves of the run record during a run: rewriting it
@@ -148,6 +148,8 @@ class FileStarted:
 
     index: int
     path: Path
+    #: The series' name for an input that is one series of a multi-series file.
+    scene: str | None = None
 
 
 @dataclass(frozen=True)
@@ -214,7 +216,13 @@ class PredictionRequest:
     lists
         Files listing inputs (files or folders), one per line.
     series
-        Which series (scene) of multi-series files to read.
+        Which series of every file to read.  None (the default) reads each series of
+        a multi-series microscope file (the scenes of a CZI, the positions of an ND2,
+        the images of a LIF) as an input of its own, named ``file[scene]``, and the
+        first series of other files.
+    scenes
+        Glob patterns (case-insensitive) on scene names: only the series of
+        multi-series files whose name matches one are read; empty means all.
     streaming
         When images are processed block by block from disk.
     settle_seconds
@@ -236,7 +244,8 @@ class PredictionRequest:
     pad_mode: str = "reflect"
     extra: dict[str, Any] = field(default_factory=dict)
     lists: Sequence[Path] = ()
-    series: int = 0
+    series: int | None = None
+    scenes: Sequence[str] = ()
     streaming: StreamingPolicy = field(default_factory=StreamingPolicy)
     settle_seconds: float = DEFAULT_SETTLE_SECONDS
     #: Lossless compression of the OME-TIFF outputs: ``zlib`` (deflate, readable
@@ -257,6 +266,7 @@ class PredictionRequest:
             "axes": self.axes,
             "channels": list(self.channels) if self.channels is not None else None,
             "series": self.series,
+            "scenes": list(self.scenes),
             "tile": dict(self.tile) if self.tile else None,
             "threads": self.threads,
             "pad_mode": self.pad_mode,
@@ -302,126 +312,6 @@ def output_pixel_sizes(
             size, unit = source[letter_src]
             result[letter] = (size / ratio, unit)
     return result
-
-
-def _sanitize_key(key: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "._-/" else "_" for ch in key)
-
-
-def unique_keys(
-    files: Sequence[tuple[Path, Path | None]],
-    preferred: Mapping[Path, str] | None = None,
-    reserved: Iterable[str] = (),
-) -> list[str]:
-    """Output name stems: the path below the input folder, made unique.
-
-    Parameters
-    ----------
-    files
-        Each input with the folder it was found in (None for files named directly).
-    preferred
-        Keys to keep where possible (those of an earlier run into the same output
-        folder, so that a re-run finds its outputs under the same names).
-    reserved
-        Keys no input may take (those of an earlier run's inputs that are not part
-        of this one, whose outputs stay in the folder).
-    """
-    from zoodesk.images import output_stem
-
-    keys: list[str | None] = [None] * len(files)
-    seen: set[str] = {k.lower() for k in reserved}
-    for i, (path, _root) in enumerate(files):
-        key = (preferred or {}).get(path)
-        if key and key.lower() not in seen:
-            keys[i] = key
-            seen.add(key.lower())
-    for i, (path, root) in enumerate(files):
-        if keys[i] is not None:
-            continue
-        rel = path.relative_to(root) if root is not None else Path(path.name)
-        stem = output_stem(rel)
-        key = _sanitize_key("/".join([*rel.parent.parts, stem]) if rel.parent.parts else stem)
-        candidate, n = key, 2
-        while candidate.lower() in seen:
-            candidate, n = f"{key}-{n}", n + 1
-        seen.add(candidate.lower())
-        keys[i] = candidate
-    return [k for k in keys if k is not None]
-
-
-_LIST_SUFFIXES = (".txt", ".lst", ".list")
-
-
-def collect_inputs(
-    inputs: Sequence[Path],
-    patterns: Sequence[str],
-    recursive: bool,
-    *,
-    lists: Sequence[Path] = (),
-    exclude: Path | None = None,
-    skipped: list[SkippedFolder] | None = None,
-) -> tuple[list[tuple[Path, Path | None]], list[Path]]:
-    """Files to process (with the folder they were found in) and inputs that do not exist.
-
-    Parameters
-    ----------
-    inputs
-        Files and folders; a file ending in ``.txt``, ``.lst`` or ``.list`` is a list.
-    patterns, recursive
-        As for :func:`zoodesk.images.find_images`, applied to folders.
-    lists
-        List files (any name): each line a file or folder, as in ``inputs``.
-    exclude
-        A folder whose files are never inputs (the output folder: a re-run must not
-        take the outputs of the last run for new images).
-    skipped
-        Receives the folders whose files were not looked at (unreadable, links to
-        folders), as for :func:`zoodesk.images.find_images`; each once.
-    """
-    from zoodesk.images import find_images, read_list_file
-
-    found: list[tuple[Path, Path | None]] = []
-    missing: list[Path] = []
-    seen: set[Path] = set()
-    excluded = exclude.resolve() if exclude is not None else None
-
-    def add(path: Path, root: Path | None) -> None:
-        if excluded is not None and path.is_relative_to(excluded):
-            return
-        if path not in seen:
-            seen.add(path)
-            found.append((path, root))
-
-    def visit(raw: Path, allow_list: bool) -> None:
-        path = Path(raw).expanduser()
-        if not path.exists():
-            missing.append(path)
-            return
-        if path.is_dir():
-            root = path.resolve()
-            problems: list[SkippedFolder] = []
-            for p in find_images([path], patterns=patterns, recursive=recursive, skipped=problems):
-                add(p.resolve(), root)
-            for problem in problems:
-                inside = excluded is not None and problem.path.resolve().is_relative_to(excluded)
-                if skipped is not None and not inside and problem not in skipped:
-                    skipped.append(problem)
-        elif allow_list and path.suffix.lower() in _LIST_SUFFIXES:
-            for item in read_list_file(path):
-                visit(item, allow_list=False)
-        else:
-            add(path.resolve(), None)
-
-    for raw in inputs:
-        visit(raw, allow_list=True)
-    for listing in lists:
-        path = Path(listing).expanduser()
-        if not path.is_file():
-            missing.append(path)
-            continue
-        for item in read_list_file(path):
-            visit(item, allow_list=False)
-    return found, missing
 
 
 # numpy's message when the system wrote fewer bytes than asked (``ndarray.tofile``,
@@ -522,110 +412,6 @@ def _check_same_setup(old: RunRecord, signature: Mapping[str, Any], out_dir: Pat
         )
 
 
-# ----------------------------------------------------------------------- output folder
-
-
-class _FolderLock:
-    """An exclusive OS lock on a file in the output folder, released at process exit."""
-
-    def __init__(self, folder: Path) -> None:
-        self.path = folder / LOCK_NAME
-        self._handle: IO[str] | None = None
-        handle = self.path.open("a+", encoding="utf-8")
-        try:
-            _lock_file(handle)
-        except OSError:
-            handle.close()
-            raise ZooDeskError(
-                f"{folder}: another ZooDesk run is writing to this folder; wait for it to "
-                "finish or choose another output folder"
-            ) from None
-        self._handle = handle
-        with contextlib.suppress(OSError):
-            handle.seek(0)
-            handle.truncate()
-            handle.write(f"{os.getpid()}\n")
-            handle.flush()
-
-    def release(self) -> None:
-        # The file stays: deleting it would let a third run lock a new file while a
-        # second one still holds the old one.
-        if self._handle is not None:
-            with contextlib.suppress(OSError):
-                _unlock_file(self._handle)
-            self._handle.close()
-            self._handle = None
-
-
-def _lock_file(handle: IO[str]) -> None:
-    if os.name == "nt":
-        import msvcrt
-
-        handle.seek(0)
-        msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)  # type: ignore[attr-defined]
-    else:
-        import fcntl
-
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-
-
-def _unlock_file(handle: IO[str]) -> None:
-    if os.name == "nt":
-        import msvcrt
-
-        handle.seek(0)
-        msvcrt.locking(handle.fileno(), msvcrt.LK_UNLCK, 1)  # type: ignore[attr-defined]
-    else:
-        import fcntl
-
-        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-
-
-def _prepare_output_folder(out_dir: Path) -> None:
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        probe = out_dir / f".zoodesk-write-test-{os.getpid()}.part"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        reason = exc.strerror or str(exc)
-        if exc.errno == errno.EROFS:
-            reason = "the file system is read-only"
-        elif exc.errno in (errno.EACCES, errno.EPERM):
-            reason = "permission denied"
-        raise ZooDeskError(f"{out_dir}: the output folder is not writable ({reason})") from exc
-
-
-def _clean_leftovers(out_dir: Path, names: set[str]) -> list[str]:
-    """Delete temporary files of our own outputs and record left by a killed run.
-
-    Only ``.NAME.*.part`` files next to a ``NAME`` this run (or the record's earlier
-    run) writes, and the folder probe's ``.zoodesk-write-test-*.part``, are touched.
-    """
-    removed: list[str] = []
-    folders: dict[Path, set[str]] = {}
-    for rel in names:
-        path = out_dir / rel
-        folders.setdefault(path.parent, set()).add(path.name)
-    folders.setdefault(out_dir, set())
-    for folder, finals in folders.items():
-        if not folder.is_dir():
-            continue
-        for candidate in folder.iterdir():
-            name = candidate.name
-            if not (name.startswith(".") and name.endswith(".part")):
-                continue
-            # ".NAME.<random>[suffix].part": try NAME at every dot (few per name).
-            dots = [i for i, ch in enumerate(name) if ch == "." and i > 1]
-            ours = name.startswith(".zoodesk-write-test-") and folder == out_dir
-            ours = ours or any(name[1:i] in finals for i in dots)
-            if ours and candidate.is_file() and not candidate.is_symlink():
-                with contextlib.suppress(OSError):
-                    candidate.unlink()
-                    removed.append(str(candidate.relative_to(out_dir)))
-    return sorted(removed)
-
-
 # ------------------------------------------------------------------------------ reading
 
 
@@ -665,7 +451,7 @@ def _stat(path: Path) -> os.stat_result:
 
 
 def _read(path: Path, axes: str | None, series: int, settle_seconds: float) -> _Loaded:
-    from zoodesk.images import read_image
+    from zoodesk.images import fold_colour_samples, read_image
 
     start = time.perf_counter()
     before = _stat(path)
@@ -681,7 +467,7 @@ def _read(path: Path, axes: str | None, series: int, settle_seconds: float) -> _
                 "the batch again once it is complete"
             )
         before = now
-    image = read_image(path, series=series, axes=axes)
+    image = fold_colour_samples(read_image(path, series=series, axes=axes))
     _check_finite(path, image.array)
     sha = sha256_file(path)
     after = _stat(path)
@@ -931,10 +717,10 @@ def run_prediction(
             f"model {spec.name!r} needs {len(required_inputs)} input tensors; "
             "running it on image files needs exactly one"
         )
-    if request.series < 0:
+    if request.series is not None and request.series < 0:
         raise ZooDeskError(f"--series must be 0 or more, not {request.series}")
     out_dir = Path(request.output_dir).expanduser().resolve()
-    _prepare_output_folder(out_dir)
+    prepare_output_folder(out_dir)
     skipped: list[SkippedFolder] = []
     files, missing = collect_inputs(
         request.inputs,
@@ -970,7 +756,7 @@ def run_prediction(
         tile=request.tile,
         pad_mode=request.pad_mode,
     )
-    lock = _FolderLock(out_dir)
+    lock = FolderLock(out_dir)
     try:
         yield from _run_locked(
             request,
@@ -1006,12 +792,12 @@ def _run_locked(
     if load_problem:
         warnings.append(load_problem)
     warnings.extend(skipped_folders)
-    previous: dict[str, FileEntry] = {}
+    previous: dict[tuple[str, int], FileEntry] = {}
     history: list[dict[str, Any]] = []
     if old is not None:
         if not request.overwrite:
             _check_same_setup(old, signature, out_dir)
-            previous = {f.input: f for f in old.files}
+            previous = {(f.input, f.series or 0): f for f in old.files}
         history = [
             *old.history,
             {
@@ -1023,17 +809,20 @@ def _run_locked(
             },
         ]
     this_run = {str(path) for path, _root in files}
-    keys = unique_keys(
+    base_keys = unique_keys(
         files,
-        preferred={Path(f.input): f.key for f in previous.values() if f.key},
+        preferred={Path(f.input): f.key for f in previous.values() if f.key and f.scene is None},
         reserved=[f.key for f in (old.files if old else []) if f.key and f.input not in this_run],
     )
-    planned = {f"{key}_{t.id}.ome.tif" for key in keys for t in spec.outputs}
+    samples = expand_series(
+        files, base_keys, series=request.series, scenes=request.scenes, warnings=warnings
+    )
+    planned = {f"{sample.key}_{t.id}.ome.tif" for sample in samples for t in spec.outputs}
     planned |= {o.path for f in (old.files if old else []) for o in f.outputs}
     planned |= {
         f"{f.key}_{t.id}.ome.tif" for f in (old.files if old else []) if f.key for t in spec.outputs
     }
-    cleaned = _clean_leftovers(out_dir, planned | {RECORD_NAME})
+    cleaned = clean_leftovers(out_dir, planned | {RECORD_NAME})
 
     record = RunRecord(path=record_path, history=history)
     record.model = _model_identity(package, predictor)
@@ -1055,9 +844,10 @@ def _run_locked(
     entries: list[FileEntry] = []
     to_do: list[int] = []
     to_do_bytes = 0
-    for (path, _root), key in zip(files, keys, strict=True):
-        entry = FileEntry(input=str(path), key=key, series=request.series)
-        prev = previous.get(str(path))
+    for sample in samples:
+        path, key = sample.path, sample.key
+        entry = FileEntry(input=str(path), key=key, series=sample.series, scene=sample.scene)
+        prev = previous.get((str(path), sample.series))
         if prev is not None and not request.overwrite and prev.key == key:
             try:
                 if _previous_outputs_valid(prev, out_dir, path.stat()):
@@ -1130,8 +920,10 @@ def _run_locked(
     def submit_read(n: int) -> Future[_Loaded] | None:
         if n >= len(to_do):
             return None
-        path = Path(entries[to_do[n]].input)
-        return reader.submit(_read, path, request.axes, request.series, request.settle_seconds)
+        entry = entries[to_do[n]]
+        return reader.submit(
+            _read, Path(entry.input), request.axes, entry.series or 0, request.settle_seconds
+        )
 
     try:
         next_read = submit_read(0)
@@ -1141,7 +933,7 @@ def _run_locked(
             if is_cancelled():
                 cancelled_run = True
                 break
-            yield FileStarted(offset + index, path)
+            yield FileStarted(offset + index, path, entry.scene)
             entry.started = now_iso()
             assert next_read is not None
             current = next_read

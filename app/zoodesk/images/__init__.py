@@ -15,9 +15,11 @@ from zoodesk.images.readers import (
     MAX_GUESSED_CHANNELS,
     ImageData,
     available_memory,
+    fold_colour_samples,
     guess_axes,
     read_image,
     release_mapped_pages,
+    series_names,
 )
 from zoodesk.images.writers import (
     LOSSLESS_COMPRESSIONS,
@@ -38,6 +40,7 @@ __all__ = [
     "available_memory",
     "build_ome_xml",
     "find_images",
+    "fold_colour_samples",
     "guess_axes",
     "image_suffix",
     "natural_key",
@@ -45,5 +48,6 @@ __all__ = [
     "read_image",
     "read_list_file",
     "release_mapped_pages",
+    "series_names",
     "write_ome_tiff",
 ]

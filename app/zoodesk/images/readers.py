@@ -70,7 +70,7 @@ from zoodesk.images._ome import (
     normalize_length_unit,
     valid_size,
 )
-from zoodesk.images.vendor import read_vendor, vendor_format
+from zoodesk.images.vendor import read_vendor, vendor_format, vendor_series
 
 #: Largest leading dimension that :func:`guess_axes` takes for channels.
 MAX_GUESSED_CHANNELS = 4
@@ -202,6 +202,42 @@ def read_image(path: Path, *, series: int = 0, axes: str | None = None) -> Image
     if axes is not None:
         image = _with_axes(image, axes)
     return image
+
+
+def fold_colour_samples(image: ImageData) -> ImageData:
+    """``image`` with each colour sample of each channel as a channel of its own.
+
+    An image with both channels and RGB samples (a brightfield and six polarisation
+    channels, each in colour) gives ``C x S`` channels, channel-major, named
+    ``"<channel> R"``, ``"<channel> G"``, ... so that ``--channel`` can pick any of
+    them.  Other images are returned as they are.
+    """
+    sizes = image.sizes
+    if sizes.get("C", 1) <= 1 or sizes.get("S", 1) <= 1:
+        return image
+    c, s = image.axes.index("C"), image.axes.index("S")
+    order = [i for i in range(image.array.ndim) if i != s]
+    order.insert(order.index(c) + 1, s)
+    moved = np.transpose(image.array, order)
+    shape = list(moved.shape)
+    at = order.index(c)
+    shape[at : at + 2] = [shape[at] * shape[at + 1]]
+    axes = "".join(image.axes[i] for i in order if i != s)
+    samples = "RGBA"[: sizes["S"]] if sizes["S"] <= 4 else [str(i) for i in range(sizes["S"])]
+    names = (
+        [f"{name} {sample}" for name in image.channel_names for sample in samples]
+        if image.channel_names is not None
+        else None
+    )
+    return ImageData(
+        array=moved.reshape(shape),
+        axes=axes,
+        path=image.path,
+        pixel_sizes=dict(image.pixel_sizes),
+        channel_names=names,
+        series=image.series,
+        metadata={**image.metadata, "colour_samples_as_channels": True},
+    )
 
 
 def release_mapped_pages(array: np.ndarray) -> None:
@@ -1038,3 +1074,18 @@ def _read_bmp(path: Path, series: int) -> ImageData:
             f"more than a {_human_bytes(len(data))} file can hold"
         )
     return _decoded(path, data, imagecodecs.bmp_decode, "bmp")
+
+
+def series_names(path: Path) -> list[str]:
+    """The names of the series a multi-series microscope file holds (CZI scenes, ND2
+    positions, LIF images); one empty name for every other file, and for a file that
+    cannot be read (reading it reports the problem)."""
+    try:
+        with Path(path).open("rb") as fh:
+            head = fh.read(16)
+        fmt = vendor_format(Path(path), head)
+        if fmt is None:
+            return [""]
+        return vendor_series(Path(path), fmt)
+    except (OSError, ImageReadError):
+        return [""]
