@@ -302,3 +302,34 @@ def test_output_compression_is_a_choice_and_keeps_the_pixels(
             assert other.pages[0].compression == wanted[compression]
             np.testing.assert_array_equal(other.asarray(), expected)
     assert records[compression].parameters["compression"] == compression
+
+
+def test_scenes_of_a_multi_scene_file_are_inputs_of_their_own_and_filtered(
+    tmp_path: Path, box2d: ModelPackage
+) -> None:
+    czi = SHARED / "sample-images" / "czi" / "S3_1Pos_2Mosaic_T2_Z3_CH2_sm.czi"
+    _events, finished = run(request(box2d, [czi], tmp_path / "all", channels=[0]))
+    entries = finished.record.files
+    assert [(e.series, e.scene, e.key) for e in entries] == [
+        (0, "TR1", "S3_1Pos_2Mosaic_T2_Z3_CH2_sm[TR1]"),
+        (1, "P1", "S3_1Pos_2Mosaic_T2_Z3_CH2_sm[P1]"),
+        (2, "TR2", "S3_1Pos_2Mosaic_T2_Z3_CH2_sm[TR2]"),
+    ]
+    assert [e.status for e in entries] == ["ok"] * 3
+    assert [e.shape for e in entries] == [
+        [2, 2, 3, 122, 295],
+        [2, 2, 3, 64, 64],
+        [2, 2, 3, 237, 352],
+    ]
+    # A second run into the same folder finds each scene's outputs.
+    _events, again = run(request(box2d, [czi], tmp_path / "all", channels=[0]))
+    assert [e.status for e in again.record.files] == ["skipped"] * 3
+
+    events, picked = run(request(box2d, [czi], tmp_path / "p", channels=[0], scenes=["p*", "2"]))
+    assert [e.scene for e in picked.record.files] == ["P1", "TR2"]
+    events, none = run(request(box2d, [czi], tmp_path / "none", scenes=["nothing"]))
+    started = next(e for e in events if isinstance(e, RunStarted))
+    assert any(
+        "no scene matches --scene nothing" in w and "TR1, P1, TR2" in w for w in started.warnings
+    )
+    assert none.record.files == []
