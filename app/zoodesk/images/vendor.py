@@ -168,8 +168,8 @@ def _czi_series(path: Path) -> _Series:
         scenes = sorted({_dimension_start(entry, "S") for entry in czi.filtered_subblock_directory})
     names = {
         int(scene.get("Index", -1)): scene.get("Name") or ""
-        for scene in root.iter()
-        if local_name(scene.tag) == "Scene" and scene.get("Index") is not None
+        for scene in _iter_named(root, "Scene")
+        if scene.get("Index") is not None
     }
     return [(names.get(s) or f"scene {s}", partial(_czi_read, path, s, root)) for s in scenes]
 
@@ -238,7 +238,8 @@ def _czi_read(path: Path, scene: int, root: ET.Element) -> VendorImage:
 
 
 def _iter_named(root: ET.Element, name: str) -> Iterator[ET.Element]:
-    return (e for e in root.iter() if local_name(e.tag) == name)
+    # CZI and LIF metadata have no XML namespace: the tag filter runs in C.
+    return root.iter(name)
 
 
 def _text(element: ET.Element, child: str) -> str | None:
@@ -336,12 +337,13 @@ def _nd2_read(path: Path, position: int) -> VendorImage:
 
     with nd2.ND2File(str(path)) as f:
         sizes = dict(f.sizes)
-        data = f.to_dask()
         axes = "".join(sizes)
         if "P" in sizes:
-            data = data[(slice(None),) * axes.index("P") + (position,)]
+            # Only this position's frames are read.
+            array = np.asarray(f.asarray(position=position))
             axes = axes.replace("P", "")
-        array = np.asarray(data.compute())
+        else:
+            array = np.asarray(f.asarray())
         voxel = f.voxel_size()
         pixel_sizes: dict[str, tuple[float, str]] = {}
         for axis, value in (("X", voxel.x), ("Y", voxel.y), ("Z", voxel.z)):
