@@ -264,3 +264,25 @@ def test_check_runs_the_archives_validator(
     monkeypatch.setenv("PATH", "/nonexistent")
     assert main(["export", "--check", str(packages["filled"])]) == 0
     assert "pip install bia-ro-crate-validator" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_multi_scene_file_is_copied_once_and_listed_once(tmp_path: Path) -> None:
+    """Three scenes of one CZI are three inputs with results, and one file in the package
+    (one copy, one row in each file list); the archive's validator accepts it."""
+    czi = SHARED / "sample-images" / "czi" / "S3_1Pos_2Mosaic_T2_Z3_CH2_sm.czi"
+    box = box_package(tmp_path / "box")
+    _events, finished = run(request(box, [czi], tmp_path / "run", channels=[0]))
+    assert [e.status for e in finished.record.files] == ["ok"] * 3
+    package = tmp_path / "package"
+    result = run_export(ExportRequest(tmp_path / "run", package, study=FILLED))
+    assert not result.draft
+    copies = sorted(p.name for p in (package / "images").rglob("*") if p.is_file())
+    assert copies == [czi.name]
+    rows = _rows(package)
+    images = [r["file_path"] for r in rows if r["type"] == "http://bia/Image"]
+    assert images == [f"images/{czi.name}"]
+    assert len([r for r in rows if r["type"] != "http://bia/Image"]) == 3
+    assert check_package(package) == []
+    errors, status = validate(package)
+    assert errors == [] and status == 0

@@ -55,6 +55,21 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def sha256_input(path: Path) -> str:
+    """The hex sha256 of an input: a file's bytes, or, for a folder (an OME-Zarr), every
+    file below it in sorted order, each as its relative path, a NUL, its bytes."""
+    path = Path(path)
+    if not path.is_dir():
+        return sha256_file(path)
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(file.relative_to(path).as_posix().encode("utf-8") + b"\0")
+        with file.open("rb") as fh:
+            while chunk := fh.read(_CHUNK):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
 def temporary_sibling(final: Path, suffix: str = "") -> Path:
     """A unique temporary path in the same folder as ``final`` (same file system).
 

@@ -68,7 +68,7 @@ from zoodesk.batch.inputs import collect_inputs, expand_series, unique_keys
 from zoodesk.batch.outfolder import LOCK_NAME, FolderLock, clean_leftovers, prepare_output_folder
 from zoodesk.batch.record import RECORD_NAME, FileEntry, OutputEntry, RunRecord, now_iso
 from zoodesk.errors import CancelledError, ImageReadError, ZooDeskError, not_enough_memory
-from zoodesk.fileutils import sha256_file
+from zoodesk.fileutils import sha256_file, sha256_input
 from zoodesk.images.axes import AxisMapping, assemble_output, map_image_to_tensor
 from zoodesk.images.discovery import SkippedFolder
 from zoodesk.inference.predict import Predictor
@@ -293,10 +293,22 @@ def output_kind(tensor: TensorSpec, dtype: np.dtype[Any]) -> str:
 
 
 def output_pixel_sizes(
-    spec: ModelSpec, tensor: TensorSpec, source: Mapping[str, tuple[float, str]]
+    spec: ModelSpec,
+    tensor: TensorSpec,
+    source: Mapping[str, tuple[float, str]],
+    axes: str = "",
 ) -> dict[str, tuple[float, str]]:
-    """Physical pixel sizes of an output: the source's, rescaled where the model resamples."""
+    """Physical pixel sizes of an output: the source's, rescaled where the model resamples.
+
+    ``axes`` are the output's axes as written: a spatial axis there that the model does
+    not have (the z-planes of a stack run plane by plane through a 2D model) keeps the
+    source's size.
+    """
     result: dict[str, tuple[float, str]] = {}
+    model_letters = {ax.id.upper() for ax in tensor.axes if ax.kind == "space"}
+    for letter in axes.upper():
+        if letter in "XYZ" and letter not in model_letters and letter in source:
+            result[letter] = source[letter]
     for ax in tensor.axes:
         letter = ax.id.upper()
         if ax.kind != "space" or letter not in "XYZ":
@@ -469,7 +481,7 @@ def _read(path: Path, axes: str | None, series: int, settle_seconds: float) -> _
         before = now
     image = fold_colour_samples(read_image(path, series=series, axes=axes))
     _check_finite(path, image.array)
-    sha = sha256_file(path)
+    sha = sha256_input(path)
     after = _stat(path)
     if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
         raise ImageReadError(
@@ -544,7 +556,7 @@ def _write_outputs(
             path,
             array,
             axes,
-            pixel_sizes=output_pixel_sizes(spec, tensor, pixel_sizes),
+            pixel_sizes=output_pixel_sizes(spec, tensor, pixel_sizes, axes),
             channel_names=channel_names if channel_names and "C" in axes else None,
             provenance=_provenance(record, predictor, tensor, entry),
             compression=compression,
@@ -1046,7 +1058,7 @@ def _stream_file(
             shape,
             dtype,
             axes,
-            pixel_sizes=output_pixel_sizes(spec, tensor, image.pixel_sizes),
+            pixel_sizes=output_pixel_sizes(spec, tensor, image.pixel_sizes, axes),
             channel_names=names if names and "C" in axes else None,
             provenance=_provenance(record, predictor, tensor, entry),
             tile=STREAMED_TILE,

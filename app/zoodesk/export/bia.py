@@ -270,9 +270,11 @@ def file_list(plan: ExportPlan) -> str:
     """The TSV of the ``bia:FileList``: every image and annotation of the package."""
     image_type, annotation_type_iri = f"{BIA}Image", f"{BIA}AnnotationData"
     rows: list[list[str]] = []
+    listed: set[str] = set()
     for item in plan.inputs:
-        if item.package_path is None:
-            continue
+        if item.package_path is None or item.package_path in listed:
+            continue  # the scenes of a multi-scene file share one copy
+        listed.add(item.package_path)
         rows.append([item.package_path, IMAGES_DATASET, image_type, item.name, "", ""])
     for item in plan.done:
         for out in item.outputs:

@@ -172,6 +172,9 @@ def _input_entity(
 
     entry = item.entry
     if item.included and item.package_path:
+        known = crate.get(item.package_path)
+        if known is not None:  # another scene of the same file
+            return known
         return _describe_file(
             crate,
             item.package_path,

@@ -129,7 +129,11 @@ def images_list(plan: ExportPlan, image_info: dict[int, dict[str, Any]]) -> str:
         Per input number: ``dtype``, ``channel_names``, ``acquisition_date`` read
         from the image.
     """
-    items = [i for i in plan.done if i.package_path]
+    # One row per file: the scenes of a multi-scene file share its copy.
+    items: list[PlannedInput] = []
+    for item in plan.done:
+        if item.package_path and item.package_path not in {i.package_path for i in items}:
+            items.append(item)
     attrs = [_image_attributes(i, image_info.get(i.number, {})) for i in items]
     names: list[str] = []
     for a in attrs:

@@ -145,6 +145,8 @@ def plan_export(record: RunRecord, run_dir: Path, mode: InputMode = "include") -
     names = UniqueNames()
     output_order = [o["id"] for o in record.model.get("outputs", [])]
     inputs: list[PlannedInput] = []
+    # The scenes of one multi-scene file are inputs of their own: one copy serves all.
+    copied: dict[str, str] = {}
     for number, entry in enumerate(record.files, start=1):
         source = Path(entry.input)
         done = entry.status in _DONE
@@ -153,7 +155,8 @@ def plan_export(record: RunRecord, run_dir: Path, mode: InputMode = "include") -
         if done:
             rel = safe_relative_path(_input_parts(entry, source))
             if mode == "include":
-                package_path = names.claim(f"images/{rel}")
+                package_path = copied.get(entry.input) or names.claim(f"images/{rel}")
+                copied[entry.input] = package_path
                 included = True
             else:
                 stem = split_suffix(rel.rsplit("/", 1)[-1])[0]

@@ -391,7 +391,7 @@ def export_run(
 
     copies: list[tuple[Path, str, str | None]] = []
     for item in plan.done:
-        if item.included and item.package_path:
+        if item.included and item.package_path and item.package_path not in {c[1] for c in copies}:
             copies.append((Path(item.entry.input), item.package_path, item.entry.input_sha256))
         copies.extend((o.source, o.package_path, o.entry.sha256) for o in item.outputs)
     unread = [i for i in plan.inputs if not i.included and Path(i.entry.input).is_file()]

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from zoodesk.errors import ImageReadError
+from zoodesk.images.omezarr import ZARR_SUFFIXES, is_ome_zarr
 
 #: File name endings read by :func:`zoodesk.images.read_image` (compared
 #: case-insensitively); the double ones first so that :func:`output_stem` strips
@@ -48,11 +49,15 @@ def image_suffix(path: Path | str) -> str | None:
 
 
 def output_stem(path: Path | str) -> str:
-    """A file's name without its image suffix: ``"a.ome.tif"`` gives ``"a"``.
+    """A file's name without its image suffix: ``"a.ome.tif"`` and ``"a.ome.zarr"``
+    give ``"a"``.
 
     Names without an image suffix lose their last suffix, as with :attr:`Path.stem`.
     """
     name = Path(path).name
+    for zarr_suffix in ZARR_SUFFIXES:
+        if name.lower().endswith(zarr_suffix) and len(name) > len(zarr_suffix):
+            return name[: -len(zarr_suffix)]
     suffix = image_suffix(name)
     if suffix is None:
         return Path(name).stem
@@ -171,6 +176,13 @@ def _folder_images(
             except OSError:
                 is_dir = False
             if is_dir:
+                if name.lower().endswith(ZARR_SUFFIXES) and is_ome_zarr(path):
+                    # An OME-Zarr is one image stored as a folder: an input, never
+                    # descended into.
+                    relative = path.relative_to(folder).as_posix()
+                    if _matches(relative, name, patterns) and not _is_link(entry):
+                        found.append(path)
+                    continue
                 if not recursive:
                     continue
                 if _is_link(entry):
@@ -200,9 +212,10 @@ def find_images(
     ----------
     inputs
         Files (kept as they are, whatever their name: reading them reports any
-        problem) and folders (every file in them with one of :data:`IMAGE_SUFFIXES`,
-        case-insensitive; hidden files and unfinished
-        ``.part`` files are skipped).
+        problem), OME-Zarr folders (each an image), and folders (every file in them
+        with one of :data:`IMAGE_SUFFIXES`, case-insensitive, and every OME-Zarr
+        folder named ``*.zarr``; hidden files and unfinished ``.part`` files are
+        skipped).
     patterns
         Glob patterns (``*``, ``?``, ``[...]``; case-insensitive) that a folder's
         files must match, by name or by path relative to the folder (``"sub/*.tif"``);
@@ -231,7 +244,9 @@ def find_images(
     problems = skipped if skipped is not None else []
     for entry in inputs:
         path = Path(entry)
-        if path.is_dir():
+        if path.is_dir() and is_ome_zarr(path):
+            collected.append(path)  # an OME-Zarr given by name is the image itself
+        elif path.is_dir():
             collected.extend(_folder_images(path, patterns, recursive, problems))
         elif path.exists():
             collected.append(path)

@@ -70,6 +70,7 @@ from zoodesk.images._ome import (
     normalize_length_unit,
     valid_size,
 )
+from zoodesk.images.omezarr import is_ome_zarr, read_zarr, zarr_series
 from zoodesk.images.vendor import read_vendor, vendor_format, vendor_series
 
 #: Largest leading dimension that :func:`guess_axes` takes for channels.
@@ -322,7 +323,9 @@ _Reader = Callable[[Path, int], ImageData]
 
 def _choose_reader(path: Path) -> _Reader:
     if path.is_dir():
-        raise ImageReadError(f"{path}: is a folder, not an image file")
+        if is_ome_zarr(path):
+            return _read_ome_zarr
+        raise ImageReadError(f"{path}: is a folder, not an image file (nor an OME-Zarr)")
     try:
         with path.open("rb") as fh:
             head = fh.read(16)
@@ -928,6 +931,34 @@ def _read_vendor(path: Path, series: int, fmt: str) -> ImageData:
     )
 
 
+# --- OME-Zarr ----------------------------------------------------------------------
+
+
+def _read_ome_zarr(path: Path, series: int) -> ImageData:
+    found = read_zarr(path, series)
+    dtype = _check_dtype(path, found.array.dtype)
+    _check_shape(path, found.array.shape)
+    _check_decoded_size(path, found.array.nbytes)
+    keep = [
+        i
+        for i, (a, n) in enumerate(zip(found.axes, found.array.shape, strict=True))
+        if n > 1 or a in "YX"
+    ]
+    array = found.array.reshape([found.array.shape[i] for i in keep]).astype(dtype, copy=False)
+    axes = _normalize_tiff_axes("".join(found.axes[i] for i in keep), array.shape, colour=False)
+    n_channels = dict(zip(axes, array.shape, strict=True)).get("C", 1)
+    names = found.channel_names
+    return ImageData(
+        array=array,
+        axes=axes,
+        path=path,
+        pixel_sizes={k: v for k, v in found.pixel_sizes.items() if k in axes},
+        channel_names=names if names is not None and len(names) == n_channels else None,
+        series=series,
+        metadata={**found.metadata, "axes_from": "metadata", "memory_mapped": False},
+    )
+
+
 # --- NumPy --------------------------------------------------------------------------
 
 
@@ -1078,9 +1109,14 @@ def _read_bmp(path: Path, series: int) -> ImageData:
 
 def series_names(path: Path) -> list[str]:
     """The names of the series a multi-series microscope file holds (CZI scenes, ND2
-    positions, LIF images); one empty name for every other file, and for a file that
-    cannot be read (reading it reports the problem)."""
+    positions, LIF images, the images of an OME-Zarr from bioformats2raw, the fields
+    of a plate); one empty name for every other file, and for a file that cannot be
+    read (reading it reports the problem)."""
     try:
+        if Path(path).is_dir():
+            if not is_ome_zarr(Path(path)):
+                return [""]
+            return [name for name, _group in zarr_series(Path(path))]
         with Path(path).open("rb") as fh:
             head = fh.read(16)
         fmt = vendor_format(Path(path), head)
