@@ -225,6 +225,14 @@ def _register_inference_commands(
         help="lossless compression of the outputs: zlib (deflate, readable everywhere; "
         "the default), zstd (faster to write, needs a recent reader) or none",
     )
+    p.add_argument(
+        "--format",
+        dest="output_format",
+        choices=("ome-tiff", "ome-zarr"),
+        default="ome-tiff",
+        help="output format: ome-tiff (the default) or ome-zarr (NGFF 0.5 stores, with a "
+        "multiscale pyramid for large images)",
+    )
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads")
     p.add_argument(
         "--overwrite",

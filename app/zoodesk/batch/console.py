@@ -399,6 +399,7 @@ def run_prediction_cli(args: argparse.Namespace, console: Any) -> int:
         streaming=streaming,
         settle_seconds=DEFAULT_SETTLE_SECONDS if settle is None else settle,
         compression=args.compression,
+        output_format=getattr(args, "output_format", "ome-tiff"),
     )
     return execute(request, console, json_mode=args.json, quiet=args.quiet)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import shutil
 from pathlib import Path
 from typing import IO
 
@@ -108,8 +109,12 @@ def clean_leftovers(out_dir: Path, names: set[str]) -> list[str]:
             dots = [i for i, ch in enumerate(name) if ch == "." and i > 1]
             ours = name.startswith(".zoodesk-write-test-") and folder == out_dir
             ours = ours or any(name[1:i] in finals for i in dots)
-            if ours and candidate.is_file() and not candidate.is_symlink():
-                with contextlib.suppress(OSError):
+            if not ours or candidate.is_symlink():
+                continue
+            with contextlib.suppress(OSError):
+                if candidate.is_dir():  # an OME-Zarr store being written
+                    shutil.rmtree(candidate)
+                else:
                     candidate.unlink()
-                    removed.append(str(candidate.relative_to(out_dir)))
+                removed.append(str(candidate.relative_to(out_dir)))
     return sorted(removed)

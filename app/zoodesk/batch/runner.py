@@ -252,6 +252,9 @@ class PredictionRequest:
     #: everywhere, the default), ``zstd`` (several times faster to write; needs a
     #: recent Bio-Formats or tifffile to read) or ``none``.
     compression: str = "zlib"
+    #: ``ome-tiff`` (the default) or ``ome-zarr`` (NGFF 0.5 stores with a pyramid for
+    #: large images; ``compression`` does not apply, they are zstd-compressed).
+    output_format: str = "ome-tiff"
 
     def parameters(self) -> dict[str, Any]:
         """The request as recorded in the run record."""
@@ -273,6 +276,7 @@ class PredictionRequest:
             "streaming": self.streaming.as_dict(),
             "settle_seconds": self.settle_seconds,
             "compression": self.compression,
+            "output_format": self.output_format,
             **self.extra,
         }
 
@@ -523,8 +527,12 @@ def _provenance(
     return prov
 
 
-def _output_rel(entry: FileEntry, tensor: TensorSpec) -> str:
-    return f"{entry.key}_{tensor.id}.ome.tif"
+#: File name ending of the outputs, per output format.
+OUTPUT_SUFFIXES = {"ome-tiff": ".ome.tif", "ome-zarr": ".ome.zarr"}
+
+
+def _output_rel(entry: FileEntry, tensor: TensorSpec, output_format: str) -> str:
+    return f"{entry.key}_{tensor.id}{OUTPUT_SUFFIXES[output_format]}"
 
 
 def _channel_names(tensor: TensorSpec) -> list[str] | None:
@@ -540,8 +548,10 @@ def _write_outputs(
     record: RunRecord,
     pixel_sizes: Mapping[str, tuple[float, str]],
     compression: str,
+    output_format: str,
 ) -> list[OutputEntry]:
     from zoodesk.images import write_ome_tiff
+    from zoodesk.images.zarr_writer import write_ome_zarr
 
     spec = predictor.spec
     written: list[OutputEntry] = []
@@ -549,23 +559,37 @@ def _write_outputs(
         if tensor.id not in outputs:
             continue
         array, axes = outputs[tensor.id]
-        rel = _output_rel(entry, tensor)
+        rel = _output_rel(entry, tensor, output_format)
         path = out_dir / rel
         channel_names = _channel_names(tensor)
-        write_ome_tiff(
-            path,
-            array,
-            axes,
-            pixel_sizes=output_pixel_sizes(spec, tensor, pixel_sizes, axes),
-            channel_names=channel_names if channel_names and "C" in axes else None,
-            provenance=_provenance(record, predictor, tensor, entry),
-            compression=compression,
-        )
+        sizes = output_pixel_sizes(spec, tensor, pixel_sizes, axes)
+        names = channel_names if channel_names and "C" in axes else None
+        provenance = _provenance(record, predictor, tensor, entry)
+        if output_format == "ome-zarr":
+            write_ome_zarr(
+                path,
+                array,
+                axes,
+                pixel_sizes=sizes,
+                channel_names=names,
+                provenance=provenance,
+                labels=output_kind(tensor, array.dtype) == "labels",
+            )
+        else:
+            write_ome_tiff(
+                path,
+                array,
+                axes,
+                pixel_sizes=sizes,
+                channel_names=names,
+                provenance=provenance,
+                compression=compression,
+            )
         written.append(
             OutputEntry(
                 tensor=tensor.id,
                 path=rel,
-                sha256=sha256_file(path),
+                sha256=sha256_input(path),
                 axes=axes,
                 shape=list(array.shape),
                 dtype=str(array.dtype),
@@ -602,7 +626,7 @@ def _close_streamed(
                 OutputEntry(
                     tensor=tensor.id,
                     path=rel,
-                    sha256=sha256_file(out_dir / rel),
+                    sha256=sha256_input(out_dir / rel),
                     axes=info.axes,
                     shape=list(info.shape),
                     dtype=str(info.dtype),
@@ -629,7 +653,7 @@ def _previous_outputs_valid(previous: FileEntry, out_dir: Path, st: os.stat_resu
         return False
     for o in previous.outputs:
         p = out_dir / o.path
-        if not p.is_file() or sha256_file(p) != o.sha256:
+        if not p.exists() or sha256_input(p) != o.sha256:
             return False
     return True
 
@@ -829,10 +853,11 @@ def _run_locked(
     samples = expand_series(
         files, base_keys, series=request.series, scenes=request.scenes, warnings=warnings
     )
-    planned = {f"{sample.key}_{t.id}.ome.tif" for sample in samples for t in spec.outputs}
+    suffix = OUTPUT_SUFFIXES[request.output_format]
+    planned = {f"{sample.key}_{t.id}{suffix}" for sample in samples for t in spec.outputs}
     planned |= {o.path for f in (old.files if old else []) for o in f.outputs}
     planned |= {
-        f"{f.key}_{t.id}.ome.tif" for f in (old.files if old else []) if f.key for t in spec.outputs
+        f"{f.key}_{t.id}{suffix}" for f in (old.files if old else []) if f.key for t in spec.outputs
     }
     cleaned = clean_leftovers(out_dir, planned | {RECORD_NAME})
 
@@ -971,6 +996,7 @@ def _run_locked(
                     result = yield from _stream_file(
                         predictor, mapping, image, out_dir, entry, record, streamed,
                         offset + index, is_cancelled, request.compression,
+                        request.output_format,
                     )  # fmt: skip
                     entry.tiling = {**result.plan.describe(), "frames": result.frames}
                     entry.seconds = result.seconds
@@ -985,7 +1011,7 @@ def _run_locked(
                     entry.inference_seconds = round(inference, 4)
                     job = (
                         _write_outputs, out_dir, entry, outputs, predictor, record,
-                        image.pixel_sizes, request.compression,
+                        image.pixel_sizes, request.compression, request.output_format,
                     )  # fmt: skip
             except GeneratorExit:
                 # The consumer stopped iterating: drop this input's partial outputs.
@@ -1042,17 +1068,33 @@ def _stream_file(
     index: int,
     cancelled: Callable[[], bool],
     compression: str,
+    output_format: str,
 ) -> Generator[Event, None, StreamResult]:
     """Predict one image block by block from disk into tiled writers."""
     from zoodesk.images import TiledOmeTiffWriter
+    from zoodesk.images.zarr_writer import TiledOmeZarrWriter
 
     spec = predictor.spec
 
     def open_sink(
         tensor: TensorSpec, shape: tuple[int, ...], dtype: np.dtype[Any], axes: str
-    ) -> TiledOmeTiffWriter:
-        rel = _output_rel(entry, tensor)
+    ) -> TiledOmeTiffWriter | TiledOmeZarrWriter:
+        rel = _output_rel(entry, tensor, output_format)
         names = _channel_names(tensor)
+        writer: TiledOmeTiffWriter | TiledOmeZarrWriter
+        if output_format == "ome-zarr":
+            writer = TiledOmeZarrWriter(
+                out_dir / rel,
+                shape,
+                dtype,
+                axes,
+                pixel_sizes=output_pixel_sizes(spec, tensor, image.pixel_sizes, axes),
+                channel_names=names if names and "C" in axes else None,
+                provenance=_provenance(record, predictor, tensor, entry),
+                labels=output_kind(tensor, np.dtype(dtype)) == "labels",
+            )
+            streamed.writers[tensor.id] = (rel, writer)
+            return writer
         writer = TiledOmeTiffWriter(
             out_dir / rel,
             shape,

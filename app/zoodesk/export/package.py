@@ -278,6 +278,13 @@ def _model_description(record: RunRecord) -> tuple[Path, str]:
 def _check_sources(plan: ExportPlan) -> None:
     for item in plan.done:
         for out in item.outputs:
+            if out.source.is_dir() or Path(item.entry.input).is_dir():
+                store = out.source if out.source.is_dir() else Path(item.entry.input)
+                raise ZooDeskError(
+                    f"{store}: an OME-Zarr store; deposition packages hold OME-TIFF images "
+                    "and files only so far: run 'zoodesk predict --format ome-tiff' on "
+                    "OME-TIFF or vendor inputs for a package to deposit"
+                )
             if not out.source.is_file():
                 raise ZooDeskError(
                     f"{out.source}: output of run {plan.record.run_id} is missing; run "
