@@ -264,3 +264,22 @@ def test_closing_during_a_run_asks_first(
         qtbot.waitUntil(lambda: not window.isVisible(), timeout=10000)
     else:
         assert window.isVisible()
+
+
+def test_each_scene_of_a_microscope_file_is_a_row_with_its_pixel_size(
+    window: MainWindow, qtbot: Any
+) -> None:
+    from tests.conftest import SHARED
+    from zoodesk.gui.batch import COL_PIXEL
+
+    czi = SHARED / "sample-images" / "czi" / "S3_1Pos_2Mosaic_T2_Z3_CH2_sm.czi"
+    batch = window.batch_page
+    batch.add_inputs([czi])
+    qtbot.waitUntil(lambda: not batch.scanning and batch.table.rowCount() == 3, timeout=60000)
+    names = [f"{czi.name}[{scene}]" for scene in ("TR1", "P1", "TR2")]
+    assert table_column(batch.table, COL_FILE) == names
+    assert table_column(batch.table, COL_SHAPE)[1] == "2 × 2 × 3 × 64 × 64"
+    assert table_column(batch.table, COL_PIXEL) == ["1.6 µm, z 1 µm"] * 3
+    assert "format: czi" in batch.table.item(0, COL_FILE).toolTip()
+    # Run events find the row of their scene.
+    assert [batch.row_of(czi, scene) for scene in ("TR1", "P1", "TR2")] == [0, 1, 2]

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from zoodesk.batch.runner import collect_inputs, finalize_output_dtype, output_kind
+from zoodesk.batch.inputs import collect_inputs, expand_series
+from zoodesk.batch.runner import finalize_output_dtype, output_kind
 from zoodesk.errors import ZooDeskError
 from zoodesk.images.axes import assemble_output, map_image_to_tensor
 from zoodesk.inference.predict import Predictor
@@ -45,10 +46,17 @@ class InputInfo:
         input was given and the image fits it.
     problem
         Why the file cannot be used (unreadable, axes that do not fit the model).
+    series, scene
+        Which series of a multi-series file this is (scene None for other files).
+    format
+        The file's format as read (``tiff``, ``czi``, ``nd2``, ``ome-zarr``, ...).
     """
 
     path: Path
     size_bytes: int
+    series: int = 0
+    scene: str | None = None
+    format: str | None = None
     axes: str | None = None
     shape: tuple[int, ...] | None = None
     dtype: str | None = None
@@ -108,8 +116,11 @@ def scan_inputs(
     axes: str | None = None,
     channels: Sequence[int] | None = None,
     cancelled: Callable[[], bool] | None = None,
+    series: int | None = None,
+    scenes: Sequence[str] = (),
 ) -> Iterator[InputInfo]:
-    """Yield one :class:`InputInfo` per file a batch over ``inputs`` would process.
+    """Yield one :class:`InputInfo` per input a batch over ``inputs`` would process:
+    one per file, and one per series of a multi-series microscope file.
 
     Files are found exactly as :func:`zoodesk.batch.runner.run_prediction` finds
     them, and read with the same reader; a missing input or a file that cannot be
@@ -121,18 +132,20 @@ def scan_inputs(
         As in :class:`zoodesk.batch.runner.PredictionRequest`.
     tensor
         The model input; when given, each image's axis mapping is checked.
-    axes, channels
-        The axes override and channel choice of the run.
+    axes, channels, series, scenes
+        The axes override, channel and series choice of the run.
     cancelled
         Checked before each file; returning True ends the scan early.
     """
-    from zoodesk.images import read_image
+    from zoodesk.images import fold_colour_samples, read_image
 
     is_cancelled = cancelled or (lambda: False)
     found, missing = collect_inputs(inputs, patterns, recursive)
     for path in missing:
         yield InputInfo(path, 0, problem=f"{path}: no such file or folder")
-    for path, _root in found:
+    samples = expand_series(found, [""] * len(found), series=series, scenes=scenes)
+    for sample in samples:
+        path = sample.path
         if is_cancelled():
             return
         try:
@@ -141,13 +154,16 @@ def scan_inputs(
             yield InputInfo(path, 0, problem=f"{path}: {exc.strerror or exc}")
             continue
         try:
-            image = read_image(path, axes=axes)
+            image = fold_colour_samples(read_image(path, series=sample.series, axes=axes))
         except ZooDeskError as exc:
-            yield InputInfo(path, size, problem=str(exc))
+            yield InputInfo(path, size, sample.series, sample.scene, problem=str(exc))
             continue
         info = InputInfo(
             path,
             size,
+            sample.series,
+            sample.scene,
+            format=image.metadata.get("format"),
             axes=image.axes,
             shape=tuple(int(s) for s in image.shape),
             dtype=str(image.dtype),

@@ -36,6 +36,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from zoodesk.batch.console import input_name
 from zoodesk.gui import _render
 from zoodesk.gui._style import icon
 from zoodesk.gui._worker import TaskRunner, Worker
@@ -51,8 +52,28 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-COLUMNS = ("File", "Axes", "Shape", "Type", "Size", "Fits the model", "Status", "Time")
-COL_FILE, COL_AXES, COL_SHAPE, COL_TYPE, COL_SIZE, COL_FIT, COL_STATUS, COL_TIME = range(8)
+COLUMNS = (
+    "File",
+    "Axes",
+    "Shape",
+    "Type",
+    "Pixel size",
+    "Size",
+    "Fits the model",
+    "Status",
+    "Time",
+)
+(
+    COL_FILE,
+    COL_AXES,
+    COL_SHAPE,
+    COL_TYPE,
+    COL_PIXEL,
+    COL_SIZE,
+    COL_FIT,
+    COL_STATUS,
+    COL_TIME,
+) = range(len(COLUMNS))
 #: Largest side of the overview picture of a large image.
 OVERVIEW_SIZE = 1024
 
@@ -606,10 +627,11 @@ class BatchWidget(QWidget):
         self.table.insertRow(row)
         shape = " × ".join(str(s) for s in info.shape) if info.shape else ""
         cells = (
-            info.path.name,
+            input_name(info.path, info.scene),
             info.axes or "",
             shape,
             info.dtype or "",
+            _pixel_size_text(info.pixel_sizes),
             _human_bytes(info.size_bytes),
             info.problem if info.problem else (info.mapping or "not checked"),
             "",
@@ -618,8 +640,9 @@ class BatchWidget(QWidget):
         for col, text in enumerate(cells):
             cell = QTableWidgetItem(text)
             if col == COL_FILE:
-                cell.setToolTip(str(info.path))
-                cell.setData(Qt.ItemDataRole.UserRole, str(info.path))
+                where = f"{info.path}" + (f"\nscene: {info.scene}" if info.scene else "")
+                cell.setToolTip(where + (f"\nformat: {info.format}" if info.format else ""))
+                cell.setData(Qt.ItemDataRole.UserRole, _row_key(info.path, info.scene))
             if col == COL_FIT and info.problem:
                 cell.setForeground(Qt.GlobalColor.red)
                 cell.setToolTip(info.problem)
@@ -647,16 +670,17 @@ class BatchWidget(QWidget):
         self.files_label.setText(f"Cannot list the inputs: {readable_message(exc)}")
         self._update_buttons()
 
-    def row_of(self, path: Path) -> int:
-        """The table row of an input file (a row is added for a file not listed yet)."""
-        key = str(Path(path))
+    def row_of(self, path: Path, scene: str | None = None) -> int:
+        """The table row of an input (a file, or one scene of it); a row is added for an
+        input not listed yet."""
+        key = _row_key(Path(path), scene)
         for row in range(self.table.rowCount()):
             cell = self.table.item(row, COL_FILE)
             if cell is not None and cell.data(Qt.ItemDataRole.UserRole) == key:
                 return row
         row = self.table.rowCount()
         self.table.insertRow(row)
-        cell = QTableWidgetItem(Path(path).name)
+        cell = QTableWidgetItem(input_name(Path(path), scene))
         cell.setData(Qt.ItemDataRole.UserRole, key)
         self.table.setItem(row, COL_FILE, cell)
         return row
@@ -914,7 +938,7 @@ class BatchWidget(QWidget):
         )
 
     def _on_file_started(self, event: Any) -> None:
-        row = self.row_of(event.path)
+        row = self.row_of(event.path, event.scene)
         self._set_cell(row, COL_STATUS, "running…")
         self.file_bar.setRange(0, 100)
         self.file_bar.setValue(0)
@@ -928,7 +952,7 @@ class BatchWidget(QWidget):
 
     def _on_file_finished(self, event: Any) -> None:
         entry: FileEntry = event.entry
-        row = self.row_of(event.path)
+        row = self.row_of(event.path, entry.scene)
         status = _STATUS_TEXT.get(entry.status, entry.status)
         self._set_cell(row, COL_STATUS, status, entry.error or "")
         if entry.seconds is not None and entry.status == "ok":
@@ -982,7 +1006,7 @@ class BatchWidget(QWidget):
         self.file_bar.setValue(self.file_bar.maximum())
         # Files the run never reached (cancelled) get their final status too.
         for entry in record.files:
-            row = self.row_of(Path(entry.input))
+            row = self.row_of(Path(entry.input), entry.scene)
             self._set_cell(
                 row, COL_STATUS, _STATUS_TEXT.get(entry.status, entry.status), entry.error or ""
             )
@@ -1043,3 +1067,20 @@ class BatchWidget(QWidget):
 def _snake(name: str) -> str:
     """``RunStarted`` -> ``run_started``."""
     return "".join(f"_{c.lower()}" if c.isupper() else c for c in name).lstrip("_")
+
+
+def _row_key(path: Path, scene: str | None) -> str:
+    """What identifies a row: the file, and the scene for one series of a file."""
+    return str(path) if scene is None else f"{path}\n{scene}"
+
+
+def _pixel_size_text(sizes: dict[str, tuple[float, str]]) -> str:
+    """``0.65 µm`` (X and Y alike), ``0.65 × 0.7 µm``, plus ``, z 2 µm``; empty if none."""
+    if "X" not in sizes:
+        return ""
+    x, unit = sizes["X"]
+    y = sizes.get("Y", (x, unit))[0]
+    text = f"{x:.4g} {unit}" if y == x else f"{x:.4g} × {y:.4g} {unit}"
+    if "Z" in sizes:
+        text += f", z {sizes['Z'][0]:.4g} {sizes['Z'][1]}"
+    return text
