@@ -469,3 +469,32 @@ def test_a_saved_catalogue_nested_too_deeply_is_one_line(home: Path, zoo: ZooSer
     done = _zoodesk("catalogue", "refresh", "--index-url", zoo.index_url)
     assert done.returncode == 0, done.stderr
     assert len(load_catalogue().entries) == 138
+
+
+def test_an_alias_bomb_in_one_entry_fails_that_entry_and_the_others_refresh(
+    home: Path, zoo: ZooServer
+) -> None:
+    """Under a 3 GiB address-space cap, as the alias bomb would pass it by far."""
+    from tests.test_descriptions import ALIAS_BOMB
+    from tests.zoo_server import snapshot_model_names
+
+    bombed = snapshot_model_names()[0]
+    zoo.overrides[f"/artifacts/{bombed}/files/rdf.yaml"] = ALIAS_BOMB.encode()
+    code = (
+        "import resource, sys\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (3 * 1024**3, 3 * 1024**3))\n"
+        "from zoodesk.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, "catalogue", "refresh", "--index-url", zoo.index_url],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    entries = {e.id.split("/", 1)[-1]: e for e in load_catalogue().entries}
+    assert len(entries) == 138
+    assert any("aliases" in p for p in entries[bombed].problems), entries[bombed].problems
+    assert sum(1 for e in entries.values() if e.valid) > 100
