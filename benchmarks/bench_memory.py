@@ -14,8 +14,12 @@ Usage::
         [--model ../shared/zoo-models/unet2d_nuclei_broad | demo] [--threads N]
         [--stream auto|always|never]
 
-Prints a summary and writes ``bench-results/memory.json``.  Needs Linux or macOS
-(``os.wait4``) and psutil for the RSS samples.
+``--format ome-zarr`` runs the same image stored as an OME-Zarr (zstd-compressed
+chunks, written band by band) into OME-Zarr outputs: the store's full-resolution
+level is decompressed into an anonymous memory-mapped file, then streamed.
+
+Prints a summary and writes ``bench-results/memory.json`` (``memory_zarr.json``).
+Needs Linux or macOS (``os.wait4``) and psutil for the RSS samples.
 """
 
 from __future__ import annotations
@@ -39,11 +43,10 @@ DEFAULT_MODEL = REPO.parent / "shared" / "zoo-models" / "unet2d_nuclei_broad"
 BAND = 512
 
 
-def write_big_tiff(path: Path, size: int, seed: int = 0) -> None:
-    """A SIZE x SIZE uint16 image of blobs on noise, written one band at a time."""
+def _bands(size: int, seed: int = 0) -> Any:
+    """The rows of a SIZE x SIZE uint16 image of blobs on noise, BAND rows at a time."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:BAND, 0:size]
-    image = tifffile.memmap(path, shape=(size, size), dtype=np.uint16, photometric="minisblack")
     for y in range(0, size, BAND):
         rows = min(BAND, size - y)
         band = rng.normal(200, 20, (rows, size))
@@ -51,9 +54,26 @@ def write_big_tiff(path: Path, size: int, seed: int = 0) -> None:
         band += 3000 * np.exp(
             -(((yy[:rows] + y) % 48 - 24) ** 2 + (xx[:rows] % 52 - 26) ** 2) / 60.0
         )
-        image[y : y + rows] = np.clip(band, 0, 65535).astype(np.uint16)
+        yield y, np.clip(band, 0, 65535).astype(np.uint16)
+
+
+def write_big_tiff(path: Path, size: int, seed: int = 0) -> None:
+    """The image as an uncompressed TIFF, written one band at a time."""
+    image = tifffile.memmap(path, shape=(size, size), dtype=np.uint16, photometric="minisblack")
+    for y, band in _bands(size, seed):
+        image[y : y + band.shape[0]] = band
         image.flush()
     del image
+
+
+def write_big_zarr(path: Path, size: int, seed: int = 0) -> None:
+    """The image as an OME-Zarr store (with its pyramid), written one band at a time."""
+    from zoodesk.images.zarr_writer import TiledOmeZarrWriter
+
+    sizes = {"X": (0.5, "µm"), "Y": (0.5, "µm")}
+    with TiledOmeZarrWriter(path, (size, size), np.uint16, "YX", pixel_sizes=sizes) as writer:
+        for y, band in _bands(size, seed):
+            writer.write_block((slice(y, y + band.shape[0]), slice(None)), band)
 
 
 class RssSampler(threading.Thread):
@@ -108,12 +128,23 @@ def main() -> None:
         default="auto",
         help="passed to zoodesk predict (auto streams images above 256 megapixels)",
     )
-    parser.add_argument("--results", type=Path, default=REPO / "bench-results" / "memory.json")
+    parser.add_argument(
+        "--format",
+        choices=("ome-tiff", "ome-zarr"),
+        default="ome-tiff",
+        help="ome-tiff: an uncompressed TIFF in, OME-TIFF out; ome-zarr: an OME-Zarr "
+        "store in, OME-Zarr out",
+    )
+    parser.add_argument("--results", type=Path, default=None)
     parser.add_argument("--workdir", type=Path, default=None, help="temporary files go here")
     parser.add_argument("--write-image", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    zarr_case = args.format == "ome-zarr"
+    if args.results is None:
+        name = "memory_zarr.json" if zarr_case else "memory.json"
+        args.results = REPO / "bench-results" / name
     if args.write_image is not None:
-        write_big_tiff(args.write_image, args.size)
+        (write_big_zarr if zarr_case else write_big_tiff)(args.write_image, args.size)
         return
     model = args.model
     if model == "demo":
@@ -123,23 +154,25 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         folder = Path(tmp)
-        image = folder / f"big_{args.size}.tif"
+        image = folder / (f"big_{args.size}.ome.zarr" if zarr_case else f"big_{args.size}.tif")
         t0 = time.perf_counter()
         # In a child process: pages of the image written here would otherwise be part
         # of this process when it forks the run below, and the kernel counts a forked
         # child's memory before it starts its program in its peak (ru_maxrss).
         subprocess.run(
-            [sys.executable, __file__, "--write-image", str(image), "--size", str(args.size)],
+            [sys.executable, __file__, "--write-image", str(image), "--size", str(args.size),
+             "--format", args.format],
             check=True,
-        )
-        gib = image.stat().st_size / 2**30
+            env={**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "app"), str(REPO)])},
+        )  # fmt: skip
+        gib = _bytes(image) / 2**30
         print(f"wrote {image} ({gib:.2f} GiB) in {time.perf_counter() - t0:.0f} s")
         out = folder / "out"
         command = [
             sys.executable, "-m", "zoodesk.cli", "predict", "-m", model, "-i", str(image),
             "-o", str(out), "--device", "cpu", "--settle-seconds", "0",
         ]  # fmt: skip
-        command += ["--stream", args.stream]
+        command += ["--stream", args.stream, "--format", args.format]
         if args.threads:
             command += ["--threads", str(args.threads)]
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "app"), str(REPO)])}
@@ -165,6 +198,19 @@ def main() -> None:
         entry = record["files"][0]
         layout: dict[str, Any] = {}
         for o in entry["outputs"]:
+            if zarr_case:
+                import zarr
+
+                group = zarr.open_group(str(out / o["path"]), mode="r")
+                levels = sorted(group.array_keys(), key=int)
+                layout[o["path"]] = {
+                    "shape": o["shape"],
+                    "dtype": o["dtype"],
+                    "levels": [list(group[k].shape) for k in levels],
+                    "chunks": list(group["0"].chunks),
+                    "bytes": _bytes(out / o["path"]),
+                }
+                continue
             with tifffile.TiffFile(out / o["path"]) as tif:
                 page = tif.pages.first
                 layout[o["path"]] = {
@@ -177,7 +223,8 @@ def main() -> None:
                 }
         results = {
             "size": args.size,
-            "image_bytes": image.stat().st_size,
+            "format": args.format,
+            "image_bytes": _bytes(image),
             "model": model,
             "peak_rss_bytes": peak,
             "peak_rss_gib": peak / 2**30,
@@ -206,9 +253,19 @@ def main() -> None:
     )
     print(f"  wall time              {wall:6.0f} s  ({parts})")
     for name, info in layout.items():
-        tiles = f"tiled {info['tiled']} {info['tile']}, BigTIFF {info['bigtiff']}"
-        print(f"  {name}: {info['shape']} {info['dtype']}, {tiles}")
+        if zarr_case:
+            where = f"levels {info['levels']}, chunks {info['chunks']}"
+        else:
+            where = f"tiled {info['tiled']} {info['tile']}, BigTIFF {info['bigtiff']}"
+        print(f"  {name}: {info['shape']} {info['dtype']}, {where}")
     print(f"results: {args.results}")
+
+
+def _bytes(path: Path) -> int:
+    """A file's size, or the total of a folder's (an OME-Zarr store)."""
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return path.stat().st_size
 
 
 if __name__ == "__main__":

@@ -333,3 +333,19 @@ def test_scenes_of_a_multi_scene_file_are_inputs_of_their_own_and_filtered(
         "no scene matches --scene nothing" in w and "TR1, P1, TR2" in w for w in started.warnings
     )
     assert none.record.files == []
+
+
+def test_channels_are_chosen_by_the_names_the_file_gives_them(
+    tmp_path: Path, box2d: ModelPackage
+) -> None:
+    czi = SHARED / "sample-images" / "czi" / "CellDivision_T3_Z5_CH2_X240_Y170.czi"
+    _events, by_name = run(request(box2d, [czi], tmp_path / "name", channels=["led470"]))
+    _events, by_index = run(request(box2d, [czi], tmp_path / "index", channels=[1]))
+    assert statuses(by_name) == {czi.name: "ok"}, errors(by_name)
+    np.testing.assert_array_equal(
+        output_array(tmp_path / "name", by_name.record.files[0].outputs[0].path),
+        output_array(tmp_path / "index", by_index.record.files[0].outputs[0].path),
+    )
+    _events, unknown = run(request(box2d, [czi], tmp_path / "x", channels=["GFP"]))
+    message = errors(unknown)[czi.name]
+    assert "no channel named 'GFP'" in message and "LED555, LED470" in message

@@ -98,3 +98,16 @@ def test_folders_list_ome_zarr_stores_as_images_and_name_their_outputs() -> None
     assert found == [CAT, SERIES, PLATE]
     assert find_images([CAT]) == [CAT]
     assert [output_stem(p) for p in found] == ["cat", "fake-series-2", "plate-rows-2"]
+
+
+def test_a_large_store_is_decompressed_into_a_mapped_file_not_into_memory(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import zoodesk.images.omezarr as omezarr
+
+    monkeypatch.setattr(omezarr, "MAP_ABOVE_BYTES", 1024)
+    image = read_image(SERIES, series=1)
+    assert isinstance(image.array, np.memmap) and image.metadata["memory_mapped"]
+    assert not image.array.flags.writeable
+    expected = zarr.open_array(str(SERIES / "1" / "0"), mode="r")[0, 0, 0]
+    np.testing.assert_array_equal(image.array, expected)

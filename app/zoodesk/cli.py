@@ -167,10 +167,11 @@ def _register_inference_commands(
     p.add_argument("--axes", default=None, help="axes of the input images, e.g. CYX or TZYX")
     p.add_argument(
         "--channel",
-        type=int,
+        type=_channel,
         action="append",
         default=None,
-        help="image channel(s) to feed the model (repeatable, 0-based)",
+        help="image channel(s) to feed the model: an index (0-based) or the channel's "
+        "name in the file, e.g. DAPI (repeatable)",
     )
     p.add_argument(
         "--tile",
@@ -1034,6 +1035,11 @@ def build_parser() -> argparse.ArgumentParser:
     g = sub.add_parser("gui", help="open the desktop application (the default)")
     g.set_defaults(handler=_cmd_gui)
     return parser
+
+
+def _channel(text: str) -> int | str:
+    """A --channel value: an index when it is a number, else a channel name."""
+    return int(text) if text.strip().lstrip("-").isdigit() else text
 
 
 def main(argv: Sequence[str] | None = None) -> int:

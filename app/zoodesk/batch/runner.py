@@ -69,6 +69,7 @@ from zoodesk.batch.outfolder import LOCK_NAME, FolderLock, clean_leftovers, prep
 from zoodesk.batch.record import RECORD_NAME, FileEntry, OutputEntry, RunRecord, now_iso
 from zoodesk.errors import CancelledError, ImageReadError, ZooDeskError, not_enough_memory
 from zoodesk.fileutils import sha256_file, sha256_input
+from zoodesk.images import channel_indices
 from zoodesk.images.axes import AxisMapping, assemble_output, map_image_to_tensor
 from zoodesk.images.discovery import SkippedFolder
 from zoodesk.inference.predict import Predictor
@@ -237,7 +238,8 @@ class PredictionRequest:
     patterns: Sequence[str] = ()
     recursive: bool = False
     axes: str | None = None
-    channels: Sequence[int] | None = None
+    #: Channels to feed the model, by index or by the name the file gives them.
+    channels: Sequence[int | str] | None = None
     tile: Mapping[str, int] | None = None
     threads: int | None = None
     overwrite: bool = False
@@ -988,7 +990,10 @@ def _run_locked(
                 entry.pixel_sizes = {k: [v[0], v[1]] for k, v in image.pixel_sizes.items()}
                 entry.channel_names = list(image.channel_names) if image.channel_names else None
                 mapping = map_image_to_tensor(
-                    image.axes, image.shape, input_tensor, channels=request.channels
+                    image.axes,
+                    image.shape,
+                    input_tensor,
+                    channels=channel_indices(image, request.channels),
                 )
                 entry.axes_mapping = mapping.describe()
                 entry.streamed = request.streaming.should_stream(spec, mapping)

@@ -205,6 +205,33 @@ def read_image(path: Path, *, series: int = 0, axes: str | None = None) -> Image
     return image
 
 
+def channel_indices(image: ImageData, channels: Sequence[int | str] | None) -> list[int] | None:
+    """Channels given by index or by name (as the file names them), as indices.
+
+    Names match case-insensitively; a number written as text (``"1"``) is an index.
+
+    Raises
+    ------
+    ImageReadError
+        For a name the image does not have, naming the ones it has.
+    """
+    if channels is None:
+        return None
+    found: list[int] = []
+    names = [n.casefold() for n in image.channel_names or []]
+    for channel in channels:
+        if isinstance(channel, int) or str(channel).strip().lstrip("-").isdigit():
+            found.append(int(channel))
+        elif str(channel).casefold() in names:
+            found.append(names.index(str(channel).casefold()))
+        else:
+            has = ", ".join(image.channel_names) if image.channel_names else "none named"
+            raise ImageReadError(
+                f"{image.path}: no channel named {channel!r} (the image's channels: {has})"
+            )
+    return found
+
+
 def fold_colour_samples(image: ImageData) -> ImageData:
     """``image`` with each colour sample of each channel as a channel of its own.
 
@@ -936,15 +963,16 @@ def _read_vendor(path: Path, series: int, fmt: str) -> ImageData:
 
 def _read_ome_zarr(path: Path, series: int) -> ImageData:
     found = read_zarr(path, series)
-    dtype = _check_dtype(path, found.array.dtype)
+    _check_dtype(path, found.array.dtype)
     _check_shape(path, found.array.shape)
-    _check_decoded_size(path, found.array.nbytes)
+    if not found.metadata.get("memory_mapped"):
+        _check_decoded_size(path, found.array.nbytes)
     keep = [
         i
         for i, (a, n) in enumerate(zip(found.axes, found.array.shape, strict=True))
         if n > 1 or a in "YX"
     ]
-    array = found.array.reshape([found.array.shape[i] for i in keep]).astype(dtype, copy=False)
+    array = found.array.reshape([found.array.shape[i] for i in keep])
     axes = _normalize_tiff_axes("".join(found.axes[i] for i in keep), array.shape, colour=False)
     n_channels = dict(zip(axes, array.shape, strict=True)).get("C", 1)
     names = found.channel_names
@@ -955,7 +983,7 @@ def _read_ome_zarr(path: Path, series: int) -> ImageData:
         pixel_sizes={k: v for k, v in found.pixel_sizes.items() if k in axes},
         channel_names=names if names is not None and len(names) == n_channels else None,
         series=series,
-        metadata={**found.metadata, "axes_from": "metadata", "memory_mapped": False},
+        metadata={**found.metadata, "axes_from": "metadata"},
     )
 
 
