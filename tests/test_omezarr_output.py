@@ -1,4 +1,5 @@
-"""OME-Zarr outputs (--format ome-zarr): NGFF 0.5 stores, checked with independent readers."""
+"""OME-Zarr outputs (--format ome-zarr): NGFF 0.5 stores, checked with independent readers
+(zarr, ome-zarr-py and ome-zarr-models' validation)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ def box2d(tmp_path_factory: pytest.TempPathFactory) -> ModelPackage:
 
 
 def _validated(store: Path) -> object:
-    """The store as ome-zarr-models reads and validates it (NGFF 0.5)."""
+    """The store as ome-zarr-models reads and validates it against NGFF 0.5."""
     from ome_zarr_models.v05.image import Image
 
     return Image.from_zarr(zarr.open_group(str(store), mode="r"))

@@ -11,9 +11,13 @@ the proxies are removed, and the report says so).  The checks:
 4. ``zoodesk-cli models test MODEL`` passes, for each model given (default: the
    bundle's demo model, and the nuclei model of ``../shared`` when present);
 5. ``zoodesk-cli predict`` on a folder of images (copies of the bundle's samples)
-   writes OME-TIFF outputs and a run record that says the run was frozen;
-6. ``zoodesk-cli export`` packages that run for deposition, and
-   ``export --check`` accepts the package;
+   writes OME-TIFF outputs and a run record that says the run was frozen; and on a
+   multi-scene CZI, an ND2 and a LIF tile scan from ``../shared/sample-images``,
+   each scene, position and tile an input with its pixel sizes recorded.  The
+   layout check also holds the CPU variant's bundle to 300 MB unpacked;
+6. ``zoodesk-cli export`` packages that run for deposition (with study metadata
+   that fills every field the archive requires), and ``export --check`` accepts
+   the package;
 7. weights conversion: with packages built by ``tools/conversion_packages.py``
    (torchscript returning two outputs, and a state dict with its architecture
    code), a bundle of the full variant imports, converts (the state dict with
@@ -64,6 +68,30 @@ from typing import IO, Any
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_BUNDLE = ROOT / "dist" / "zoodesk"
 NUCLEI_MODEL = ROOT.parent / "shared" / "zoo-models" / "unet2d_nuclei_broad"
+SAMPLE_IMAGES = ROOT.parent / "shared" / "sample-images"
+#: Microscope files the bundle must read, with the inputs each gives (its series).
+VENDOR_SAMPLES = {
+    "czi/S3_1Pos_2Mosaic_T2_Z3_CH2_sm.czi": 3,
+    "nd2/cluster.nd2": 1,
+    "lif/PR2729_frameOrderCombinedScanTypes.lif": 4,
+}
+#: Study metadata for the exported package: every field the archive requires.
+SMOKE_STUDY = """\
+title: Bundle smoke test
+description: The bundle's sample images, segmented by the frozen application.
+authors:
+  - name: ZooDesk smoke test
+    affiliation: ZooDesk
+biosample:
+  organism:
+    scientific_name: Homo sapiens
+    common_name: human
+acquisition:
+  imaging_method: widefield fluorescence microscopy
+  instrument: widefield microscope
+"""
+#: Largest unpacked size of a bundle without torch or CUDA (the CPU variant).
+MAX_RUNTIME_BUNDLE_BYTES = 300 * 10**6
 IS_WINDOWS = sys.platform == "win32"
 EXE_SUFFIX = ".exe" if IS_WINDOWS else ""
 #: Where PyInstaller puts libraries and data inside the bundle folder.
@@ -255,6 +283,12 @@ class BundleSmoke:
             data["qt_platform_plugins"] = found
             if not any("offscreen" in name for name in found):
                 missing.append("Qt offscreen platform plugin")
+        cpu_only = not self.carries_torch() and not any(internal.rglob("*providers_cuda*"))
+        if data["bundle_bytes"] > MAX_RUNTIME_BUNDLE_BYTES and cpu_only:
+            missing.append(
+                f"a size under {MAX_RUNTIME_BUNDLE_BYTES / 1e6:.0f} MB "
+                f"(it is {data['bundle_bytes'] / 1e6:.0f} MB)"
+            )
         return Check(
             name="layout",
             status="failed" if missing else "ok",
@@ -347,6 +381,31 @@ class BundleSmoke:
             problem, data = _run_record_problem(out, expected_files=len(images))
         return self._check(f"predict {Path(model).name}", done, args, problem, **data)
 
+    def check_vendor_formats(self, model: Path | str) -> Check:
+        """``predict`` reads a multi-scene CZI, an ND2 and a LIF tile scan: every scene,
+        position and tile an input of its own, with the files' pixel sizes recorded."""
+        found = {rel: SAMPLE_IMAGES / rel for rel in VENDOR_SAMPLES}
+        if not all(p.is_file() for p in found.values()):
+            return Check("vendor formats", "skipped", 0.0, f"no sample files in {SAMPLE_IMAGES}")
+        inputs = self.workdir / "vendor-input"
+        inputs.mkdir(exist_ok=True)
+        for path in found.values():
+            shutil.copy2(path, inputs / path.name)
+        out = self.workdir / "vendor-output"
+        args = ["predict", "--model", str(model), "--input", str(inputs), "--output", str(out),
+                "--channel", "0", "--device", "cpu", "--json"]  # fmt: skip
+        done = self.run(args)
+        problem = None
+        data: dict[str, Any] = {}
+        if done.returncode == 0:
+            problem, data = _run_record_problem(out, expected_files=sum(VENDOR_SAMPLES.values()))
+        if problem is None and done.returncode == 0:
+            record = json.loads((out / "zoodesk-run.json").read_text(encoding="utf-8"))
+            uncalibrated = [f["key"] for f in record["files"] if not f.get("pixel_sizes")]
+            if uncalibrated:
+                problem = f"no pixel sizes recorded for {uncalibrated}"
+        return self._check("vendor formats (CZI, ND2, LIF)", done, args, problem, **data)
+
     def carries_torch(self) -> bool:
         """True for a bundle of the full variant (torch inside)."""
         return (self.bundle / CONTENTS_DIR / "torch").is_dir()
@@ -399,7 +458,10 @@ class BundleSmoke:
         """
         run_dir = run_dir or self.workdir / "predict-output"
         package = self.workdir / "export-package"
-        args = ["export", str(run_dir), "--to", str(package), "--json"]
+        # What the archive requires of a study, so that the package is not a draft.
+        study = self.workdir / "study.yaml"
+        study.write_text(SMOKE_STUDY, encoding="utf-8")
+        args = ["export", str(run_dir), "--to", str(package), "--metadata", str(study), "--json"]
         done = self.run(args)
         problem = None
         data: dict[str, Any] = {}
@@ -598,6 +660,7 @@ def run_all(
     checks.append(smoke.check_demo())
     checks += [smoke.check_models_test(m) for m in models]
     checks.append(smoke.check_predict(models[-1], samples))
+    checks.append(smoke.check_vendor_formats(models[-1]))
     checks.append(smoke.check_export())
     packages, why_not = conversion_packages(workdir, packages_python or sys.executable)
     if why_not:
