@@ -156,3 +156,37 @@ def test_export_form_errors_are_shown_in_the_dialog(
     dialog.start_export()
     assert "not an ORCID" in dialog.status_label.text()
     assert not (tmp_path / "never").exists()
+
+
+def test_ome_zarr_outputs_of_each_scene_are_viewed(
+    window: MainWindow, qtbot: Any, tmp_path: Path, isolated_home: Path
+) -> None:
+    """A run over a multi-scene CZI with --format ome-zarr: a row per scene, and the
+    OME-Zarr output overlays its scene."""
+    from tests.batch_helpers import box_package
+    from tests.conftest import SHARED
+    from zoodesk.batch.runner import PredictionRequest, run_prediction
+
+    czi = SHARED / "sample-images" / "czi" / "S3_1Pos_2Mosaic_T2_Z3_CH2_sm.czi"
+    output = tmp_path / "zarr-run"
+    request = PredictionRequest(
+        model=box_package(tmp_path / "box"),
+        inputs=[czi],
+        output_dir=output,
+        device="cpu",
+        channels=[0],
+        output_format="ome-zarr",
+        settle_seconds=0.0,
+    )
+    for _event in run_prediction(request):
+        pass
+    results = window.results_page
+    with qtbot.waitSignal(results.image_shown, timeout=30000):
+        results.open_record(output / "zoodesk-run.json")
+    assert table_column(results.table, 0) == [f"{czi.name}[{s}]" for s in ("TR1", "P1", "TR2")]
+    assert table_column(results.table, 1) == ["ok", "ok", "ok"]
+    assert results.output_combo.currentData() == "out"
+    with qtbot.waitSignal(results.image_shown, timeout=30000) as shown:
+        results.action_next.trigger()
+    assert shown.args[0] == 1
+    assert results.view.picture_size == (64, 64)

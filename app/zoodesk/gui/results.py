@@ -28,6 +28,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from zoodesk.batch.console import input_name
 from zoodesk.gui import _render
 from zoodesk.gui._style import icon
 from zoodesk.gui._worker import TaskRunner
@@ -242,7 +243,8 @@ class ResultsWidget(QWidget):
             self.table.insertRow(row)
             outputs = ", ".join(o.tensor for o in entry.outputs)
             seconds = f"{entry.seconds:.1f} s" if entry.seconds is not None else ""
-            cells = (Path(entry.input).name, entry.status, outputs, seconds, entry.error or "")
+            name = input_name(Path(entry.input), entry.scene)
+            cells = (name, entry.status, outputs, seconds, entry.error or "")
             for col, text in enumerate(cells):
                 cell = QTableWidgetItem(text)
                 if col == 0:
@@ -284,27 +286,35 @@ class ResultsWidget(QWidget):
         entry = self.record.files[row]
         run_dir = self.record.path.parent
         outputs = [(o.tensor, run_dir / o.path, o.kind) for o in entry.outputs]
-        self.image_label.setText(f"Loading {Path(entry.input).name}…")
+        self.image_label.setText(f"Loading {input_name(Path(entry.input), entry.scene)}…")
         self.runner.start(
-            lambda _cancel: self._load_planes(row, Path(entry.input), outputs),
+            lambda _cancel: self._load_planes(
+                row, Path(entry.input), entry.series or 0, entry.scene, outputs
+            ),
             "show result",
             on_result=self._on_planes_loaded,
             on_error=self._on_planes_failed,
         )
 
     def _load_planes(
-        self, row: int, source: Path, outputs: list[tuple[str, Path, str]]
+        self,
+        row: int,
+        source: Path,
+        series: int,
+        scene: str | None,
+        outputs: list[tuple[str, Path, str]],
     ) -> tuple[int, np.ndarray | None, str, dict[str, tuple[np.ndarray, str]], list[str]]:
         """Runs on a pool thread: read the input and outputs, pick the planes to show."""
         problems = []
         input_plane = None
+        name = input_name(source, scene)
         try:
-            image = self.services.read_image(source)
+            image = self.services.read_image(source, series)
             input_plane = np.array(_render.plane(image.array, image.axes))
-            described = f"{source.name}: {image.axes} {' × '.join(map(str, image.shape))}"
+            described = f"{name}: {image.axes} {' × '.join(map(str, image.shape))}"
         except Exception as exc:
             problems.append(readable_message(exc))
-            described = f"{source.name}: input not readable"
+            described = f"{name}: input not readable"
         planes: dict[str, tuple[np.ndarray, str]] = {}
         for tensor, path, kind in outputs:
             try:

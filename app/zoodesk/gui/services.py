@@ -308,11 +308,11 @@ class Services:
             path = path / RECORD_NAME
         return RunRecord.load(path)
 
-    def read_image(self, path: Path) -> ImageData:
-        """Read an image with its axes and metadata."""
-        from zoodesk.images import read_image
+    def read_image(self, path: Path, series: int = 0) -> ImageData:
+        """Read an image (one series of a multi-series file) with its axes and metadata."""
+        from zoodesk.images import fold_colour_samples, read_image
 
-        return read_image(Path(path))
+        return fold_colour_samples(read_image(Path(path), series=series))
 
     # -------------------------------------------------------------------- export
 
