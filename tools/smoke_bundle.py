@@ -13,7 +13,8 @@ the proxies are removed, and the report says so).  The checks:
 5. ``zoodesk-cli predict`` on a folder of images (copies of the bundle's samples)
    writes OME-TIFF outputs and a run record that says the run was frozen; and on a
    multi-scene CZI, an ND2 and a LIF tile scan from ``../shared/sample-images``,
-   each scene, position and tile an input with its pixel sizes recorded.  The
+   each scene, position and tile an input with its pixel sizes recorded; and on an
+   OME-Zarr store, writing ``--format ome-zarr`` outputs.  The
    layout check also holds the CPU variant's bundle to 300 MB unpacked;
 6. ``zoodesk-cli export`` packages that run for deposition (with study metadata
    that fills every field the archive requires), and ``export --check`` accepts
@@ -406,6 +407,21 @@ class BundleSmoke:
                 problem = f"no pixel sizes recorded for {uncalibrated}"
         return self._check("vendor formats (CZI, ND2, LIF)", done, args, problem, **data)
 
+    def check_ome_zarr(self, model: Path | str) -> Check:
+        """``predict`` reads an OME-Zarr store and writes ``--format ome-zarr`` outputs."""
+        store = SAMPLE_IMAGES / "ome-zarr" / "cat.ome.zarr"
+        if not store.is_dir():
+            return Check("ome-zarr", "skipped", 0.0, f"no {store}")
+        out = self.workdir / "zarr-output"
+        args = ["predict", "--model", str(model), "--input", str(store), "--output", str(out),
+                "--format", "ome-zarr", "--device", "cpu", "--json"]  # fmt: skip
+        done = self.run(args)
+        problem = None
+        data: dict[str, Any] = {}
+        if done.returncode == 0:
+            problem, data = _run_record_problem(out, expected_files=1, outputs_are_folders=True)
+        return self._check("ome-zarr in and out", done, args, problem, **data)
+
     def carries_torch(self) -> bool:
         """True for a bundle of the full variant (torch inside)."""
         return (self.bundle / CONTENTS_DIR / "torch").is_dir()
@@ -564,7 +580,9 @@ def _gui_log(home: Path) -> str:
         return ""
 
 
-def _run_record_problem(out: Path, expected_files: int | None = None) -> tuple[str | None, dict]:
+def _run_record_problem(
+    out: Path, expected_files: int | None = None, outputs_are_folders: bool = False
+) -> tuple[str | None, dict]:
     record_path = out / "zoodesk-run.json"
     try:
         record = json.loads(record_path.read_text(encoding="utf-8"))
@@ -586,8 +604,9 @@ def _run_record_problem(out: Path, expected_files: int | None = None) -> tuple[s
     bad = [f.get("input") for f in files if f.get("status") != "ok"]
     if bad or not files:
         return f"{record_path}: files not ok: {bad or 'none at all'}", data
+    present = Path.is_dir if outputs_are_folders else Path.is_file
     missing = [
-        o["path"] for f in files for o in f.get("outputs", []) if not (out / o["path"]).is_file()
+        o["path"] for f in files for o in f.get("outputs", []) if not present(out / o["path"])
     ]
     if missing:
         return f"{record_path}: outputs missing: {missing}", data
@@ -661,6 +680,7 @@ def run_all(
     checks += [smoke.check_models_test(m) for m in models]
     checks.append(smoke.check_predict(models[-1], samples))
     checks.append(smoke.check_vendor_formats(models[-1]))
+    checks.append(smoke.check_ome_zarr(models[-1]))
     checks.append(smoke.check_export())
     packages, why_not = conversion_packages(workdir, packages_python or sys.executable)
     if why_not:
