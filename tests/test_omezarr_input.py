@@ -103,9 +103,9 @@ def test_folders_list_ome_zarr_stores_as_images_and_name_their_outputs() -> None
 def test_a_large_store_is_decompressed_into_a_mapped_file_not_into_memory(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import zoodesk.images.omezarr as omezarr
+    from zoodesk.images import _scratch
 
-    monkeypatch.setattr(omezarr, "MAP_ABOVE_BYTES", 1024)
+    monkeypatch.setattr(_scratch, "MAP_ABOVE_BYTES", 1024)
     image = read_image(SERIES, series=1)
     assert isinstance(image.array, np.memmap) and image.metadata["memory_mapped"]
     assert not image.array.flags.writeable

@@ -165,3 +165,24 @@ def test_a_truncated_vendor_file_fails_in_one_line_naming_it(tmp_path: Path, sou
         read_image(cut)
     message = str(info.value)
     assert message.startswith(f"{cut}: ") and "\n" not in message
+
+
+def test_large_images_are_decoded_plane_by_plane_into_a_mapped_file(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Above the size limit each format is decoded plane by plane (tiles, frames) into
+    a mapped file: the pixels and axes are those of the whole read, series by series."""
+    from zoodesk.images import _scratch
+
+    whole = {
+        (path, s): read_image(path, series=s)
+        for path in (CZI_CELLS, CZI_SCENES, CZI_RGB, ND2, LIF_TILES, LIF_LAMBDA, LIF_XZ)
+        for s in range(len(vendor_series(path, vendor_format(path, path.read_bytes()[:16]))))
+    }
+    monkeypatch.setattr(_scratch, "MAP_ABOVE_BYTES", 1024)
+    for (path, series), expected in whole.items():
+        mapped = read_image(path, series=series)
+        assert isinstance(mapped.array, np.memmap), (path.name, series)
+        assert mapped.metadata["memory_mapped"] is True
+        assert (mapped.axes, mapped.shape) == (expected.axes, expected.shape), path.name
+        np.testing.assert_array_equal(mapped.array, expected.array, err_msg=f"{path}[{series}]")

@@ -28,15 +28,14 @@ from typing import Any
 import numpy as np
 
 from zoodesk.errors import ImageReadError
+from zoodesk.images import _scratch
 from zoodesk.images._ome import normalize_length_unit
+from zoodesk.images._scratch import mapped_from_planes
 
 #: Folder name endings that mark an OME-Zarr in a folder of inputs.
 ZARR_SUFFIXES = (".ome.zarr", ".zarr")
 
 _ATTRIBUTE_FILES = (".zattrs", "zarr.json")
-#: Levels larger than this are decompressed into a memory-mapped temporary file
-#: instead of into memory (as large uncompressed TIFFs are mapped).
-MAP_ABOVE_BYTES = 256 * 2**20
 
 
 @dataclass
@@ -148,7 +147,7 @@ def read_zarr(folder: Path, series: int) -> ZarrImage:
         axes_meta = multiscale.get("axes") or [{"name": n} for n in "tczyx"[-2:]]
         axes_meta = [{"name": a} if isinstance(a, str) else a for a in axes_meta]
         level = zarr.open_array(str(_inside(group, str(dataset["path"]))), mode="r")
-        mapped = level.nbytes > MAP_ABOVE_BYTES
+        mapped = level.nbytes > _scratch.MAP_ABOVE_BYTES
         array = _decompressed_map(level) if mapped else np.asarray(level[...])
         if array.ndim != len(axes_meta):
             raise ImageReadError(
@@ -196,30 +195,20 @@ def read_zarr(folder: Path, series: int) -> ZarrImage:
 
 
 def _decompressed_map(level: Any) -> np.ndarray:
-    """The level decompressed into an anonymous temporary file, memory-mapped read-only.
-
-    Written band by band with plain file writes (a writable map would make every page
-    written count as the process's memory), so a store larger than memory is read in
-    bounded memory; the file has no name (it disappears with the process, even one
-    that is killed) and its pages are the operating system's to drop.
-    """
-    import tempfile
-
+    """The level decompressed band by band into a mapped file (:mod:`._scratch`)."""
     shape = tuple(int(n) for n in level.shape)
-    dtype = np.dtype(level.dtype)
     band_axis = max(0, len(shape) - 2)  # bands of rows of each plane
     chunk_rows = int(level.chunks[band_axis]) if shape else 1
-    rows = max(chunk_rows, (64 * 2**20) // max(1, dtype.itemsize * int(np.prod(shape[-1:]))))
-    rows -= rows % chunk_rows or 0
-    lead = [range(n) for n in shape[:band_axis]]
-    # The map keeps its own handle on the file: closing ours leaves the data mapped.
-    with tempfile.TemporaryFile(prefix="zoodesk-zarr-") as scratch:
-        for index in np.ndindex(*[len(r) for r in lead]) if lead else [()]:
-            for start in range(0, shape[band_axis], max(1, rows)):
-                region = (*index, slice(start, min(start + rows, shape[band_axis])))
-                scratch.write(np.ascontiguousarray(level[region], dtype=dtype).tobytes())
-        scratch.flush()
-        return np.memmap(scratch, dtype=dtype, mode="r", shape=shape)
+    row_bytes = np.dtype(level.dtype).itemsize * int(np.prod(shape[band_axis + 1 :]))
+    rows = max(chunk_rows, (64 * 2**20) // max(1, row_bytes))
+    rows -= rows % chunk_rows
+
+    def bands() -> Any:
+        for index in np.ndindex(*shape[:band_axis]):
+            for start in range(0, shape[band_axis], rows):
+                yield level[(*index, slice(start, min(start + rows, shape[band_axis])))]
+
+    return mapped_from_planes(shape, level.dtype, bands())
 
 
 def _scale(holder: dict[str, Any], ndim: int) -> list[float]:

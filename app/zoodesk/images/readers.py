@@ -930,10 +930,12 @@ def _map_annotations(root: ET.Element, image: ET.Element) -> dict[str, dict[str,
 
 def _read_vendor(path: Path, series: int, fmt: str) -> ImageData:
     found = read_vendor(path, series, fmt)
-    dtype = _check_dtype(path, found.array.dtype)
+    _check_dtype(path, found.array.dtype)
     shape = found.array.shape
     _check_shape(path, shape)
-    _check_decoded_size(path, math.prod(shape) * dtype.itemsize)
+    mapped = isinstance(found.array, np.memmap)
+    if not mapped:
+        _check_decoded_size(path, found.array.nbytes)
     # Dimensions of one element are dropped, as the TIFF reader does, so that axes mean
     # the same whatever the format.
     keep = [i for i, (a, n) in enumerate(zip(found.axes, shape, strict=True)) if n > 1 or a in "YX"]
@@ -943,7 +945,7 @@ def _read_vendor(path: Path, series: int, fmt: str) -> ImageData:
     axes = _normalize_tiff_axes(raw_axes, array.shape, colour=colour)
     n_channels = dict(zip(axes, array.shape, strict=True)).get("C", 1)
     names = found.channel_names
-    metadata = {**found.metadata, "axes_from": "metadata", "memory_mapped": False}
+    metadata = {**found.metadata, "axes_from": "metadata", "memory_mapped": mapped}
     channels = metadata.get("channels")
     if isinstance(channels, list) and len(channels) != n_channels:
         metadata.pop("channels")

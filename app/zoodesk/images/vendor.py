@@ -33,7 +33,12 @@ from typing import Any
 import numpy as np
 
 from zoodesk.errors import ImageReadError
+from zoodesk.images import _scratch
 from zoodesk.images._ome import MICROMETER, local_name
+from zoodesk.images._scratch import decoded_bytes, mapped_from_planes
+
+#: Largest image read whole into memory when it cannot be decoded plane by plane.
+MAX_IN_MEMORY_BYTES = 16 * 2**30
 
 #: Each format read here: its name and the library that reads it.
 VENDOR_FORMATS: dict[str, tuple[str, str]] = {
@@ -190,24 +195,28 @@ def _czi_read(path: Path, scene: int, root: ET.Element) -> VendorImage:
         start = np.min([e.start for e in entries], axis=0)
         stop = np.max([np.add(e.start, e.shape) for e in entries], axis=0)
         shape = tuple(int(n) for n in stop - start)
-        if math.prod(shape) * czi.dtype.itemsize > 16 * 2**30:
+        if decoded_bytes(shape, czi.dtype) > MAX_IN_MEMORY_BYTES and not axes.endswith("YX0"):
             raise ImageReadError(f"{path}: scene {scene} is too large to read ({shape})")
-        out = np.zeros(shape, czi.dtype)
-        for entry in entries:
-            tile = entry.data_segment().data()
-            index = tuple(
-                slice(int(a - b), int(a - b) + int(n))
-                for a, b, n in zip(entry.start, start, tile.shape, strict=True)
-            )
-            out[index] = tile
-        bgr = any("bgr" in str(e.pixel_type).lower() for e in entries)
+        bgr = any("bgr" in str(e.pixel_type).lower() for e in entries) and shape[-1] in (3, 4)
+        out: np.ndarray
+        mapped = decoded_bytes(shape, czi.dtype) > _scratch.MAP_ABOVE_BYTES
+        if mapped and axes.endswith("YX0"):
+            planes = _czi_planes(entries, start, shape, czi.dtype, bgr)
+            out = mapped_from_planes(shape, czi.dtype, planes)
+        else:
+            out = np.zeros(shape, czi.dtype)
+            for entry in entries:
+                tile = entry.data_segment().data()
+                index = tuple(
+                    slice(int(a - b), int(a - b) + int(n))
+                    for a, b, n in zip(entry.start, start, tile.shape, strict=True)
+                )
+                out[index] = tile
+            if bgr:
+                out = out[..., _RGB_ORDER[: shape[-1]]]
     keep = [i for i, a in enumerate(axes) if a not in "S" and (shape[i] > 1 or a in "YX")]
     array = out.reshape([shape[i] for i in keep])
     letters = "".join("S" if axes[i] == "0" else axes[i] for i in keep)
-    if bgr and letters.endswith("S") and array.shape[-1] in (3, 4):
-        # Zeiss stores colour as BGR(A): reorder the samples to RGB(A).
-        order = [2, 1, 0, 3][: array.shape[-1]]
-        array = array[..., order]
     pixel_sizes: dict[str, tuple[float, str]] = {}
     for distance in _iter_named(root, "Distance"):
         axis = distance.get("Id", "")
@@ -235,6 +244,31 @@ def _czi_read(path: Path, scene: int, root: ET.Element) -> VendorImage:
         channel_names=names if len(names) == n_channels and all(names) else None,
         metadata=metadata,
     )
+
+
+#: Zeiss stores colour as BGR(A): the order of the samples as RGB(A).
+_RGB_ORDER = [2, 1, 0, 3]
+
+
+def _czi_planes(
+    entries: list[Any], start: np.ndarray, shape: tuple[int, ...], dtype: np.dtype, bgr: bool
+) -> Iterator[np.ndarray]:
+    """The planes (Y, X, samples) of a scene in C order, each assembled from its tiles:
+    memory holds one plane and one tile at a time."""
+    lead = len(shape) - 3
+    by_plane: dict[tuple[int, ...], list[Any]] = {}
+    for entry in entries:
+        offset = tuple(int(a - b) for a, b in zip(entry.start[:lead], start[:lead], strict=True))
+        by_plane.setdefault(offset, []).append(entry)
+    for index in np.ndindex(*shape[:lead]):
+        plane = np.zeros(shape[lead:], dtype)
+        for entry in by_plane.get(tuple(index), []):
+            tile = entry.data_segment().data()
+            # A subblock holds one plane: its leading dimensions are all of length 1.
+            tile = tile.reshape(tile.shape[lead:])
+            y, x = (int(entry.start[i] - start[i]) for i in (lead, lead + 1))
+            plane[y : y + tile.shape[0], x : x + tile.shape[1]] = tile
+        yield plane[..., _RGB_ORDER[: shape[-1]]] if bgr else plane
 
 
 def _iter_named(root: ET.Element, name: str) -> Iterator[ET.Element]:
@@ -337,11 +371,21 @@ def _nd2_read(path: Path, position: int) -> VendorImage:
 
     with nd2.ND2File(str(path)) as f:
         sizes = dict(f.sizes)
-        axes = "".join(sizes)
-        if "P" in sizes:
+        axes = "".join(sizes).replace("P", "")
+        shape = tuple(n for a, n in sizes.items() if a != "P")
+        array: np.ndarray
+        if decoded_bytes(shape, f.dtype) > _scratch.MAP_ABOVE_BYTES:
+            # Frame by frame, in acquisition order: the loops (T, Z) come first in
+            # ``sizes``, each frame holds the channels and the plane.
+            frames = (
+                f.read_frame(i)
+                for i, where in enumerate(f.loop_indices)
+                if where.get("P", 0) == position
+            )
+            array = mapped_from_planes(shape, f.dtype, frames)
+        elif "P" in sizes:
             # Only this position's frames are read.
             array = np.asarray(f.asarray(position=position))
-            axes = axes.replace("P", "")
         else:
             array = np.asarray(f.asarray())
         voxel = f.voxel_size()
@@ -410,6 +454,16 @@ def _lif_series(path: Path) -> _Series:
     return found
 
 
+def _lif_frames(image: Any, dims: list[str], tile: int | None) -> Iterator[np.ndarray]:
+    """The frames (the two innermost dimensions, and samples) of a LIF image in C order,
+    one at a time; ``tile`` fixes the tile of a tile scan."""
+    frame_dims = 3 if dims[-1] == "S" else 2
+    lead = [(d, n) for d, n in zip(dims[:-frame_dims], image.shape, strict=False) if d != "M"]
+    fixed = {"M": tile} if tile is not None else {}
+    for index in np.ndindex(*[n for _d, n in lead]):
+        yield image.frame(**fixed, **{d: int(i) for (d, _n), i in zip(lead, index, strict=True)})
+
+
 _LIF_LETTERS = {"λ": "E", "Λ": "E", "M": "M"}
 
 
@@ -419,13 +473,20 @@ def _lif_read(path: Path, index: int, tile: int | None) -> VendorImage:
     with liffile.LifFile(str(path)) as lif:
         image = lif.images[index]
         dims = list(image.dims)
-        array = np.asarray(image.asarray())
+        shape = [int(n) for n in image.shape]
+        if tile is not None:
+            del shape[dims.index("M")]
+        array: np.ndarray
+        if decoded_bytes(shape, image.dtype) > _scratch.MAP_ABOVE_BYTES:
+            array = mapped_from_planes(shape, image.dtype, _lif_frames(image, dims, tile))
+        else:
+            array = np.asarray(image.asarray())
+            if tile is not None:
+                array = np.take(array, tile, axis=dims.index("M"))
         coords = {k: np.asarray(v) for k, v in image.coords.items()}
         element = image.xml_element
     if tile is not None:
-        m = dims.index("M")
-        array = np.take(array, tile, axis=m)
-        del dims[m]
+        del dims[dims.index("M")]
     letters = [_LIF_LETTERS.get(d, d) for d in dims]
     pixel_sizes: dict[str, tuple[float, str]] = {}
     metadata: dict[str, Any] = {}
