@@ -133,7 +133,10 @@ class Fuzzer:
     counts: dict[str, int] = field(default_factory=dict)
     failures: list[Failure] = field(default_factory=list)
     commands: int = 0
+    #: The input of the case being run (kept when the case fails).
     current_input: Path | None = None
+    #: The cache key of the unchanged nuclei model (imported by :meth:`prepare`).
+    base_key: str = ""
 
     @property
     def home(self) -> Path:
@@ -382,8 +385,6 @@ class Fuzzer:
             bundle = self.inputs / "base.zdbundle"
             if main(["bundle", "export", "--model", self.base_key, str(bundle)]) != 0:
                 raise SystemExit("fuzz: the unchanged nuclei model does not export as a bundle")
-
-    base_key: str = ""
 
 
 def _zip_of(members: list[tuple[str, bytes]]) -> bytes:
