@@ -186,3 +186,26 @@ def test_large_images_are_decoded_plane_by_plane_into_a_mapped_file(
         assert mapped.metadata["memory_mapped"] is True
         assert (mapped.axes, mapped.shape) == (expected.axes, expected.shape), path.name
         np.testing.assert_array_equal(mapped.array, expected.array, err_msg=f"{path}[{series}]")
+
+
+def test_a_declared_size_the_file_cannot_hold_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A damaged header declaring a huge image is refused before anything is decoded
+    (here the allowed expansion is lowered so that the real files count as damaged)."""
+    from zoodesk.images import vendor
+
+    monkeypatch.setattr(vendor, "MAX_EXPANSION", 0)
+    monkeypatch.setattr(vendor._scratch, "MAP_ABOVE_BYTES", 1024)
+    for path in (CZI_CELLS, ND2, LIF_TILES):
+        with pytest.raises(ImageReadError, match="more than a file of") as info:
+            read_image(path)
+        assert str(info.value).startswith(f"{path}: ") and "\n" not in str(info.value)
+
+
+def test_decoding_that_would_fill_the_disk_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    from zoodesk.images import _scratch
+
+    monkeypatch.setattr(_scratch, "MAP_ABOVE_BYTES", 1024)
+    monkeypatch.setattr(_scratch, "KEEP_FREE_BYTES", 2**62)
+    with pytest.raises(ImageReadError, match="of temporary space") as info:
+        read_image(ND2)
+    assert str(info.value).startswith(f"{ND2}: ") and "TMPDIR" in str(info.value)

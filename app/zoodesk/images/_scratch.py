@@ -12,6 +12,7 @@ file has no name: it disappears with the process, even one that is killed.
 from __future__ import annotations
 
 import math
+import shutil
 import tempfile
 from collections.abc import Iterable, Sequence
 
@@ -19,6 +20,12 @@ import numpy as np
 
 #: Images whose decoded size is above this are decoded into a mapped file.
 MAP_ABOVE_BYTES = 256 * 2**20
+#: Free space left on the temporary folder's disk after decoding.
+KEEP_FREE_BYTES = 2 * 2**30
+
+
+class ScratchSpaceError(ValueError):
+    """The temporary folder's disk cannot hold the decoded image."""
 
 
 def decoded_bytes(shape: Sequence[int], dtype: np.dtype | type | str) -> int:
@@ -36,12 +43,21 @@ def mapped_from_planes(
     """
     dtype = np.dtype(dtype)
     expected = decoded_bytes(shape, dtype)
+    folder = tempfile.gettempdir()
+    free = shutil.disk_usage(folder).free
+    if expected > free - KEEP_FREE_BYTES:
+        raise ScratchSpaceError(
+            f"decoding needs {expected / 2**30:.1f} GiB of temporary space and {folder} has "
+            f"{free / 2**30:.1f} GiB free (set TMPDIR to a larger disk)"
+        )
     written = 0
     # The map keeps its own handle on the file: closing ours leaves the data mapped.
     with tempfile.TemporaryFile(prefix="zoodesk-image-") as scratch:
         for plane in planes:
             data = np.ascontiguousarray(plane, dtype=dtype).tobytes()
             written += len(data)
+            if written > expected:
+                break
             scratch.write(data)
         if written != expected:
             raise ValueError(f"the planes hold {written} bytes, the image {expected}")

@@ -24,7 +24,7 @@ import contextlib
 import math
 import re
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -39,6 +39,22 @@ from zoodesk.images._scratch import decoded_bytes, mapped_from_planes
 
 #: Largest image read whole into memory when it cannot be decoded plane by plane.
 MAX_IN_MEMORY_BYTES = 16 * 2**30
+#: Most that an image may grow once decoded, against the size of its file: the
+#: readers' compressions shrink far less, so more means a damaged header.
+MAX_EXPANSION = 256
+
+
+def _check_plausible(path: Path, shape: Sequence[int], dtype: Any) -> None:
+    """Refuse a declared image far larger than its file could hold (a damaged header
+    would otherwise make ZooDesk decode terabytes of nothing)."""
+    size = decoded_bytes(shape, dtype)
+    if size > max(MAX_EXPANSION * path.stat().st_size, _scratch.MAP_ABOVE_BYTES):
+        raise ImageReadError(
+            f"{path}: the file declares an image of {size / 2**30:.1f} GiB "
+            f"({' x '.join(str(int(n)) for n in shape)}), more than a file of "
+            f"{path.stat().st_size / 2**20:.1f} MiB can hold (damaged?)"
+        )
+
 
 #: Each format read here: its name and the library that reads it.
 VENDOR_FORMATS: dict[str, tuple[str, str]] = {
@@ -195,6 +211,7 @@ def _czi_read(path: Path, scene: int, root: ET.Element) -> VendorImage:
         start = np.min([e.start for e in entries], axis=0)
         stop = np.max([np.add(e.start, e.shape) for e in entries], axis=0)
         shape = tuple(int(n) for n in stop - start)
+        _check_plausible(path, shape, czi.dtype)
         if decoded_bytes(shape, czi.dtype) > MAX_IN_MEMORY_BYTES and not axes.endswith("YX0"):
             raise ImageReadError(f"{path}: scene {scene} is too large to read ({shape})")
         bgr = any("bgr" in str(e.pixel_type).lower() for e in entries) and shape[-1] in (3, 4)
@@ -373,6 +390,7 @@ def _nd2_read(path: Path, position: int) -> VendorImage:
         sizes = dict(f.sizes)
         axes = "".join(sizes).replace("P", "")
         shape = tuple(n for a, n in sizes.items() if a != "P")
+        _check_plausible(path, shape, f.dtype)
         array: np.ndarray
         if decoded_bytes(shape, f.dtype) > _scratch.MAP_ABOVE_BYTES:
             # Frame by frame, in acquisition order: the loops (T, Z) come first in
@@ -476,6 +494,7 @@ def _lif_read(path: Path, index: int, tile: int | None) -> VendorImage:
         shape = [int(n) for n in image.shape]
         if tile is not None:
             del shape[dims.index("M")]
+        _check_plausible(path, shape, image.dtype)
         array: np.ndarray
         if decoded_bytes(shape, image.dtype) > _scratch.MAP_ABOVE_BYTES:
             array = mapped_from_planes(shape, image.dtype, _lif_frames(image, dims, tile))
