@@ -410,3 +410,35 @@ def test_inputs_inside_the_output_folder_are_named(tmp_path: Path, output: str) 
     message = str(info.value)
     assert str(images) in message and "inside the output folder" in message
     assert "no readable images" not in message
+
+
+def test_library_warnings_go_to_the_log_file_not_the_console(
+    tmp_path: Path, box2d: ModelPackage, isolated_home: Path
+) -> None:
+    """czifile warns (``warnings.warn``) about a CZI whose directory segment is damaged;
+    ZooDesk still reads it, and the warning goes to the log file."""
+    import czifile
+
+    source = Path(__file__).resolve().parents[2] / "shared" / "sample-images" / "czi"
+    source = source / "CellDivision_T3_Z5_CH2_X240_Y170.czi"
+    with czifile.CziFile(str(source)) as czi:
+        directory = int(czi.header.directory_position)
+    damaged = bytearray(source.read_bytes())
+    damaged[directory : directory + 10] = b"ZISRAWXXXX"
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    (inputs / "damaged.czi").write_bytes(bytes(damaged))
+    done = subprocess.run(
+        [sys.executable, "-m", "zoodesk.cli", "predict", "-m", str(box2d.description_path),
+         "-i", str(inputs), "-o", str(tmp_path / "out"), "--device", "cpu",
+         "--settle-seconds", "0", "--channel", "0"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "COLUMNS": "200"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "unknown segment type" not in done.stderr and "Warning" not in done.stderr
+    log = (isolated_home / "logs" / "zoodesk.log").read_text(encoding="utf-8")
+    assert "unknown segment type" in log

@@ -64,6 +64,7 @@ def setup_logging(logs_dir: Path) -> Path | None:
     if handler is None:
         return None
     root.addHandler(handler)
+    logging.captureWarnings(True)  # libraries' warnings into the log file as well
     _zoodesk_info()
     return path
 
@@ -115,9 +116,13 @@ def command_logging(logs_dir: Path, *, debug: bool) -> Iterator[Path | None]:
         _zoodesk_info()
     for handler in handlers:
         root.addHandler(handler)
+    # Libraries' warnings (czifile's "unknown segment type" on a damaged file) are
+    # log records too: to the log file, not between ZooDesk's own lines.
+    logging.captureWarnings(True)
     try:
         yield logs_dir / LOG_FILE_NAME if file_handler is not None else None
     finally:
+        logging.captureWarnings(False)
         for handler in handlers:
             root.removeHandler(handler)
             handler.close()
