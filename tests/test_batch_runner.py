@@ -349,3 +349,21 @@ def test_channels_are_chosen_by_the_names_the_file_gives_them(
     _events, unknown = run(request(box2d, [czi], tmp_path / "x", channels=["GFP"]))
     message = errors(unknown)[czi.name]
     assert "no channel named 'GFP'" in message and "LED555, LED470" in message
+
+
+def test_outputs_carry_the_source_objective_microscope_and_time_step(
+    tmp_path: Path, box2d: ModelPackage
+) -> None:
+    from zoodesk.export.ome import ome_xml_of, schema_problems
+
+    czi = SHARED / "sample-images" / "czi" / "CellDivision_T3_Z5_CH2_X240_Y170.czi"
+    _events, finished = run(request(box2d, [czi], tmp_path / "out", channels=[0]))
+    (entry,) = finished.record.files
+    assert entry.status == "ok", entry.error
+    xml = ome_xml_of(tmp_path / "out" / entry.outputs[0].path)
+    assert xml is not None
+    assert schema_problems(xml) == []
+    assert 'Model="Plan-Apochromat 50x/1.2"' in xml and 'LensNA="1.2"' in xml
+    assert 'Immersion="Water"' in xml and 'NominalMagnification="50"' in xml
+    assert '<ObjectiveSettings ID="Objective:0"' in xml
+    assert 'TimeIncrement="60.075"' in xml and 'TimeIncrementUnit="s"' in xml

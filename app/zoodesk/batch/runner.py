@@ -529,6 +529,11 @@ def _provenance(
     return prov
 
 
+def acquisition_of(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """What an input records of its acquisition, to carry into its outputs."""
+    return {k: metadata[k] for k in ("microscope", "objective", "time_increment") if k in metadata}
+
+
 #: File name ending of the outputs, per output format.
 OUTPUT_SUFFIXES = {"ome-tiff": ".ome.tif", "ome-zarr": ".ome.zarr"}
 
@@ -551,6 +556,7 @@ def _write_outputs(
     pixel_sizes: Mapping[str, tuple[float, str]],
     compression: str,
     output_format: str,
+    acquisition: Mapping[str, Any],
 ) -> list[OutputEntry]:
     from zoodesk.images import write_ome_tiff
     from zoodesk.images.zarr_writer import write_ome_zarr
@@ -576,6 +582,7 @@ def _write_outputs(
                 channel_names=names,
                 provenance=provenance,
                 labels=output_kind(tensor, array.dtype) == "labels",
+                acquisition=acquisition,
             )
         else:
             write_ome_tiff(
@@ -586,6 +593,7 @@ def _write_outputs(
                 channel_names=names,
                 provenance=provenance,
                 compression=compression,
+                acquisition=acquisition,
             )
         written.append(
             OutputEntry(
@@ -1017,6 +1025,7 @@ def _run_locked(
                     job = (
                         _write_outputs, out_dir, entry, outputs, predictor, record,
                         image.pixel_sizes, request.compression, request.output_format,
+                        acquisition_of(image.metadata),
                     )  # fmt: skip
             except GeneratorExit:
                 # The consumer stopped iterating: drop this input's partial outputs.
@@ -1097,6 +1106,7 @@ def _stream_file(
                 channel_names=names if names and "C" in axes else None,
                 provenance=_provenance(record, predictor, tensor, entry),
                 labels=output_kind(tensor, np.dtype(dtype)) == "labels",
+                acquisition=acquisition_of(image.metadata),
             )
             streamed.writers[tensor.id] = (rel, writer)
             return writer
@@ -1110,6 +1120,7 @@ def _stream_file(
             provenance=_provenance(record, predictor, tensor, entry),
             tile=STREAMED_TILE,
             compression=compression,
+            acquisition=acquisition_of(image.metadata),
         )
         streamed.writers[tensor.id] = (rel, writer)
         return writer

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import math
 import re
+import xml.etree.ElementTree as ET
+from collections.abc import Mapping
+from typing import Any
 
 OME_NAMESPACE = "http://www.openmicroscopy.org/Schemas/OME/2016-06"
 XSI_NAMESPACE = "http://www.w3.org/2001/XMLSchema-instance"
@@ -89,3 +92,55 @@ def xml_safe(text: str) -> str:
 def local_name(tag: str) -> str:
     """An element's tag without its ``{namespace}`` prefix."""
     return tag.rsplit("}", 1)[-1]
+
+
+def add_acquisition(
+    root: ET.Element, image: ET.Element, acquisition: Mapping[str, Any]
+) -> float | None:
+    """Write an image's microscope and objective into OME-XML being built.
+
+    ``acquisition`` holds what the readers give: ``microscope`` (``manufacturer``,
+    ``model``), ``objective`` (``model``, ``nominal_magnification``, ``lens_na``,
+    ``immersion``) and ``time_increment`` (``(seconds, "s")``).  The Instrument goes
+    before ``image`` in ``root`` (as the schema orders them) and the image refers to
+    it; call this before the image's Pixels are added.  Returns the time increment in
+    seconds, for the caller's Pixels, or None.
+    """
+    microscope = acquisition.get("microscope") or {}
+    objective = acquisition.get("objective") or {}
+    if isinstance(microscope, Mapping) and isinstance(objective, Mapping):
+        scope = {
+            k: xml_safe(str(microscope[key]))
+            for k, key in (("Manufacturer", "manufacturer"), ("Model", "model"))
+            if microscope.get(key)
+        }
+        lens: dict[str, str] = {}
+        if objective.get("model"):
+            lens["Model"] = xml_safe(str(objective["model"]))
+        if objective.get("manufacturer"):
+            lens["Manufacturer"] = xml_safe(str(objective["manufacturer"]))
+        immersion = str(objective.get("immersion") or "").strip()
+        if immersion:
+            known = {i.lower(): i for i in ("Oil", "Water", "WaterDipping", "Air", "Multi")}
+            known["glycerol"] = "Glycerol"
+            lens["Immersion"] = known.get(immersion.lower(), "Other")
+        for attr, key in (("LensNA", "lens_na"), ("NominalMagnification", "nominal_magnification")):
+            value = objective.get(key)
+            if isinstance(value, int | float) and valid_size(float(value)):
+                lens[attr] = f"{float(value):g}"
+        if scope or lens:
+            instrument = ET.Element("Instrument", {"ID": "Instrument:0"})
+            if scope:
+                ET.SubElement(instrument, "Microscope", scope)
+            if lens:
+                ET.SubElement(instrument, "Objective", {"ID": "Objective:0", **lens})
+            root.insert(list(root).index(image), instrument)
+            ET.SubElement(image, "InstrumentRef", {"ID": "Instrument:0"})
+            if lens:
+                ET.SubElement(image, "ObjectiveSettings", {"ID": "Objective:0"})
+    increment = acquisition.get("time_increment")
+    if isinstance(increment, list | tuple) and len(increment) == 2 and increment[1] == "s":
+        seconds = increment[0]
+        if isinstance(seconds, int | float) and valid_size(float(seconds)):
+            return float(seconds)
+    return None

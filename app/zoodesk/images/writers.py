@@ -28,6 +28,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -41,6 +42,7 @@ from zoodesk.images._ome import (
     OME_SCHEMA_LOCATION,
     PROVENANCE_NAMESPACE,
     XSI_NAMESPACE,
+    add_acquisition,
     normalize_length_unit,
     valid_size,
     xml_safe,
@@ -239,6 +241,7 @@ def build_ome_xml(
     channel_names: Sequence[str] | None = None,
     provenance: Mapping[str, str] | None = None,
     description: str | None = None,
+    acquisition: Mapping[str, Any] | None = None,
 ) -> str:
     """The OME-XML (2016-06) that :func:`write_ome_tiff` stores for an image.
 
@@ -250,7 +253,7 @@ def build_ome_xml(
         The array as stored: ``T``, ``C``, ``Z`` in any order, then ``YX`` (and ``S``).
     pixel_type
         The OME pixel type (``"uint16"``, ``"float"``, ...).
-    pixel_sizes, channel_names, provenance, description
+    pixel_sizes, channel_names, provenance, description, acquisition
         As for :func:`write_ome_tiff` (already validated).
 
     Returns
@@ -277,6 +280,7 @@ def build_ome_xml(
     image = ET.SubElement(root, "Image", {"ID": "Image:0", "Name": xml_safe(name)})
     if description:
         ET.SubElement(image, "Description").text = xml_safe(description)
+    time_increment = add_acquisition(root, image, acquisition or {})
     pixels_attrs = {
         "ID": "Pixels:0",
         "DimensionOrder": layout.dimension_order,
@@ -291,6 +295,9 @@ def build_ome_xml(
     for axis, (size, unit) in sorted((pixel_sizes or {}).items()):
         pixels_attrs[f"PhysicalSize{axis}"] = _number(size)
         pixels_attrs[f"PhysicalSize{axis}Unit"] = unit
+    if time_increment is not None and "T" in sizes:
+        pixels_attrs["TimeIncrement"] = _number(time_increment)
+        pixels_attrs["TimeIncrementUnit"] = "s"
     pixels = ET.SubElement(image, "Pixels", pixels_attrs)
     for index in range(layout.channels):
         channel_attrs = {"ID": f"Channel:0:{index}", "SamplesPerPixel": str(layout.samples)}
@@ -324,6 +331,7 @@ def write_ome_tiff(
     description: str | None = None,
     compression: str | None = "zlib",
     tile: tuple[int, int] | None = None,
+    acquisition: Mapping[str, Any] | None = None,
 ) -> None:
     """Write an array to an OME-TIFF file, atomically.
 
@@ -352,6 +360,10 @@ def write_ome_tiff(
     tile
         Tile height and width (multiples of 16) for a tiled TIFF, which is written
         tile by tile; None writes strips, plane by plane.
+    acquisition
+        What the source image records of its acquisition, as the readers give it
+        (``objective``, ``microscope``, ``time_increment``): written as the OME
+        Instrument, the image's objective settings and the time increment.
 
     Raises
     ------
@@ -371,6 +383,7 @@ def write_ome_tiff(
         description=description,
         compression=compression,
         tile=tile,
+        acquisition=acquisition,
     )
 
 
@@ -385,6 +398,7 @@ def _write(
     description: str | None,
     compression: str | None,
     tile: tuple[int, int] | None,
+    acquisition: Mapping[str, Any] | None = None,
 ) -> None:
     layout = _layout(data.shape, axes)
     codec = _compression(compression)
@@ -409,6 +423,7 @@ def _write(
         description=description,
         codec=codec,
         tile=tile_shape,
+        acquisition=acquisition,
     )
 
 
@@ -424,6 +439,7 @@ def _write_chunks(
     description: str | None,
     codec: str | None,
     tile: tuple[int, int] | None,
+    acquisition: Mapping[str, Any] | None = None,
 ) -> None:
     """Write validated planes (or tiles, in row-major order per plane) as OME-TIFF."""
     xml = build_ome_xml(
@@ -435,6 +451,7 @@ def _write_chunks(
         channel_names=channel_names,
         provenance=_provenance(provenance),
         description=description,
+        acquisition=acquisition,
     )
     nbytes = layout.planes * math.prod(layout.plane_shape) * stored_dtype.itemsize
     with (
@@ -547,6 +564,7 @@ class TiledOmeTiffWriter:
         description: str | None = None,
         compression: str | None = "zlib",
         tile: tuple[int, int] = (512, 512),
+        acquisition: Mapping[str, Any] | None = None,
     ) -> None:
         self.path = Path(path)
         self.shape = tuple(int(n) for n in shape)
@@ -565,6 +583,7 @@ class TiledOmeTiffWriter:
         self._channel_names = _channel_names(channel_names, layout)
         self._provenance = _provenance(provenance)
         self._description = description
+        self._acquisition = dict(acquisition or {})
         self._stored_shape = tuple(layout.sizes[a] for a in layout.axes)
         self._inverse_order = tuple(int(i) for i in np.argsort(layout.order))
         # 64-bit integers are stored as 32-bit ones when their values fit: track them.
@@ -750,6 +769,7 @@ class TiledOmeTiffWriter:
                 description=self._description,
                 codec=self._codec,
                 tile=self._tile,
+                acquisition=self._acquisition,
             )
         finally:
             self._discard()

@@ -85,6 +85,9 @@ class TiledOmeZarrWriter:
     labels
         The image holds labels or a mask: the pyramid keeps values (every other
         pixel) instead of averaging them.
+    acquisition
+        The source's microscope, objective and time step, kept in the ``zoodesk``
+        attributes (NGFF has no place for them).
     """
 
     def __init__(
@@ -98,6 +101,7 @@ class TiledOmeZarrWriter:
         channel_names: Sequence[str] | None = None,
         provenance: Mapping[str, str] | None = None,
         labels: bool = False,
+        acquisition: Mapping[str, Any] | None = None,
     ) -> None:
         import zarr
         from ome_zarr_models.v05.axes import Axis
@@ -176,8 +180,13 @@ class TiledOmeZarrWriter:
             attributes: dict[str, Any] = dict(group.attrs)
             if extra:
                 attributes["ome"] = {**dict(attributes["ome"]), **extra}
+            ours: dict[str, Any] = {}
             if provenance:
-                attributes["zoodesk"] = {"provenance": dict(provenance)}
+                ours["provenance"] = dict(provenance)
+            if acquisition:
+                ours["acquisition"] = dict(acquisition)
+            if ours:
+                attributes["zoodesk"] = ours
             group.attrs.put(_without_nulls(attributes))
             # One zarr array per level (typed loosely: zarr's own types are unions).
             self._arrays: list[Any] = [group[str(n)] for n in range(len(self._shapes))]
@@ -315,6 +324,7 @@ def write_ome_zarr(
     channel_names: Sequence[str] | None = None,
     provenance: Mapping[str, str] | None = None,
     labels: bool = False,
+    acquisition: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write a whole image as an OME-Zarr store (see :class:`TiledOmeZarrWriter`)."""
     data = np.asarray(array)
@@ -327,6 +337,7 @@ def write_ome_zarr(
         channel_names=channel_names,
         provenance=provenance,
         labels=labels,
+        acquisition=acquisition,
     ) as writer:
         writer.write_block(tuple(slice(None) for _ in data.shape), data)
     return Path(path)
