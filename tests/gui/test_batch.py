@@ -283,3 +283,11 @@ def test_each_scene_of_a_microscope_file_is_a_row_with_its_pixel_size(
     assert "format: czi" in batch.table.item(0, COL_FILE).toolTip()
     # Run events find the row of their scene.
     assert [batch.row_of(czi, scene) for scene in ("TR1", "P1", "TR2")] == [0, 1, 2]
+    # Selecting a scene shows that scene (P1 is 64 x 64, TR1 122 x 295).
+    batch.table.selectRow(1)
+    qtbot.waitUntil(lambda: batch.view.picture_size == (64, 64), timeout=30000)
+    # The scene filter keeps the matching scenes only.
+    batch.scenes_edit.setText("tr*")
+    batch.scenes_edit.editingFinished.emit()
+    qtbot.waitUntil(lambda: not batch.scanning and batch.table.rowCount() == 2, timeout=60000)
+    assert table_column(batch.table, COL_FILE) == [names[0], names[2]]

@@ -238,6 +238,7 @@ def run_preview(
     predictor: Predictor,
     path: Path,
     *,
+    series: int = 0,
     axes: str | None = None,
     channels: Sequence[int] | None = None,
     region: tuple[int, int, int, int] | None = None,
@@ -253,6 +254,8 @@ def run_preview(
         The model on its device (reuse it between previews: loading is the slow part).
     path
         The image file.
+    series
+        Which series (scene) of a multi-series file.
     axes, channels
         As for the batch run.
     region
@@ -276,10 +279,10 @@ def run_preview(
     ZooDeskError
         When the image cannot be read or does not fit the model.
     """
-    from zoodesk.images import read_image
+    from zoodesk.images import fold_colour_samples, read_image
 
     tensor = required_input(predictor.spec)
-    image = read_image(Path(path), axes=axes)
+    image = fold_colour_samples(read_image(Path(path), series=series, axes=axes))
     full_axes = image.axes
     y, x, h, w = region or default_region(full_axes, image.shape, max_size)
     sizes = image.sizes

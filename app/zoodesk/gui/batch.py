@@ -152,6 +152,7 @@ class BatchWidget(QWidget):
         self._preview_worker: Worker | None = None
         self._overview_scale = 1
         self._overview_path: Path | None = None
+        self._overview_series = 0
         self._region: tuple[int, int, int, int] | None = None
         self._run: Worker | None = None
         self._run_over = False
@@ -227,6 +228,14 @@ class BatchWidget(QWidget):
         self.axes_edit.setPlaceholderText("from the files (e.g. CYX, TZYX)")
         self.axes_edit.setMaximumWidth(200)
         self.axes_edit.editingFinished.connect(self._on_inputs_changed)
+        self.scenes_edit = QLineEdit()
+        self.scenes_edit.setObjectName("scenesEdit")
+        self.scenes_edit.setPlaceholderText("all")
+        self.scenes_edit.setToolTip(
+            "Scenes (CZI), positions (ND2) or images (LIF) to process, by name or number; "
+            "wildcards allowed, several separated by ';' (e.g. P*; 2)"
+        )
+        self.scenes_edit.editingFinished.connect(self._on_inputs_changed)
         self.channel_spin = QSpinBox()
         self.channel_spin.setRange(-1, 64)
         self.channel_spin.setSpecialValueText("as the model needs")
@@ -241,6 +250,8 @@ class BatchWidget(QWidget):
         form.addRow("", input_buttons)
         patterns_row = QHBoxLayout()
         patterns_row.addWidget(self.patterns_edit, 1)
+        patterns_row.addWidget(QLabel("Scenes:"))
+        patterns_row.addWidget(self.scenes_edit)
         patterns_row.addWidget(self.recursive_check)
         form.addRow("Only files matching:", patterns_row)
         mapping_row = QHBoxLayout()
@@ -566,6 +577,10 @@ class BatchWidget(QWidget):
         text = self.patterns_edit.text().replace(",", ";")
         return [p.strip() for p in text.split(";") if p.strip()]
 
+    def _scenes(self) -> list[str]:
+        text = self.scenes_edit.text().replace(",", ";")
+        return [p.strip() for p in text.split(";") if p.strip()]
+
     def _axes(self) -> str | None:
         return self.axes_edit.text().strip().upper() or None
 
@@ -595,6 +610,7 @@ class BatchWidget(QWidget):
         self.files_label.setText("Looking for images…")
         patterns, recursive = self._patterns(), self.recursive_check.isChecked()
         axes, channels, package = self._axes(), self._channels(), self.package
+        scenes = self._scenes()
 
         def task(cancel: Any) -> Any:
             for info in self.services.scan_inputs(
@@ -604,6 +620,7 @@ class BatchWidget(QWidget):
                 package=package,
                 axes=axes,
                 channels=channels,
+                scenes=scenes,
                 cancel=cancel,
             ):
                 yield generation, info
@@ -642,7 +659,8 @@ class BatchWidget(QWidget):
             if col == COL_FILE:
                 where = f"{info.path}" + (f"\nscene: {info.scene}" if info.scene else "")
                 cell.setToolTip(where + (f"\nformat: {info.format}" if info.format else ""))
-                cell.setData(Qt.ItemDataRole.UserRole, _row_key(info.path, info.scene))
+                cell.setData(Qt.ItemDataRole.UserRole, str(info.path))
+                cell.setData(_SCENE_ROLE, info.scene)
             if col == COL_FIT and info.problem:
                 cell.setForeground(Qt.GlobalColor.red)
                 cell.setToolTip(info.problem)
@@ -673,15 +691,20 @@ class BatchWidget(QWidget):
     def row_of(self, path: Path, scene: str | None = None) -> int:
         """The table row of an input (a file, or one scene of it); a row is added for an
         input not listed yet."""
-        key = _row_key(Path(path), scene)
+        key = str(Path(path))
         for row in range(self.table.rowCount()):
             cell = self.table.item(row, COL_FILE)
-            if cell is not None and cell.data(Qt.ItemDataRole.UserRole) == key:
+            if (
+                cell is not None
+                and cell.data(Qt.ItemDataRole.UserRole) == key
+                and cell.data(_SCENE_ROLE) == scene
+            ):
                 return row
         row = self.table.rowCount()
         self.table.insertRow(row)
         cell = QTableWidgetItem(input_name(Path(path), scene))
         cell.setData(Qt.ItemDataRole.UserRole, key)
+        cell.setData(_SCENE_ROLE, scene)
         self.table.setItem(row, COL_FILE, cell)
         return row
 
@@ -703,36 +726,43 @@ class BatchWidget(QWidget):
         cell = self.table.item(row, COL_FILE)
         return Path(cell.data(Qt.ItemDataRole.UserRole)) if cell else None
 
+    def selected_series(self) -> int:
+        """The series (scene) of the selected row's file; 0 for single-series files."""
+        rows = self.table.selectionModel().selectedRows() if self.table.selectionModel() else []
+        row = rows[0].row() if rows else 0
+        return self._infos[row].series if 0 <= row < len(self._infos) else 0
+
     def _on_file_selected(self) -> None:
-        path = self.selected_path()
-        if path is None or path == self._overview_path:
+        path, series = self.selected_path(), self.selected_series()
+        if path is None or (path, series) == (self._overview_path, self._overview_series):
             return
         self._region = None
-        self._overview_path = path
+        self._overview_path, self._overview_series = path, series
         self._preview = None
         self.output_combo.clear()
         self.preview_label.setText("Drag on the image to preview a region, or press Preview.")
         axes = self._axes()
         self.runner.start(
-            lambda _cancel: (path, *self._overview(path, axes)),
+            lambda _cancel: (path, series, *self._overview(path, series, axes)),
             "overview",
             on_result=self._on_overview_loaded,
             on_error=self._on_overview_failed,
         )
 
-    def _overview(self, path: Path, axes: str | None) -> tuple[np.ndarray, int]:
+    def _overview(self, path: Path, series: int, axes: str | None) -> tuple[np.ndarray, int]:
         """Runs on a pool thread: a downsampled picture of the whole image."""
-        from zoodesk.images import read_image
+        from zoodesk.images import fold_colour_samples, read_image
 
-        image = read_image(path, axes=axes)
+        image = fold_colour_samples(read_image(path, series=series, axes=axes))
         picture = _render.plane(image.array, image.axes)
         step = max(1, math.ceil(max(picture.shape[:2]) / OVERVIEW_SIZE))
         small = np.asarray(picture[::step, ::step])
         return _render.to_rgb(small, _render.auto_limits(small)), step
 
-    def _on_overview_loaded(self, result: tuple[Path, np.ndarray, int]) -> None:
-        path, rgb, step = result
-        if path != self._overview_path or self._preview is not None:
+    def _on_overview_loaded(self, result: tuple[Path, int, np.ndarray, int]) -> None:
+        path, series, rgb, step = result
+        shown = (self._overview_path, self._overview_series)
+        if (path, series) != shown or self._preview is not None:
             return
         self._overview_scale = step
         self.view.set_picture(rgb)
@@ -763,6 +793,7 @@ class BatchWidget(QWidget):
             self._preview_worker.cancel()
         package, device = self.package, str(self.device_combo.currentData())
         axes, channels, region = self._axes(), self._channels(), self._region
+        series = self.selected_series()
         self.preview_label.setText(f"Running the model on {path.name}…")
         self.side_tabs.setCurrentIndex(0)
         self._preview_worker = self.runner.start(
@@ -770,6 +801,7 @@ class BatchWidget(QWidget):
                 package,
                 device,
                 path,
+                series=series,
                 axes=axes,
                 channels=channels,
                 region=region,
@@ -882,6 +914,7 @@ class BatchWidget(QWidget):
             recursive=self.recursive_check.isChecked(),
             axes=self._axes(),
             channels=self._channels(),
+            scenes=self._scenes(),
             overwrite=overwrite,
         )
         self.failures_list.clear()
@@ -1069,9 +1102,8 @@ def _snake(name: str) -> str:
     return "".join(f"_{c.lower()}" if c.isupper() else c for c in name).lstrip("_")
 
 
-def _row_key(path: Path, scene: str | None) -> str:
-    """What identifies a row: the file, and the scene for one series of a file."""
-    return str(path) if scene is None else f"{path}\n{scene}"
+#: Where a file row keeps its scene (None for a file that is not one series of many).
+_SCENE_ROLE = Qt.ItemDataRole.UserRole + 1
 
 
 def _pixel_size_text(sizes: dict[str, tuple[float, str]]) -> str:

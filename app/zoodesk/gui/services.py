@@ -239,6 +239,7 @@ class Services:
         axes: str | None,
         channels: Sequence[int] | None,
         cancel: CancelCheck,
+        scenes: Sequence[str] = (),
     ) -> Iterator[InputInfo]:
         """The files a batch would process, with their axes, sizes and fit to the model."""
         from zoodesk.batch.preview import required_input, scan_inputs
@@ -252,6 +253,7 @@ class Services:
             axes=axes,
             channels=channels,
             cancelled=cancel,
+            scenes=scenes,
         )
 
     def model_expectations(self, package: ModelPackage) -> list[str]:
@@ -270,6 +272,7 @@ class Services:
         channels: Sequence[int] | None,
         region: tuple[int, int, int, int] | None,
         cancel: CancelCheck,
+        series: int = 0,
     ) -> Iterator[Any]:
         """Run the model on one image or a region of it (generator; returns a
         :class:`zoodesk.batch.preview.PreviewResult`)."""
@@ -278,6 +281,7 @@ class Services:
         return run_preview(
             self.predictor(package, device),
             path,
+            series=series,
             axes=axes,
             channels=channels,
             region=region,
