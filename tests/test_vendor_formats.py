@@ -209,3 +209,19 @@ def test_decoding_that_would_fill_the_disk_is_refused(monkeypatch: pytest.Monkey
     with pytest.raises(ImageReadError, match="of temporary space") as info:
         read_image(ND2)
     assert str(info.value).startswith(f"{ND2}: ") and "TMPDIR" in str(info.value)
+
+
+def test_a_czi_whose_metadata_is_lost_still_gives_its_pixels(tmp_path: Path) -> None:
+    import czifile
+
+    with czifile.CziFile(str(CZI_CELLS)) as czi:
+        metadata = int(czi.header.metadata_position)
+    damaged = bytearray(CZI_CELLS.read_bytes())
+    damaged[metadata : metadata + 10] = b"ZISRAWXXXX"  # the segment's id, unreadable
+    path = tmp_path / "no-metadata.czi"
+    path.write_bytes(bytes(damaged))
+    image = read_image(path)
+    whole = read_image(CZI_CELLS)
+    assert (image.axes, image.shape) == (whole.axes, whole.shape)
+    np.testing.assert_array_equal(image.array, whole.array)
+    assert image.pixel_sizes == {} and image.channel_names is None

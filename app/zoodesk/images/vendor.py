@@ -185,7 +185,9 @@ def _czi_series(path: Path) -> _Series:
     import czifile
 
     with czifile.CziFile(str(path)) as czi:
-        root = ET.fromstring(czi.metadata())
+        text = czi.metadata()
+        # A file whose metadata segment is lost still has its pixels (and no names).
+        root = ET.fromstring(text) if text else ET.Element("ImageDocument")
         scenes = sorted({_dimension_start(entry, "S") for entry in czi.filtered_subblock_directory})
     names = {
         int(scene.get("Index", -1)): scene.get("Name") or ""
