@@ -286,3 +286,61 @@ def test_a_multi_scene_file_is_copied_once_and_listed_once(tmp_path: Path) -> No
     assert check_package(package) == []
     errors, status = validate(package)
     assert errors == [] and status == 0
+
+
+@pytest.mark.slow
+def test_ome_zarr_inputs_and_outputs_are_packaged_as_stores(tmp_path: Path) -> None:
+    """An OME-Zarr input and --format ome-zarr outputs: each store copied whole, listed
+    once by its folder, its files in the manifest, a Dataset in both crates; the
+    package passes export --check, the archive's validator and the Process Run Crate
+    validator."""
+    from tests.test_export import _validator as run_crate_validator
+    from tests.test_export import validator_env
+
+    cat = SHARED / "sample-images" / "ome-zarr" / "cat.ome.zarr"
+    box = box_package(tmp_path / "box")
+    _events, finished = run(request(box, [cat], tmp_path / "run", output_format="ome-zarr"))
+    (entry,) = finished.record.files
+    assert entry.status == "ok", entry.error
+    package = tmp_path / "package"
+    result = run_export(ExportRequest(tmp_path / "run", package, study=FILLED))
+    assert not result.draft and not result.warnings, result.warnings
+    store_in = package / "images" / cat.name
+    (store_out,) = [p for p in (package / "processed").rglob("*.ome.zarr") if p.is_dir()]
+    assert (store_in / ".zattrs").is_file() and (store_out / "zarr.json").is_file()
+    # Byte-for-byte copies of every file of both stores.
+    for source, copy in ((cat, store_in), (tmp_path / "run" / entry.outputs[0].path, store_out)):
+        originals = sorted(p.relative_to(source) for p in source.rglob("*") if p.is_file())
+        assert originals == sorted(p.relative_to(copy) for p in copy.rglob("*") if p.is_file())
+        for rel in originals:
+            assert (source / rel).read_bytes() == (copy / rel).read_bytes()
+    manifest = (package / "manifest-sha256.txt").read_text().splitlines()
+    listed = {line.split("  ", 1)[1] for line in manifest}
+    assert f"images/{cat.name}/.zattrs" in listed and f"images/{cat.name}" not in listed
+    rows = _rows(package)
+    assert f"images/{cat.name}" in [r["file_path"] for r in rows]
+    assert str(store_out.relative_to(package)) in [r["file_path"] for r in rows]
+    graph = crate_graph(package)
+    stores = [e for e in graph.values() if str(e["@id"]).endswith(".zarr/")]
+    assert len(stores) == 2 and all("Dataset" in types(e) for e in stores)
+    assert check_package(package) == []
+    errors, status = validate(package)
+    assert errors == [] and status == 0
+    validator = run_crate_validator()
+    done = subprocess.run(
+        [str(validator), "-y", "validate", "-p", "process-run-crate-0.5", "-l", "required",
+         "--offline", "-s", "ro-crate-1.1_3.1", "-s", "ro-crate-1.1_3.2",
+         str(package / "provenance")],
+        env=validator_env(validator, tmp_path / "cache"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    # A changed chunk inside a store is caught by export --check.
+    chunk = next(p for p in sorted((store_in / "0").rglob("*")) if p.is_file())
+    data = bytearray(chunk.read_bytes())
+    data[-1] ^= 0xFF
+    chunk.write_bytes(bytes(data))
+    problems = [str(p) for p in check_package(package)]
+    assert any(str(chunk.relative_to(package)) in p and "sha256" in p for p in problems), problems

@@ -12,6 +12,7 @@ size and sha256).
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,19 @@ def _package_files(root: Path) -> list[str]:
     )
 
 
+def _stores(root: Path) -> set[str]:
+    """The OME-Zarr stores of a package: folders that file lists name as one image."""
+    return {
+        p.relative_to(root).as_posix()
+        for p in root.rglob("*.zarr")
+        if p.is_dir() and ((p / "zarr.json").is_file() or (p / ".zattrs").is_file())
+    }
+
+
+def _in_store(rel: str, stores: set[str]) -> bool:
+    return any(rel.startswith(f"{store}/") for store in stores)
+
+
 def _check_manifest(root: Path, files: list[str]) -> list[Problem]:
     problems: list[Problem] = []
     path = root / MANIFEST
@@ -91,12 +105,20 @@ def _check_manifest(root: Path, files: list[str]) -> list[Problem]:
     return problems
 
 
-def _check_paths(files: list[str]) -> list[Problem]:
-    return [
-        Problem(rel, "path breaks the package rules (relative, '/', [A-Za-z0-9._-] only)")
-        for rel in files
-        if not is_safe_path(rel)
-    ]
+def _check_paths(files: list[str], stores: set[str]) -> list[Problem]:
+    problems = []
+    for rel in files:
+        store = next((s for s in stores if rel.startswith(f"{s}/")), None)
+        # Inside an OME-Zarr store the format names the files (".zattrs", "zarr.json").
+        inner_ok = store is not None and bool(_STORE_PART.fullmatch(rel[len(store) + 1 :]))
+        if not is_safe_path(store if store is not None else rel) or (store and not inner_ok):
+            problems.append(
+                Problem(rel, "path breaks the package rules (relative, '/', [A-Za-z0-9._-] only)")
+            )
+    return problems
+
+
+_STORE_PART = re.compile(r"[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*")
 
 
 def _check_file_lists(root: Path, files: set[str]) -> list[Problem]:
@@ -362,7 +384,10 @@ def _check_submission(root: Path, present: set[str]) -> list[Problem]:
             problems.append(
                 Problem(BIA_FILE_LIST, f"{row['file_path']}: source image {source} is not listed")
             )
+    stores = {rel for rel in present if (root / rel).is_dir()}
     for rel in sorted(present):
+        if _in_store(rel, stores):
+            continue  # the store is listed, not each of its chunks
         if rel.startswith(("annotations/", "processed/")) and rel not in listed:
             problems.append(Problem(BIA_FILE_LIST, f"{rel}: not listed"))
     problems += [
@@ -389,7 +414,8 @@ def check_package(folder: Path) -> list[Problem]:
     if not root.is_dir():
         raise ZooDeskError(f"{root}: no such package folder")
     files = _package_files(root)
-    present = set(files)
+    # An OME-Zarr store is one image made of many files: file lists name the store.
+    present = set(files) | _stores(root)
     problems = [Problem(rel, "missing") for rel in REQUIRED_FILES if rel not in present]
     run: dict[str, Any] | None = None
     if RUN_JSON_PATH in present:
@@ -397,7 +423,7 @@ def check_package(folder: Path) -> list[Problem]:
             run = json.loads((root / RUN_JSON_PATH).read_text(encoding="utf-8"))
         except ValueError as exc:
             problems.append(Problem(RUN_JSON_PATH, f"not valid JSON ({exc})"))
-    problems += _check_paths(files)
+    problems += _check_paths(files, _stores(root))
     problems += _check_manifest(root, files)
     problems += _check_file_lists(root, present)
     problems += _check_ome(root, files, run)

@@ -90,9 +90,29 @@ def _iso_seconds(value: str | None) -> str | None:
     return value[:-1] + "+00:00" if value.endswith("Z") else value
 
 
+#: What an OME-Zarr store in a package conforms to (its format, as RO-Crate asks
+#: of a Dataset that is one image).
+NGFF_SPECIFICATION = "https://ngff.openmicroscopy.org/0.5/"
+
+
+def is_store(path: str) -> bool:
+    """Whether a package path names an OME-Zarr store (a folder that is one image)."""
+    return path.lower().endswith(".zarr")
+
+
 def _describe_file(
     crate: Any, path: str, facts: FileFacts, properties: Mapping[str, Any] | None = None
 ) -> Any:
+    if is_store(path):
+        # A Dataset (its @id ends with "/"); the checksum covers its files in order.
+        store = {
+            "name": path.rsplit("/", 1)[-1],
+            "encodingFormat": NGFF_SPECIFICATION,
+            "contentSize": str(facts.size),
+            "sha256": facts.sha256,
+            **(properties or {}),
+        }
+        return crate.add_dataset(source=None, dest_path=path, properties=store)
     props = {
         "name": path.rsplit("/", 1)[-1],
         "encodingFormat": encoding_format(path),
@@ -494,8 +514,10 @@ def build_crate(
         )
         actions.append(action)
     root["mentions"] = actions
+    stores = {path for path in facts if is_store(path)}
     for path in sorted(set(facts) - listed):
-        if not path.startswith("#"):
+        # The files inside a store are its parts, not entities of their own.
+        if not path.startswith("#") and not any(path.startswith(f"{s}/") for s in stores):
             _describe_file(crate, path, facts[path])
     return crate
 

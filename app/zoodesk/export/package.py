@@ -24,7 +24,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -193,6 +193,9 @@ class _Package:
 
     root: Path
     facts: dict[str, FileFacts] = field(default_factory=dict)
+    #: OME-Zarr stores copied whole.  Each has its own facts (total size, checksum of
+    #: its files in order) for the crates, and its files have theirs for the manifest.
+    stores: set[str] = field(default_factory=set)
 
     def write_text(self, rel: str, text: str) -> None:
         data = text.encode("utf-8")
@@ -278,19 +281,12 @@ def _model_description(record: RunRecord) -> tuple[Path, str]:
 def _check_sources(plan: ExportPlan) -> None:
     for item in plan.done:
         for out in item.outputs:
-            if out.source.is_dir() or Path(item.entry.input).is_dir():
-                store = out.source if out.source.is_dir() else Path(item.entry.input)
-                raise ZooDeskError(
-                    f"{store}: an OME-Zarr store; deposition packages hold OME-TIFF images "
-                    "and files only so far: run 'zoodesk predict --format ome-tiff' on "
-                    "OME-TIFF or vendor inputs for a package to deposit"
-                )
-            if not out.source.is_file():
+            if not out.source.exists():
                 raise ZooDeskError(
                     f"{out.source}: output of run {plan.record.run_id} is missing; run "
                     "'zoodesk predict' again to recreate it"
                 )
-        if not Path(item.entry.input).is_file():
+        if not Path(item.entry.input).exists():
             raise ZooDeskError(
                 f"{item.entry.input}: input of run {plan.record.run_id} is not at its "
                 "original path any more; the export reads it (to copy or reference it with "
@@ -301,49 +297,96 @@ def _check_sources(plan: ExportPlan) -> None:
 # ----------------------------------------------------------------------------- copying
 
 
+def _size(path: Path) -> int:
+    """A file's size, or the total size of the files of a folder (an OME-Zarr store)."""
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return path.stat().st_size
+
+
+def _store_files(folder: Path) -> list[Path]:
+    """The files of a store, in the order of :func:`zoodesk.fileutils.sha256_input`."""
+    return sorted(p for p in folder.rglob("*") if p.is_file())
+
+
 def _copy_verified(
     source: Path, target: Path, expected: str | None, cancelled: Callable[[], bool]
-) -> Generator[int, None, FileFacts]:
-    """Copy byte for byte, hashing on the way; yield bytes copied per chunk."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    digest = hashlib.sha256()
-    size = 0
-    with source.open("rb") as src, target.open("wb") as dst:
-        while chunk := src.read(_CHUNK):
-            if cancelled():
-                raise CancelledError("export cancelled")
-            digest.update(chunk)
-            dst.write(chunk)
-            size += len(chunk)
-            yield len(chunk)
-    sha = digest.hexdigest()
+) -> Generator[int, None, tuple[FileFacts, dict[str, FileFacts]]]:
+    """Copy byte for byte, hashing on the way; yield bytes copied per chunk.
+
+    A folder (an OME-Zarr store) is copied file by file; its checksum is that of
+    :func:`zoodesk.fileutils.sha256_input` (each file's relative path, a NUL, its
+    bytes), and each file's own facts are returned beside it.
+    """
+    files = _store_files(source) if source.is_dir() else [source]
+    tree = hashlib.sha256()
+    inner: dict[str, FileFacts] = {}
+    total = 0
+    for file in files:
+        rel = file.relative_to(source).as_posix() if source.is_dir() else ""
+        if rel:
+            tree.update(rel.encode("utf-8") + b"\0")
+        destination = target / rel if rel else target
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        digest = hashlib.sha256()
+        size = 0
+        with file.open("rb") as src, destination.open("wb") as dst:
+            while chunk := src.read(_CHUNK):
+                if cancelled():
+                    raise CancelledError("export cancelled")
+                digest.update(chunk)
+                tree.update(chunk)
+                dst.write(chunk)
+                size += len(chunk)
+                yield len(chunk)
+        inner[rel] = FileFacts(size, digest.hexdigest())
+        total += size
+    sha = tree.hexdigest() if source.is_dir() else inner[""].sha256
     if expected and sha != expected:
         raise ZooDeskError(
             f"{source}: changed since the run (sha256 {sha}, recorded {expected}); "
             "run 'zoodesk predict' again before exporting"
         )
-    return FileFacts(size, sha)
+    return FileFacts(total, sha), ({} if not source.is_dir() else inner)
 
 
 def _hash_file(path: Path, cancelled: Callable[[], bool]) -> Generator[int, None, FileFacts]:
+    """Hash a file (or a store, as :func:`zoodesk.fileutils.sha256_input` does)."""
     digest = hashlib.sha256()
     size = 0
-    with path.open("rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            if cancelled():
-                raise CancelledError("export cancelled")
-            digest.update(chunk)
-            size += len(chunk)
-            yield len(chunk)
+    for file in _store_files(path) if path.is_dir() else [path]:
+        if path.is_dir():
+            digest.update(file.relative_to(path).as_posix().encode("utf-8") + b"\0")
+        with file.open("rb") as fh:
+            while chunk := fh.read(_CHUNK):
+                if cancelled():
+                    raise CancelledError("export cancelled")
+                digest.update(chunk)
+                size += len(chunk)
+                yield len(chunk)
     return FileFacts(size, digest.hexdigest())
 
 
+def _store_metadata(store: Path) -> tuple[dict[str, str], dict[str, tuple[float, str]]]:
+    """An OME-Zarr output's provenance (its ``zoodesk`` attributes) and pixel sizes."""
+    from zoodesk.images import read_image
+    from zoodesk.images.omezarr import group_attributes
+
+    ours = group_attributes(store).get("zoodesk") or {}
+    provenance = ours.get("provenance") if isinstance(ours, dict) else None
+    sizes = read_image(store).pixel_sizes
+    return (dict(provenance) if isinstance(provenance, dict) else {}), dict(sizes)
+
+
 def _pixel_size_problem(
-    item: PlannedInput, out_path: str, xml: str, out_axes: str, out_shape: list[int]
+    item: PlannedInput,
+    out_path: str,
+    written: Mapping[str, tuple[float, str]],
+    out_axes: str,
+    out_shape: list[int],
 ) -> str | None:
     """Why an output's pixel sizes differ from its source's, or None."""
     source = {k: (float(v[0]), str(v[1])) for k, v in (item.entry.pixel_sizes or {}).items()}
-    written = pixel_sizes_of(xml)
     in_sizes = dict(zip(item.entry.axes or "", item.entry.shape or [], strict=False))
     out_sizes = dict(zip(out_axes, out_shape, strict=False))
     for axis, value in source.items():
@@ -401,9 +444,9 @@ def export_run(
         if item.included and item.package_path and item.package_path not in {c[1] for c in copies}:
             copies.append((Path(item.entry.input), item.package_path, item.entry.input_sha256))
         copies.extend((o.source, o.package_path, o.entry.sha256) for o in item.outputs)
-    unread = [i for i in plan.inputs if not i.included and Path(i.entry.input).is_file()]
-    total_bytes = sum(src.stat().st_size for src, _, _ in copies) + sum(
-        Path(i.entry.input).stat().st_size for i in unread
+    unread = [i for i in plan.inputs if not i.included and Path(i.entry.input).exists()]
+    total_bytes = sum(_size(src) for src, _, _ in copies) + sum(
+        _size(Path(i.entry.input)) for i in unread
     )
 
     destination.parent.mkdir(parents=True, exist_ok=True)
@@ -430,15 +473,19 @@ def export_run(
                 try:
                     done_bytes += next(steps)
                 except StopIteration as stop:
-                    package.facts[rel] = stop.value
+                    facts, inner = stop.value
+                    package.facts[rel] = facts
+                    if source.is_dir():
+                        package.stores.add(rel)
+                        package.facts.update({f"{rel}/{k}": v for k, v in inner.items()})
                     break
                 yield ExportProgress("copy", done_bytes, total_bytes, rel)
         originals: dict[int, FileFacts] = {}
         for item in unread:
-            steps = _hash_file(Path(item.entry.input), is_cancelled)
+            hashing = _hash_file(Path(item.entry.input), is_cancelled)
             while True:
                 try:
-                    done_bytes += next(steps)
+                    done_bytes += next(hashing)
                 except StopIteration as stop:
                     originals[item.number] = stop.value
                     break
@@ -458,7 +505,11 @@ def export_run(
         for message in warnings:
             yield ExportWarning(message)
 
-        manifest = "".join(f"{package.facts[rel].sha256}  {rel}\n" for rel in sorted(package.facts))
+        manifest = "".join(
+            f"{package.facts[rel].sha256}  {rel}\n"
+            for rel in sorted(package.facts)
+            if rel not in package.stores  # a folder: its files are listed instead
+        )
         (tmp / MANIFEST).write_text(manifest, encoding="utf-8")
         if is_cancelled():
             raise CancelledError("export cancelled")
@@ -478,8 +529,9 @@ def export_run(
             ExportResult(
                 destination=destination,
                 mode=plan.mode,
-                files=len(package.facts) + 1,
-                size=sum(f.size for f in package.facts.values()) + len(manifest.encode()),
+                files=len(package.facts) - len(package.stores) + 1,
+                size=sum(f.size for r, f in package.facts.items() if r not in package.stores)
+                + len(manifest.encode()),
                 inputs=len(plan.inputs),
                 inputs_done=len(plan.done),
                 failures=tuple((f["image"], f["error"] or f["status"]) for f in cover["failures"]),
@@ -530,18 +582,22 @@ def _write_metadata(
     created: dict[str, str] = {}
     for out in plan.outputs:
         item = plan.input_of(out)
-        xml = ome_xml_of(package.root / out.package_path)
-        if xml is None:
-            warnings.append(f"{out.package_path}: not an OME-TIFF (no OME-XML)")
+        if out.package_path in package.stores:
+            prov, written = _store_metadata(package.root / out.package_path)
         else:
-            prov = provenance_of(xml)
-            if prov.get("created"):
-                created[out.package_path] = prov["created"]
-            problem = _pixel_size_problem(
-                item, out.package_path, xml, out.entry.axes, out.entry.shape
-            )
-            if problem:
-                warnings.append(problem)
+            xml = ome_xml_of(package.root / out.package_path)
+            if xml is None:
+                warnings.append(f"{out.package_path}: not an OME-TIFF (no OME-XML)")
+                yield progress(out.package_path)
+                continue
+            prov, written = provenance_of(xml), pixel_sizes_of(xml)
+        if prov.get("created"):
+            created[out.package_path] = prov["created"]
+        problem = _pixel_size_problem(
+            item, out.package_path, written, out.entry.axes, out.entry.shape
+        )
+        if problem:
+            warnings.append(problem)
         yield progress(out.package_path)
 
     package.write_text(IMAGES_LIST, images_list(plan, infos))

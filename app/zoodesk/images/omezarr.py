@@ -63,6 +63,14 @@ def _attributes(folder: Path) -> dict[str, Any] | None:
     return None
 
 
+def group_attributes(folder: Path) -> dict[str, Any]:
+    """A Zarr group's attributes (empty when it has none or is not a group)."""
+    try:
+        return _attributes(Path(folder)) or {}
+    except (OSError, ValueError):
+        return {}
+
+
 def _ome(attributes: dict[str, Any]) -> dict[str, Any]:
     # NGFF 0.5 keeps its metadata under "ome"; 0.4 at the top level.
     ome = attributes.get("ome")
