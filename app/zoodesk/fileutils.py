@@ -55,6 +55,11 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def folder_files(folder: Path) -> list[Path]:
+    """The files below ``folder`` in the order :func:`sha256_input` hashes them."""
+    return sorted(p for p in Path(folder).rglob("*") if p.is_file())
+
+
 def sha256_input(path: Path) -> str:
     """The hex sha256 of an input: a file's bytes, or, for a folder (an OME-Zarr), every
     file below it in sorted order, each as its relative path, a NUL, its bytes."""
@@ -62,7 +67,7 @@ def sha256_input(path: Path) -> str:
     if not path.is_dir():
         return sha256_file(path)
     digest = hashlib.sha256()
-    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+    for file in folder_files(path):
         digest.update(file.relative_to(path).as_posix().encode("utf-8") + b"\0")
         with file.open("rb") as fh:
             while chunk := fh.read(_CHUNK):

@@ -1095,33 +1095,26 @@ def _stream_file(
     ) -> TiledOmeTiffWriter | TiledOmeZarrWriter:
         rel = _output_rel(entry, tensor, output_format)
         names = _channel_names(tensor)
+        common: dict[str, Any] = {
+            "pixel_sizes": output_pixel_sizes(spec, tensor, image.pixel_sizes, axes),
+            "channel_names": names if names and "C" in axes else None,
+            "provenance": _provenance(record, predictor, tensor, entry),
+            "acquisition": acquisition_of(image.metadata),
+        }
         writer: TiledOmeTiffWriter | TiledOmeZarrWriter
         if output_format == "ome-zarr":
-            writer = TiledOmeZarrWriter(
+            labels = output_kind(tensor, np.dtype(dtype)) == "labels"
+            writer = TiledOmeZarrWriter(out_dir / rel, shape, dtype, axes, labels=labels, **common)
+        else:
+            writer = TiledOmeTiffWriter(
                 out_dir / rel,
                 shape,
                 dtype,
                 axes,
-                pixel_sizes=output_pixel_sizes(spec, tensor, image.pixel_sizes, axes),
-                channel_names=names if names and "C" in axes else None,
-                provenance=_provenance(record, predictor, tensor, entry),
-                labels=output_kind(tensor, np.dtype(dtype)) == "labels",
-                acquisition=acquisition_of(image.metadata),
+                tile=STREAMED_TILE,
+                compression=compression,
+                **common,
             )
-            streamed.writers[tensor.id] = (rel, writer)
-            return writer
-        writer = TiledOmeTiffWriter(
-            out_dir / rel,
-            shape,
-            dtype,
-            axes,
-            pixel_sizes=output_pixel_sizes(spec, tensor, image.pixel_sizes, axes),
-            channel_names=names if names and "C" in axes else None,
-            provenance=_provenance(record, predictor, tensor, entry),
-            tile=STREAMED_TILE,
-            compression=compression,
-            acquisition=acquisition_of(image.metadata),
-        )
         streamed.writers[tensor.id] = (rel, writer)
         return writer
 

@@ -61,7 +61,7 @@ from zoodesk.export.rembi import (
 )
 from zoodesk.export.study import StudyMetadata, dump_yaml
 from zoodesk.export.zenodo import ZENODO_PATH, zenodo_metadata
-from zoodesk.fileutils import sha256_file
+from zoodesk.fileutils import folder_files, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -300,13 +300,8 @@ def _check_sources(plan: ExportPlan) -> None:
 def _size(path: Path) -> int:
     """A file's size, or the total size of the files of a folder (an OME-Zarr store)."""
     if path.is_dir():
-        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+        return sum(p.stat().st_size for p in folder_files(path))
     return path.stat().st_size
-
-
-def _store_files(folder: Path) -> list[Path]:
-    """The files of a store, in the order of :func:`zoodesk.fileutils.sha256_input`."""
-    return sorted(p for p in folder.rglob("*") if p.is_file())
 
 
 def _copy_verified(
@@ -318,7 +313,7 @@ def _copy_verified(
     :func:`zoodesk.fileutils.sha256_input` (each file's relative path, a NUL, its
     bytes), and each file's own facts are returned beside it.
     """
-    files = _store_files(source) if source.is_dir() else [source]
+    files = folder_files(source) if source.is_dir() else [source]
     tree = hashlib.sha256()
     inner: dict[str, FileFacts] = {}
     total = 0
@@ -354,7 +349,7 @@ def _hash_file(path: Path, cancelled: Callable[[], bool]) -> Generator[int, None
     """Hash a file (or a store, as :func:`zoodesk.fileutils.sha256_input` does)."""
     digest = hashlib.sha256()
     size = 0
-    for file in _store_files(path) if path.is_dir() else [path]:
+    for file in folder_files(path) if path.is_dir() else [path]:
         if path.is_dir():
             digest.update(file.relative_to(path).as_posix().encode("utf-8") + b"\0")
         with file.open("rb") as fh:
