@@ -124,6 +124,70 @@ def _add_device_option(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _threshold(text: str) -> float | str:
+    if text in ("otsu", "model"):
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a number, 'otsu' or 'model'") from None
+
+
+def _add_instance_options(p: argparse.ArgumentParser, *, measure: bool) -> None:
+    from zoodesk.instances import CHOICES
+
+    g = p.add_argument_group("objects (instance segmentation and measurements)")
+    g.add_argument(
+        "--instances",
+        choices=CHOICES,
+        default=None,
+        help=(
+            "method (default: the run's own settings, else auto)"
+            if measure
+            else "make objects from an output after each image: a label image, "
+            "<image>_objects.csv and the run's summary.csv; auto proposes a method from "
+            "the model's outputs (default: none)"
+        ),
+    )
+    g.add_argument(
+        "--threshold",
+        type=_threshold,
+        default=None,
+        help="foreground above this: a number (default 0.5), otsu, or model (the "
+        "output's own binarize)",
+    )
+    g.add_argument("--min-size", type=int, default=None, metavar="PX", help="drop smaller objects")
+    g.add_argument("--max-size", type=int, default=None, metavar="PX", help="drop larger objects")
+    g.add_argument(
+        "--fill-holes", action="store_const", const=True, default=None, help="fill holes"
+    )
+    g.add_argument(
+        "--min-distance",
+        type=int,
+        default=None,
+        metavar="PX",
+        help="watershed: smallest distance between two seeds (default 5); raise it when "
+        "objects are split too often",
+    )
+    g.add_argument("--instance-output", default=None, metavar="ID", help="the output to segment")
+    g.add_argument(
+        "--instance-channel",
+        type=int,
+        default=None,
+        metavar="N",
+        help="foreground channel of that output (default 0)",
+    )
+    g.add_argument(
+        "--boundary-channel", type=int, default=None, metavar="N", help="boundary channel"
+    )
+
+
+def _cmd_measure(args: argparse.Namespace) -> int:
+    from zoodesk.batch.console import run_measure_cli
+
+    return run_measure_cli(args, _console(args))
+
+
 def _register_inference_commands(
     sub: argparse._SubParsersAction, models_sub: argparse._SubParsersAction
 ) -> None:
@@ -235,6 +299,7 @@ def _register_inference_commands(
         "multiscale pyramid for large images)",
     )
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads")
+    _add_instance_options(p, measure=False)
     p.add_argument(
         "--overwrite",
         action="store_true",
@@ -244,6 +309,22 @@ def _register_inference_commands(
     p.add_argument("--quiet", "-q", action="store_true")
     p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
     p.set_defaults(handler=_cmd_predict)
+
+    m = sub.add_parser(
+        "measure",
+        help="(re)make the objects and measurements of an earlier run, without the model",
+    )
+    m.add_argument("run", type=Path, help="the run's output folder (holding zoodesk-run.json)")
+    _add_instance_options(m, measure=True)
+    m.add_argument(
+        "--blocks",
+        action="store_true",
+        help="label every image in blocks from disk (bounded memory), not only the "
+        "images the run streamed",
+    )
+    m.add_argument("--quiet", "-q", action="store_true")
+    m.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+    m.set_defaults(handler=_cmd_measure)
 
     t = models_sub.add_parser("test", help="run the model's own test tensors and compare")
     t.add_argument("model", help="model folder, description, zip or cached id")

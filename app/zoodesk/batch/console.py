@@ -14,6 +14,7 @@ from typing import Any
 
 from rich.markup import escape
 
+from zoodesk.batch.objects import SUMMARY_NAME
 from zoodesk.batch.record import RunRecord
 from zoodesk.batch.runner import (
     DEFAULT_SETTLE_SECONDS,
@@ -283,6 +284,9 @@ def summary_table(record: RunRecord) -> Any:
     table.add_column("input")
     table.add_column("status")
     table.add_column("seconds", justify="right")
+    with_objects = any(f.instances for f in record.files)
+    if with_objects:
+        table.add_column("objects", justify="right")
     table.add_column("outputs / error")
     styles = {"ok": "green", "skipped": "cyan", "failed": "red", "not done": "yellow"}
     for f in rows:
@@ -291,12 +295,14 @@ def summary_table(record: RunRecord) -> Any:
             if f.status in ("ok", "skipped")
             else (f.error or "")
         )
-        table.add_row(
+        cells = [
             escape(input_name(Path(f.input), f.scene)),
             f"[{styles.get(f.status, 'white')}]{f.status}[/]",
             f"{f.seconds:.2f}" if f.seconds is not None else "",
-            escape(detail),
-        )
+        ]
+        if with_objects:
+            cells.append(str((f.instances or {}).get("count", "")))
+        table.add_row(*cells, escape(detail))
     return table
 
 
@@ -320,9 +326,19 @@ def record_document(record: RunRecord) -> dict[str, Any]:
                 "status": f.status,
                 "error": f.error,
                 "outputs": [str(out_dir / o.path) for o in f.outputs],
+                **(
+                    {"objects": f.instances.get("count"), "objects_error": f.instances.get("error")}
+                    if f.instances
+                    else {}
+                ),
             }
             for f in record.files
         ],
+        **(
+            {"summary_csv": str(out_dir / SUMMARY_NAME)}
+            if (out_dir / SUMMARY_NAME).is_file()
+            else {}
+        ),
     }
 
 
@@ -351,6 +367,9 @@ def execute(request: PredictionRequest, console: Any, *, json_mode: bool, quiet:
             f"{counts.get('failed', 0)} failed, {counts.get('not done', 0)} not done; "
             f"record: {record.path}"
         )
+        line = _objects_line(record)
+        if line:
+            console.info(line)
     if not finished.record_saved:
         console.error(f"{record.path}: the run record could not be saved")
         return 1
@@ -400,8 +419,95 @@ def run_prediction_cli(args: argparse.Namespace, console: Any) -> int:
         settle_seconds=DEFAULT_SETTLE_SECONDS if settle is None else settle,
         compression=args.compression,
         output_format=getattr(args, "output_format", "ome-tiff"),
+        instances=_instance_settings(package.spec, args, console),
     )
     return execute(request, console, json_mode=args.json, quiet=args.quiet)
+
+
+def instance_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The instance settings given on the command line (None where not given)."""
+    return {
+        "threshold": getattr(args, "threshold", None),
+        "min_size": getattr(args, "min_size", None),
+        "max_size": getattr(args, "max_size", None),
+        "fill_holes": getattr(args, "fill_holes", None),
+        "min_distance": getattr(args, "min_distance", None),
+        "source": getattr(args, "instance_output", None),
+        "channel": getattr(args, "instance_channel", None),
+        "boundary_channel": getattr(args, "boundary_channel", None),
+    }
+
+
+def _instance_settings(spec: Any, args: argparse.Namespace, console: Any) -> Any:
+    from zoodesk.instances import resolve
+
+    overrides = {k: v for k, v in instance_overrides(args).items() if v is not None}
+    choice = getattr(args, "instances", None)
+    if choice is None:
+        if overrides:
+            names = ", ".join("--" + k.replace("_", "-") for k in overrides)
+            raise ZooDeskError(f"{names}: objects are made only with --instances")
+        return None
+    settings, reason = resolve(spec, choice, overrides)
+    if not getattr(args, "quiet", False) and not getattr(args, "json", False):
+        console.info(f"objects: {settings.describe()} ({reason})")
+    return settings
+
+
+def _objects_line(record: RunRecord) -> str | None:
+    found = [f.instances for f in record.files if f.instances and "count" in f.instances]
+    if not found and not any(f.instances for f in record.files):
+        return None
+    total = sum(int(i["count"]) for i in found)
+    summary = record.path.parent / SUMMARY_NAME
+    where = f"; summary: {summary}" if summary.is_file() else ""
+    return f"objects: {total} in {len(found)} image(s){where}"
+
+
+def run_measure_cli(args: argparse.Namespace, console: Any) -> int:
+    """``zoodesk measure RUN``: the objects of an earlier run, remade from its files."""
+    from zoodesk.batch.objects import ImageMeasured, MeasureFinished, MeasureStarted, measure_run
+
+    quiet = args.quiet or args.json
+    finished: MeasureFinished | None = None
+    with _CancelOnInterrupt(console) as cancel:
+        for event in measure_run(
+            args.run,
+            args.instances,
+            instance_overrides(args),
+            cancelled=cancel,
+            block=getattr(args, "blocks", False),
+        ):
+            if isinstance(event, MeasureStarted) and not quiet:
+                console.info(
+                    f"objects: {event.settings.describe()} ({event.reason}); {event.total} image(s)"
+                )
+            elif isinstance(event, ImageMeasured):
+                name = input_name(Path(event.entry.input), event.entry.scene)
+                if event.error:
+                    console.error(event.error)
+                elif not quiet and event.entry.instances:
+                    found = event.entry.instances
+                    console.info(f"{name}: {found['count']} objects")
+                    for warning in found.get("warnings") or []:
+                        console.warn(warning)
+            elif isinstance(event, MeasureFinished):
+                finished = event
+    assert finished is not None
+    record = finished.record
+    if args.json:
+        console.document(
+            {
+                **record_document(record),
+                "instances": record.parameters.get("instances"),
+                "summary_csv": str(finished.summary) if finished.summary else None,
+            }
+        )
+    elif not args.quiet:
+        line = _objects_line(record)
+        if line:
+            console.info(line)
+    return 1 if finished.failed else 0
 
 
 def run_demo_cli(args: argparse.Namespace, console: Any) -> int:

@@ -60,7 +60,12 @@ def software_versions() -> dict[str, str]:
 
 @dataclass
 class OutputEntry:
-    """One written output file."""
+    """One written output file.
+
+    ``kind`` is ``probabilities``, ``labels`` (integer outputs of the model),
+    ``image``, or what the instance step added: ``instance-labels`` (a label image
+    of objects) and ``measurements`` (the objects' table, ``dtype`` ``csv``).
+    """
 
     tensor: str
     path: str
@@ -109,6 +114,9 @@ class FileEntry:
     inference_seconds: float | None = None
     write_seconds: float | None = None
     run_id: str | None = None
+    #: The objects made from the outputs (:mod:`zoodesk.batch.objects`): settings,
+    #: count, summary, the label image and table; or ``error``.
+    instances: dict[str, Any] | None = None
 
 
 @dataclass

@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import logging
 import math
 import os
@@ -58,13 +59,14 @@ import re
 import time
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from zoodesk.batch.inputs import collect_inputs, expand_series, unique_keys
+from zoodesk.batch.objects import SUMMARY_NAME, add_instances, instance_names, write_summary
 from zoodesk.batch.outfolder import LOCK_NAME, FolderLock, clean_leftovers, prepare_output_folder
 from zoodesk.batch.record import RECORD_NAME, FileEntry, OutputEntry, RunRecord, now_iso
 from zoodesk.errors import CancelledError, ImageReadError, ZooDeskError, not_enough_memory
@@ -79,6 +81,8 @@ from zoodesk.inference.streaming import (
     finalize_output_dtype,
     predict_streaming,
 )
+from zoodesk.instances import InstanceSettings
+from zoodesk.instances.settings import check_against
 from zoodesk.models.package import ModelPackage
 from zoodesk.models.spec import ModelSpec, TensorSpec
 
@@ -257,6 +261,9 @@ class PredictionRequest:
     #: ``ome-tiff`` (the default) or ``ome-zarr`` (NGFF 0.5 stores with a pyramid for
     #: large images; ``compression`` does not apply, they are zstd-compressed).
     output_format: str = "ome-tiff"
+    #: Objects to make from an output after each image (label image, ``objects.csv``,
+    #: and the run's ``summary.csv``); None makes none.
+    instances: InstanceSettings | None = None
 
     def parameters(self) -> dict[str, Any]:
         """The request as recorded in the run record."""
@@ -279,6 +286,7 @@ class PredictionRequest:
             "settle_seconds": self.settle_seconds,
             "compression": self.compression,
             "output_format": self.output_format,
+            "instances": self.instances.as_dict() if self.instances else None,
             **self.extra,
         }
 
@@ -394,6 +402,7 @@ def run_signature(
         "series": request.series,
         "tile": dict(sorted(request.tile.items())) if request.tile else None,
         "pad_mode": request.pad_mode,
+        "instances": request.instances.as_dict() if request.instances else None,
     }
 
 
@@ -406,6 +415,7 @@ _SIGNATURE_NAMES = {
     "series": "--series",
     "tile": "--tile",
     "pad_mode": "padding mode",
+    "instances": "--instances",
 }
 
 
@@ -423,10 +433,13 @@ def _check_same_setup(old: RunRecord, signature: Mapping[str, Any], out_dir: Pat
     ]
     if differences:
         model = old.model.get("name") or old.model.get("id") or "another model"
+        hint = ""
+        if differences == ["--instances"]:
+            hint = " (zoodesk measure remakes the objects of a run without the model)"
         raise ZooDeskError(
             f"{out_dir}: holds results of an earlier run ({model}) with a different "
             f"{', '.join(differences)}; choose another output folder, or use --overwrite "
-            "to redo every input with the new set-up"
+            f"to redo every input with the new set-up{hint}"
         )
 
 
@@ -648,9 +661,30 @@ def _close_streamed(
     return written
 
 
-def _timed(func: Callable[..., list[OutputEntry]], *args: Any) -> tuple[list[OutputEntry], float]:
+class _ObjectsFailedError(Exception):
+    """The outputs were written, but the objects could not be made from them."""
+
+    def __init__(self, written: list[OutputEntry], cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.written = written
+        self.cause = cause
+
+
+def _timed(
+    write: Callable[[], list[OutputEntry]],
+    objects: Callable[[list[OutputEntry]], list[OutputEntry]] | None,
+) -> tuple[list[OutputEntry], float]:
+    """Write an input's outputs, then make its objects; return the outputs and the time."""
     start = time.perf_counter()
-    return func(*args), time.perf_counter() - start
+    written = write()
+    if objects is not None:
+        try:
+            written = objects(written)
+        except (CancelledError, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            raise _ObjectsFailedError(written, exc) from exc
+    return written, time.perf_counter() - start
 
 
 # ------------------------------------------------------------------------- run set-up
@@ -765,6 +799,8 @@ def run_prediction(
         )
     if request.series is not None and request.series < 0:
         raise ZooDeskError(f"--series must be 0 or more, not {request.series}")
+    if request.instances is not None:
+        request = replace(request, instances=check_against(spec, request.instances))
     out_dir = Path(request.output_dir).expanduser().resolve()
     prepare_output_folder(out_dir)
     skipped: list[SkippedFolder] = []
@@ -869,6 +905,10 @@ def _run_locked(
     planned |= {
         f"{f.key}_{t.id}{suffix}" for f in (old.files if old else []) if f.key for t in spec.outputs
     }
+    if request.instances is not None:
+        keys = [s.key for s in samples] + [f.key for f in (old.files if old else []) if f.key]
+        planned |= {name for k in keys for name in instance_names(k, request.output_format)}
+        planned.add(SUMMARY_NAME)
     cleaned = clean_leftovers(out_dir, planned | {RECORD_NAME})
 
     record = RunRecord(path=record_path, history=history)
@@ -956,6 +996,16 @@ def _run_locked(
             wentry.outputs, wentry.write_seconds = future.result()
             wentry.status = "ok"
             wentry.run_id = record.run_id
+        except _ObjectsFailedError as exc:
+            # The outputs stand (and are recorded); the input counts as failed because
+            # it lacks what the run was asked for, and a re-run redoes it.
+            log.debug("making objects for %s failed", wentry.input, exc_info=exc.cause)
+            wentry.outputs = exc.written
+            wentry.run_id = record.run_id
+            wentry.status = "failed"
+            reason = _describe_error(Path(wentry.input), exc.cause, out_dir)
+            wentry.error = f"objects not made: {reason}"
+            wentry.instances = {"error": wentry.error}
         except Exception as exc:  # recorded per file, the run goes on
             log.debug("writing outputs for %s failed", wentry.input, exc_info=True)
             wentry.status = "failed"
@@ -1014,7 +1064,10 @@ def _run_locked(
                     entry.tiling = {**result.plan.describe(), "frames": result.frames}
                     entry.seconds = result.seconds
                     entry.inference_seconds = round(result.inference_seconds, 4)
-                    job: tuple[Any, ...] = (_close_streamed, out_dir, streamed, result, predictor)
+                    job: Callable[[], list[OutputEntry]] = functools.partial(
+                        _close_streamed, out_dir, streamed, result, predictor
+                    )
+                    arrays = None
                 else:
                     outputs, plan_info, seconds, inference = yield from _predict_frames(
                         predictor, mapping, image.array, offset + index, is_cancelled
@@ -1022,11 +1075,15 @@ def _run_locked(
                     entry.tiling = plan_info
                     entry.seconds = seconds
                     entry.inference_seconds = round(inference, 4)
-                    job = (
+                    job = functools.partial(
                         _write_outputs, out_dir, entry, outputs, predictor, record,
                         image.pixel_sizes, request.compression, request.output_format,
                         acquisition_of(image.metadata),
                     )  # fmt: skip
+                    arrays = outputs
+                objects = _objects_step(
+                    request, predictor, record, entry, out_dir, image, arrays, is_cancelled
+                )
             except GeneratorExit:
                 # The consumer stopped iterating: drop this input's partial outputs.
                 streamed.abort()
@@ -1052,7 +1109,7 @@ def _run_locked(
                 yield FileFinished(offset + index, path, entry)
                 continue
             yield from finish_write()
-            pending_write = (index, entry, writer.submit(_timed, *job))
+            pending_write = (index, entry, writer.submit(_timed, job, objects))
         yield from finish_write()
     except KeyboardInterrupt:
         # A second Ctrl-C: stop at once, but leave a consistent record behind.
@@ -1067,8 +1124,49 @@ def _run_locked(
             entry.status = "not done"
     record.status = "cancelled" if cancelled_run else "finished"
     record.finished = now_iso()
+    if request.instances is not None:
+        try:
+            write_summary(record)
+        except OSError as exc:
+            yield RunWarning(f"{out_dir / SUMMARY_NAME}: not written ({exc.strerror or exc})")
     yield from saved(force=True)
     yield RunFinished(record, record_saved=keeper.saved)
+
+
+def _objects_step(
+    request: PredictionRequest,
+    predictor: Predictor,
+    record: RunRecord,
+    entry: FileEntry,
+    out_dir: Path,
+    image: Any,
+    arrays: Mapping[str, tuple[np.ndarray, str]] | None,
+    cancelled: Callable[[], bool],
+) -> Callable[[list[OutputEntry]], list[OutputEntry]] | None:
+    """The instance step for one input, to run after its outputs are written (or None)."""
+    settings = request.instances
+    if settings is None or settings.source is None:
+        return None
+    spec = predictor.spec
+    tensor = spec.tensor(settings.source)
+    sizes = None
+    if arrays is not None and settings.source in arrays:
+        sizes = output_pixel_sizes(spec, tensor, image.pixel_sizes, arrays[settings.source][1])
+    return functools.partial(
+        add_instances,
+        out_dir,
+        entry,
+        settings=settings,
+        spec=spec,
+        arrays=arrays,
+        pixel_sizes=sizes,
+        image=image,
+        output_format=request.output_format,
+        compression=request.compression,
+        provenance=_provenance(record, predictor, tensor, entry),
+        whole_frames=not entry.streamed,
+        cancelled=cancelled,
+    )
 
 
 def _stream_file(

@@ -17,6 +17,7 @@ goes into the group's ``zoodesk`` attributes.
 from __future__ import annotations
 
 import contextlib
+import json
 import secrets
 import shutil
 from collections.abc import Mapping, Sequence
@@ -85,6 +86,9 @@ class TiledOmeZarrWriter:
     labels
         The image holds labels or a mask: the pyramid keeps values (every other
         pixel) instead of averaging them.
+    image_label
+        The store is an NGFF label image (``labels/<name>`` inside an image's store,
+        see :func:`register_labels`): it says so, and names its image.
     acquisition
         The source's microscope, objective and time step, kept in the ``zoodesk``
         attributes (NGFF has no place for them).
@@ -102,6 +106,7 @@ class TiledOmeZarrWriter:
         provenance: Mapping[str, str] | None = None,
         labels: bool = False,
         acquisition: Mapping[str, Any] | None = None,
+        image_label: bool = False,
     ) -> None:
         import zarr
         from ome_zarr_models.v05.axes import Axis
@@ -178,6 +183,8 @@ class TiledOmeZarrWriter:
                     "channels": [{"label": str(n)} for n in channel_names],
                 }
             attributes: dict[str, Any] = dict(group.attrs)
+            if image_label:
+                extra["image-label"] = {"version": "0.5", "source": {"image": "../../"}}
             if extra:
                 attributes["ome"] = {**dict(attributes["ome"]), **extra}
             ours: dict[str, Any] = {}
@@ -294,6 +301,24 @@ class TiledOmeZarrWriter:
         self._scratch = None
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
+
+
+def register_labels(store: Path, names: Sequence[str]) -> None:
+    """List label images under ``store/labels`` in NGFF's ``labels`` group (atomically).
+
+    The label images themselves are written with :class:`TiledOmeZarrWriter`
+    (``image_label=True``) at ``store/labels/<name>``.
+    """
+    from zoodesk.fileutils import atomic_write_text
+
+    group = Path(store) / "labels"
+    group.mkdir(parents=True, exist_ok=True)
+    document = {
+        "zarr_format": 3,
+        "node_type": "group",
+        "attributes": {"ome": {"version": "0.5", "labels": list(names)}},
+    }
+    atomic_write_text(group / "zarr.json", json.dumps(document, indent=2))
 
 
 def _without_nulls(value: Any) -> Any:

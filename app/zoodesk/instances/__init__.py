@@ -1,0 +1,29 @@
+"""Objects from model outputs: instance segmentation, measurements and counts.
+
+A layer above inference and below batch: :mod:`~zoodesk.instances.settings` says how
+objects are made (and proposes a method from a model's outputs),
+:mod:`~zoodesk.instances.segment` labels them block by block,
+:mod:`~zoodesk.instances.measure` measures them, :mod:`~zoodesk.instances.step` does
+all of it for one image and writes the label image and the table.
+"""
+
+from zoodesk.instances.settings import (
+    CHOICES,
+    METHODS,
+    InstanceSettings,
+    InstanceSettingsError,
+    propose,
+    resolve,
+)
+from zoodesk.instances.step import InstanceResult, find_instances
+
+__all__ = [
+    "CHOICES",
+    "METHODS",
+    "InstanceResult",
+    "InstanceSettings",
+    "InstanceSettingsError",
+    "find_instances",
+    "propose",
+    "resolve",
+]
