@@ -12,23 +12,16 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-import platformdirs
 from pydantic import BaseModel, Field, ValidationError
 
 from zoodesk.errors import ZooDeskError
+from zoodesk.paths import APP_NAME, zoodesk_home
 
-APP_NAME = "ZooDesk"
+__all__ = ["APP_NAME", "Settings", "load_settings", "save_settings", "zoodesk_home"]
+
 DEFAULT_INDEX_URL = "https://bioimage-io.github.io/collection/index.json"
 
 Device = Literal["auto", "cpu", "gpu"]
-
-
-def zoodesk_home() -> Path:
-    """The folder that holds settings, cache and logs (``ZOODESK_HOME`` overrides)."""
-    env = os.environ.get("ZOODESK_HOME")
-    if env:
-        return Path(env).expanduser().resolve()
-    return Path(platformdirs.user_data_dir(APP_NAME, appauthor=False))
 
 
 class Settings(BaseModel):

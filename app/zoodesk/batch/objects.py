@@ -266,7 +266,7 @@ def measure_run(
     settings under ``parameters.instances``) and ``summary.csv``.  ``block`` labels
     in blocks from disk even for images that fit in memory.
     """
-    from zoodesk.batch.runner import _describe_error
+    from zoodesk.batch.messages import describe_error
     from zoodesk.images import read_image
 
     run_dir = Path(run_dir).expanduser().resolve()
@@ -327,7 +327,7 @@ def measure_run(
             except Exception as exc:  # one image's problem never stops the others
                 log.debug("measuring %s failed", entry.input, exc_info=True)
                 failed += 1
-                message = _describe_error(Path(entry.input), exc, run_dir)
+                message = describe_error(Path(entry.input), exc, run_dir)
                 entry.instances = {"settings": settings.as_dict(), "error": message}
                 yield ImageMeasured(n, entry, error=message)
             record.save()

@@ -50,12 +50,10 @@ Errors
 from __future__ import annotations
 
 import contextlib
-import errno
 import functools
 import logging
 import math
 import os
-import re
 import time
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -66,10 +64,11 @@ from typing import Any
 import numpy as np
 
 from zoodesk.batch.inputs import collect_inputs, expand_series, unique_keys
+from zoodesk.batch.messages import describe_error
 from zoodesk.batch.objects import SUMMARY_NAME, add_instances, instance_names, write_summary
 from zoodesk.batch.outfolder import LOCK_NAME, FolderLock, clean_leftovers, prepare_output_folder
 from zoodesk.batch.record import RECORD_NAME, FileEntry, OutputEntry, RunRecord, now_iso
-from zoodesk.errors import CancelledError, ImageReadError, ZooDeskError, not_enough_memory
+from zoodesk.errors import CancelledError, ImageReadError, ZooDeskError
 from zoodesk.fileutils import sha256_file, sha256_input
 from zoodesk.images import channel_indices
 from zoodesk.images.axes import AxisMapping, assemble_output, map_image_to_tensor
@@ -338,49 +337,6 @@ def output_pixel_sizes(
             size, unit = source[letter_src]
             result[letter] = (size / ratio, unit)
     return result
-
-
-# numpy's message when the system wrote fewer bytes than asked (``ndarray.tofile``,
-# which tifffile uses for uncompressed data): what a full disk looks like there, with
-# no error number to tell.
-_SHORT_WRITE = re.compile(r"^\d+ requested and \d+ written$")
-
-
-def _describe_error(path: Path, exc: BaseException, out_dir: Path | None = None) -> str:
-    """One line for the record: ``path`` (the input) and what went wrong with it.
-
-    Errors of the file system while writing outputs are told in plain words, naming
-    the folder written to (``out_dir`` when the error does not name the file).
-    """
-    if isinstance(exc, ZooDeskError):
-        text = str(exc)
-        return text if str(path) in text or path.name in text else f"{path}: {text}"
-    if isinstance(exc, MemoryError):
-        return not_enough_memory(exc, path, "to process this image")
-    if isinstance(exc, OSError):
-        target = exc.filename or "the output"
-        named = Path(exc.filename) if isinstance(exc.filename, str) else None
-        folder = named.parent if named and named.is_absolute() else out_dir or "the output folder"
-        if exc.errno == errno.ENOSPC or (
-            exc.errno is None and _SHORT_WRITE.match(str(exc).strip())
-        ):
-            return f"{path}: the disk is full: no space left on the device holding {folder}"
-        if exc.errno == getattr(errno, "EDQUOT", None):
-            return (
-                f"{path}: the disk quota is used up: no space left for your files on the "
-                f"device holding {folder}"
-            )
-        if exc.errno == errno.EFBIG:
-            return (
-                f"{path}: cannot write {target}: the file is too large for the file system "
-                f"of {folder} (or for the file size limit of this process)"
-            )
-        if exc.errno == errno.EROFS:
-            return f"{path}: cannot write {target}: the file system is read-only"
-        if exc.errno in (errno.EACCES, errno.EPERM):
-            return f"{path}: permission denied writing {target}"
-        return f"{path}: {exc.strerror or exc}"
-    return f"{path}: unexpected error ({type(exc).__name__}: {exc})"
 
 
 def run_signature(
@@ -1003,13 +959,13 @@ def _run_locked(
             wentry.outputs = exc.written
             wentry.run_id = record.run_id
             wentry.status = "failed"
-            reason = _describe_error(Path(wentry.input), exc.cause, out_dir)
+            reason = describe_error(Path(wentry.input), exc.cause, out_dir)
             wentry.error = f"objects not made: {reason}"
             wentry.instances = {"error": wentry.error}
         except Exception as exc:  # recorded per file, the run goes on
             log.debug("writing outputs for %s failed", wentry.input, exc_info=True)
             wentry.status = "failed"
-            wentry.error = _describe_error(Path(wentry.input), exc, out_dir)
+            wentry.error = describe_error(Path(wentry.input), exc, out_dir)
         wentry.finished = now_iso()
         yield from saved()
         yield FileFinished(offset + index, Path(wentry.input), wentry)
@@ -1102,7 +1058,7 @@ def _run_locked(
                 streamed.abort()
                 log.debug("processing %s failed", path, exc_info=True)
                 entry.status = "failed"
-                entry.error = _describe_error(path, exc, out_dir)
+                entry.error = describe_error(path, exc, out_dir)
                 entry.finished = now_iso()
                 yield from finish_write()
                 yield from saved()

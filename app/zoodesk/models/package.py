@@ -31,6 +31,7 @@ from zoodesk.models.integrity import (
     recorded_checksums,
     recorded_mismatch,
 )
+from zoodesk.models.remembered import recall, remember
 from zoodesk.models.spec import (
     CONVERTIBLE_WEIGHTS_FORMATS,
     EXECUTABLE_WEIGHTS_FORMATS,
@@ -39,6 +40,7 @@ from zoodesk.models.spec import (
     WeightsSpec,
 )
 from zoodesk.models.unpacked import UnpackedLease, open_unpacked
+from zoodesk.paths import zoodesk_home
 
 DESCRIPTION_NAMES = ("bioimageio.yaml", "rdf.yaml")
 
@@ -54,7 +56,9 @@ class ModelPackage:
     root: Path
     description_path: Path
     spec: ModelSpec
-    descr: Any = field(repr=False)
+    #: bioimageio.spec's description, when it has been validated in this process
+    #: (see :attr:`descr`).
+    _descr: Any = field(default=None, repr=False, compare=False)
     warnings: tuple[str, ...] = ()
     recorded: Mapping[str, str] = field(default_factory=dict, repr=False)
     _verified: dict[Path, str] = field(default_factory=dict, repr=False)
@@ -64,6 +68,18 @@ class ModelPackage:
     @property
     def name(self) -> str:
         return self.spec.name
+
+    @property
+    def descr(self) -> Any:
+        """bioimageio.spec's ``ModelDescr`` (format 0.5) of the package.
+
+        Running a model needs only :attr:`spec`, which may come from a remembered
+        validation (:mod:`zoodesk.models.remembered`); the full description is
+        validated here, on first use, by the tasks that need it (conversion).
+        """
+        if self._descr is None:
+            self._descr = load_description_file(self.description_path).descr
+        return self._descr
 
     def path_of(self, ref: FileRef) -> Path:
         """The local path of a package file; raises if the file is remote."""
@@ -210,30 +226,41 @@ def load_model_package(source: str | Path, *, display_name: str | None = None) -
             "(expected a folder, a .zip, or a bioimageio.yaml/rdf.yaml file)"
         )
     description = description.resolve()
+    digest = sha256_file(description)
     recorded = recorded_checksums(description.parent)
     if recorded is not None:
-        _check_recorded(description, recorded)
-    read = load_description_file(description, source=_user_name(path, description, display_name))
+        _check_recorded(description, recorded, digest)
+    home = zoodesk_home()
+    known = recall(home, digest)
+    descr = None
+    if known is not None:
+        spec, warnings = known
+    else:
+        read = load_description_file(
+            description, source=_user_name(path, description, display_name)
+        )
+        spec, warnings, descr = read.spec, read.warnings, read.descr
+        remember(home, digest, spec, warnings)
     return ModelPackage(
         root=description.parent,
         description_path=description,
-        spec=read.spec,
-        descr=read.descr,
-        warnings=read.warnings,
+        spec=spec,
+        _descr=descr,
+        warnings=warnings,
         recorded=recorded or {},
         _lease=lease,
     )
 
 
-def _check_recorded(description: Path, recorded: Mapping[str, str]) -> None:
+def _check_recorded(description: Path, recorded: Mapping[str, str], actual: str) -> None:
     """Refuse a cached description that changed since it was installed (cheap: it is small).
 
-    Its other files are checked when used (:meth:`ModelPackage.verify`).
+    ``actual`` is the description's sha256.  Its other files are checked when used
+    (:meth:`ModelPackage.verify`).
     """
     expected = recorded.get(description.name)
     if expected is None:
         return
-    actual = sha256_file(description)
     if actual != expected:
         raise DamagedModelError(
             damaged_message(
