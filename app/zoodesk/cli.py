@@ -20,6 +20,7 @@ from zoodesk import __version__
 from zoodesk.conversion.launch import WORKER_COMMAND
 from zoodesk.errors import ZooDeskError, not_enough_memory
 from zoodesk.logs import command_logging
+from zoodesk.paths import LOGS_FOLDER, zoodesk_home
 
 log = logging.getLogger("zoodesk")
 
@@ -134,7 +135,7 @@ def _threshold(text: str) -> float | str:
 
 
 def _add_instance_options(p: argparse.ArgumentParser, *, measure: bool) -> None:
-    from zoodesk.instances import CHOICES
+    from zoodesk.instances.settings import CHOICES
 
     g = p.add_argument_group("objects (instance segmentation and measurements)")
     g.add_argument(
@@ -1132,6 +1133,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from zoodesk.conversion._worker import main as worker_main
 
         return worker_main(arguments[1:])
+    if arguments == ["--version"]:
+        # Answered before the parser is built: installers and scripts call it often.
+        print(f"zoodesk {__version__}")
+        return EXIT_OK
     parser = build_parser()
     json_mode = "--json" in arguments
     try:
@@ -1141,12 +1146,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if json_mode and exit_.code not in (0, None):
             _failure_document(arguments, "invalid command line (see the usage above)")
         raise
-    from zoodesk.settings import Settings
-
     handler: Handler = getattr(args, "handler", _cmd_gui)
     json_mode = bool(getattr(args, "json", False))
     # Libraries' log records go to the log file, not between ZooDesk's own lines.
-    with command_logging(Settings.model_validate({}).logs_dir, debug=args.debug):
+    with command_logging(zoodesk_home() / LOGS_FOLDER, debug=args.debug):
         return _handle(handler, args, arguments, json_mode)
 
 

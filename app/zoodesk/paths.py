@@ -6,6 +6,8 @@ import os
 from pathlib import Path
 
 APP_NAME = "ZooDesk"
+#: The logs' folder under :func:`zoodesk_home`.
+LOGS_FOLDER = "logs"
 
 
 def zoodesk_home() -> Path:

@@ -15,7 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, ValidationError
 
 from zoodesk.errors import ZooDeskError
-from zoodesk.paths import APP_NAME, zoodesk_home
+from zoodesk.paths import APP_NAME, LOGS_FOLDER, zoodesk_home
 
 __all__ = ["APP_NAME", "Settings", "load_settings", "save_settings", "zoodesk_home"]
 
@@ -59,7 +59,7 @@ class Settings(BaseModel):
 
     @property
     def logs_dir(self) -> Path:
-        return self.home / "logs"
+        return self.home / LOGS_FOLDER
 
     @property
     def settings_file(self) -> Path:

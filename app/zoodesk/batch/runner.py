@@ -876,6 +876,7 @@ def _run_locked(
         "provider": predictor.session.device.provider,
         "description": predictor.session.device.description,
         "warnings": list(predictor.warnings),
+        "setup": predictor.session.describe(),
     }
     record.parameters = request.parameters()
     record.warnings = list(warnings)

@@ -14,6 +14,7 @@ import numpy as np
 
 from zoodesk.errors import ShapeError
 from zoodesk.inference.processing import Processing
+from zoodesk.inference.providers import batch_voxel_budget
 from zoodesk.inference.session import OnnxSession, map_tensors_to_graph
 from zoodesk.inference.tiling import TilePlan, iter_tiled, plan_tiles
 from zoodesk.models.package import ModelPackage
@@ -72,7 +73,10 @@ class Predictor:
             if self.verify
             else self.package.path_of(self.weights.source)
         )
-        self.session = OnnxSession(path, self.device, self.threads)
+        primary = spec.inputs[0]
+        fixed = all(a.size is not None for a in primary.axes if a.kind != "batch")
+        self.session = OnnxSession(path, self.device, self.threads, fixed_shapes=fixed)
+        self._batch_voxels = batch_voxel_budget(self.session.device.provider)
         self._in_index = map_tensors_to_graph(
             [t.id for t in spec.inputs], self.session.inputs, "inputs", path
         )
@@ -115,6 +119,7 @@ class Predictor:
             tile=self.tile,
             max_block_voxels=self.max_block_voxels,
             graph_batch=self._graph_batch,
+            batch_voxels=self._batch_voxels,
         )
 
     def preprocess(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -32,6 +32,8 @@ DEFAULT_MAX_BLOCK_VOXELS_3D = 160**3
 #: Largest number of voxels sent to the runtime in one call when stacking blocks.
 MAX_BATCH_VOXELS = 4 * 1024 * 1024
 MAX_BATCH = 8
+#: The most blocks per call when a device's free memory allows more than the default.
+MAX_DEVICE_BATCH = 32
 
 #: Shortest image axis accepted: anything smaller is padding, not an image.
 MIN_AXIS_LENGTH = 4
@@ -199,13 +201,16 @@ def plan_tiles(
     tile: Mapping[str, int] | None = None,
     max_block_voxels: int | None = None,
     graph_batch: int | None = None,
+    batch_voxels: int | None = None,
 ) -> TilePlan:
     """Plan the blocks for a sample whose input tensors have ``shapes``.
 
     The first input is tiled; other inputs that share its spatial axes (same id and
     length) follow the same blocks, and any other input is passed whole to every
     block.  ``tile`` forces a block size per axis id; ``graph_batch`` is the graph's
-    fixed batch size, if it has one.
+    fixed batch size, if it has one.  ``batch_voxels`` is how many input voxels one
+    call may carry when blocks are stacked along a free batch axis (default
+    :data:`MAX_BATCH_VOXELS`; a GPU's free memory may allow more).
     """
     primary = spec.inputs[0]
     shape = shapes[primary.id]
@@ -241,7 +246,9 @@ def plan_tiles(
     if batch_axis is None or batch_axis.size == 1 or graph_batch is not None:
         batch_size = 1 if batch_axis is None or batch_axis.size == 1 else (graph_batch or 1)
     else:
-        batch_size = max(1, min(MAX_BATCH, count, MAX_BATCH_VOXELS // max(block_voxels, 1)))
+        voxels = batch_voxels or MAX_BATCH_VOXELS
+        most = MAX_BATCH if voxels <= MAX_BATCH_VOXELS else MAX_DEVICE_BATCH
+        batch_size = max(1, min(most, count, voxels // max(block_voxels, 1)))
     return TilePlan(primary.id, axis_blocks, lengths, batch_size)
 
 
