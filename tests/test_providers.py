@@ -141,3 +141,19 @@ def test_tiles_per_call_follow_the_free_device_memory(tmp_path: Path) -> None:
     assert small.batch_size == DEFAULT_BATCH_VOXELS // (1024 * 1024)
     blocks = math.prod(len(b) for b in large.axis_blocks.values())
     assert large.batch_size == min(blocks, big // (1024 * 1024)) > small.batch_size
+
+
+def test_the_gpu_benchmark_says_when_there_is_no_gpu(capsys: pytest.CaptureFixture[str]) -> None:
+    import importlib.util
+
+    from zoodesk.inference.devices import available_devices
+
+    if any(d.is_gpu for d in available_devices()):
+        pytest.skip("this machine has a GPU provider: the benchmark measures it instead")
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_gpu.py"
+    spec = importlib.util.spec_from_file_location("bench_gpu", path)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.main([]) == 0
+    assert "no GPU execution provider in this installation" in capsys.readouterr().out
