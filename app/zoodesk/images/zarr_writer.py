@@ -184,7 +184,13 @@ class TiledOmeZarrWriter:
                 }
             attributes: dict[str, Any] = dict(group.attrs)
             if image_label:
-                extra["image-label"] = {"version": "0.5", "source": {"image": "../../"}}
+                # No colours of our own (viewers choose theirs), but the list is there:
+                # ome-zarr-models' validation of label images wants it.
+                extra["image-label"] = {
+                    "version": "0.5",
+                    "colors": [],
+                    "source": {"image": "../../"},
+                }
             if extra:
                 attributes["ome"] = {**dict(attributes["ome"]), **extra}
             ours: dict[str, Any] = {}
