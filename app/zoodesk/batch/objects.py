@@ -136,6 +136,20 @@ def add_instances(
     return outputs
 
 
+def _drop_stale_objects(run_dir: Path, entry: FileEntry, output_format: str) -> None:
+    """Forget (and delete) an image's objects of earlier settings after remaking them failed.
+
+    The record's settings are the new ones: the old label image and table would
+    otherwise stay listed as this image's outputs, and stay in the folder, as if made
+    with them.  A label image inside an OME-Zarr store is left there (the store's
+    checksum covers it) but no longer listed.
+    """
+    entry.outputs = [o for o in entry.outputs if o.kind not in INSTANCE_KINDS]
+    for name in instance_names(entry.key, output_format):
+        with contextlib.suppress(OSError):
+            (run_dir / name).unlink(missing_ok=True)
+
+
 def summary_rows(record: RunRecord) -> tuple[list[str], list[dict[str, Any]]]:
     """The columns and rows of a run's ``summary.csv`` (images with objects only)."""
     rows: list[dict[str, Any]] = []
@@ -162,11 +176,13 @@ def summary_rows(record: RunRecord) -> tuple[list[str], list[dict[str, Any]]]:
 
 
 def write_summary(record: RunRecord) -> Path | None:
-    """Write ``summary.csv`` beside the record; None when no image has objects."""
+    """Write ``summary.csv`` beside the record; None (and no file) when no image has objects."""
     columns, rows = summary_rows(record)
-    if not rows:
-        return None
     path = record.path.parent / SUMMARY_NAME
+    if not rows:
+        # A summary of earlier objects would contradict the record.
+        path.unlink(missing_ok=True)
+        return None
     write_table(path, columns, rows)
     return path
 
@@ -329,6 +345,7 @@ def measure_run(
                 failed += 1
                 message = describe_error(Path(entry.input), exc, run_dir)
                 entry.instances = {"settings": settings.as_dict(), "error": message}
+                _drop_stale_objects(run_dir, entry, output_format)
                 yield ImageMeasured(n, entry, error=message)
             record.save()
         record.parameters["instances"] = settings.as_dict()

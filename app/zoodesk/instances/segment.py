@@ -265,9 +265,10 @@ def _refine(
     settings: InstanceSettings,
     sampling: Sequence[float] | None,
     structure: np.ndarray,
-) -> list[np.ndarray]:
-    """One component's objects, as masks over the component's bounding box."""
+) -> list[tuple[tuple[slice, ...], np.ndarray]]:
+    """One component's objects: each one's box (within the component's) and mask over it."""
     mask = comp_mask
+    whole = tuple(slice(0, n) for n in mask.shape)
     if settings.fill_holes and settings.method != "labels":
         # Only background fills a hole: another object inside it stays itself.
         mask = ndi.binary_fill_holes(mask) & ~others
@@ -277,11 +278,18 @@ def _refine(
         assert boundary is not None
         parts = _split_by_boundary(mask, boundary, settings, structure)
     else:
-        return [mask]
+        return [(whole, mask)]
     count = int(parts.max())
     if count <= 1:
-        return [mask]
-    return [parts == k for k in range(1, count + 1)]
+        return [(whole, mask)]
+    # Each part over its own box, found in one pass: a mask per part over the whole
+    # component's box would cost parts x box pixels, which a large clump of touching
+    # objects (thousands of nuclei) makes take minutes.
+    return [
+        (box, parts[box] == k)
+        for k, box in enumerate(ndi.find_objects(parts, max_label=count), start=1)
+        if box is not None
+    ]
 
 
 def segment_frame(
@@ -320,6 +328,7 @@ def segment_frame(
             values = np.asarray(foreground(region))
             if settings.method == "labels":
                 present, inverse = np.unique(values, return_inverse=True)
+                _check_labels(present)
                 local = inverse.reshape(values.shape).astype(np.int64)
                 if present[0] == 0:
                     values_of = present[1:]
@@ -349,11 +358,15 @@ def segment_frame(
             comp_mask = crop == c + 1
             others = (crop > 0) & ~comp_mask
             bmap = np.asarray(boundary(bbox)) if boundary is not None else None
-            for mask in _refine(comp_mask, others, bmap, settings, sampling, structure):
+            for box, mask in _refine(comp_mask, others, bmap, settings, sampling, structure):
                 size = int(mask.sum())
                 if size == 0 or not _size_ok(size, settings):
                     continue
-                sub_bbox, sub_mask = _tighten(mask, bbox)
+                part = tuple(
+                    slice(b.start + p.start, b.start + p.stop)
+                    for b, p in zip(bbox, box, strict=True)
+                )
+                sub_bbox, sub_mask = _tighten(mask, part)
                 found.append(
                     FoundObject(sub_bbox, sub_mask, _first_index(sub_mask, sub_bbox, shape), size)
                 )
@@ -361,6 +374,26 @@ def segment_frame(
         components.close()
     found.sort(key=lambda o: o.first)
     return found
+
+
+def _check_labels(present: np.ndarray) -> None:
+    """Refuse values that are not labels (whole numbers from 0), e.g. a probability map.
+
+    They would be taken as label numbers truncated to integers: a map's values in
+    [0, 1) would all fall into one object, background included.
+    """
+    if present.dtype.kind == "f":
+        # NaN is neither >= 0 nor equal to itself: refused as well.
+        wrong = present[~(present >= 0) | (present != np.floor(present))]
+    elif present.dtype.kind == "i":
+        wrong = present[present < 0]
+    else:
+        return
+    if wrong.size:
+        raise InstanceSettingsError(
+            f"the output holds {float(wrong[0]):g}, which is not a label (labels are whole "
+            "numbers, 0 = background): choose threshold or watershed for a map"
+        )
 
 
 def _size_ok(size: int, settings: InstanceSettings) -> bool:
