@@ -963,6 +963,10 @@ def _run_locked(
             reason = describe_error(Path(wentry.input), exc.cause, out_dir)
             wentry.error = f"objects not made: {reason}"
             wentry.instances = {"error": wentry.error}
+            # Objects of an earlier run of this input would pass for this run's.
+            for name in instance_names(wentry.key, request.output_format):
+                with contextlib.suppress(OSError):
+                    (out_dir / name).unlink(missing_ok=True)
         except Exception as exc:  # recorded per file, the run goes on
             log.debug("writing outputs for %s failed", wentry.input, exc_info=True)
             wentry.status = "failed"
