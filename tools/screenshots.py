@@ -5,7 +5,8 @@ nuclei model from ``../shared`` (when present), drives it as a user would, and s
 
 - ``docs/screenshots/main_window.png``: the model library with a model selected;
 - ``docs/screenshots/batch_running.png``: the batch page during a run, with a preview;
-- ``docs/screenshots/results.png``: the results of that run, output over input.
+- ``docs/screenshots/results.png``: the results of that run: its objects over the
+  input, one of them clicked, and the histogram of their areas.
 
 Usage::
 
@@ -113,6 +114,25 @@ def _settle(app: Any, ms: int = 300) -> None:
     loop.exec()
 
 
+def _click_an_object(results: Any) -> None:
+    """Click the middle of the picture's first large object, as a user would."""
+    import numpy as np
+    from PySide6.QtCore import QPointF, Qt
+    from PySide6.QtTest import QTest
+
+    labels = results._outputs.get("objects", (None, ""))[0]
+    if labels is None:
+        return
+    values, counts = np.unique(labels[labels > 0], return_counts=True)
+    if not len(values):
+        return
+    label = values[np.argmax(counts > np.median(counts))]
+    where = np.argwhere(labels == label)
+    y, x = where[len(where) // 2]
+    point = results.view.mapFromScene(QPointF(float(x) + 0.5, float(y) + 0.5))
+    QTest.mouseClick(results.view.viewport(), Qt.MouseButton.LeftButton, pos=point)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "screenshots")
@@ -181,6 +201,8 @@ def _shoot(out: Path, work: Path, dark: bool) -> int:
         if type(event).__name__ == "FileFinished":
             done["files"] += 1
 
+    # Objects as the model's outputs suggest, so that the results show them.
+    batch.objects_box.set_choice("auto")
     batch.start_run()
     assert batch._run is not None
     batch._run.signals.yielded.connect(count)
@@ -200,6 +222,8 @@ def _shoot(out: Path, work: Path, dark: bool) -> int:
         until=lambda: results.current_row() == 1 and results._shown_row == 1,
     )
     results.opacity_slider.setValue(45)
+    _wait(app, results.measurements_shown, until=lambda: results.objects_panel.measurements)
+    _click_an_object(results)
     _settle(app)
     window.grab().save(str(out / "results.png"))
     window.close()

@@ -65,3 +65,40 @@ def test_overlay_opacity_and_kinds() -> None:
         2,
         3,
     )
+
+
+def test_objects_as_outlines_and_the_object_under_a_pixel() -> None:
+    labels = np.zeros((6, 7), np.uint16)
+    labels[1:5, 1:4] = 3  # a 4 x 3 object
+    labels[1:5, 4:6] = 8  # touching it on the right
+    edges = _render.outline_mask(labels)
+    # Inside pixels are not edges; where the two objects touch both sides are.
+    assert edges[1:5, 1:4].tolist() == [
+        [True, True, True],
+        [True, False, True],
+        [True, False, True],
+        [True, True, True],
+    ]
+    assert edges[2, 4] and not edges[0, 0]
+    base = np.full((6, 7, 3), 100, np.uint8)
+    style = _render.OverlayStyle(opacity=1.0, colour_labels=False, outlines=True)
+    drawn = _render.overlay(base, labels, "instance-labels", style)
+    assert drawn[1, 1].tolist() == list(_render.OVERLAY_RGB)
+    assert drawn[2, 2].tolist() == [100, 100, 100]  # inside: the input
+    filled = _render.overlay(base, labels, "instance-labels", _render.OverlayStyle(1.0, False))
+    assert filled[2, 2].tolist() == list(_render.OVERLAY_RGB)
+    marked = _render.highlight(base, labels, 8)
+    assert marked[1, 4].tolist() == list(_render.HIGHLIGHT_RGB)
+    assert marked[1, 1].tolist() == [100, 100, 100]
+    # The label under a pixel, also when the labels are half the picture's size.
+    assert _render.label_at(labels, (6, 7), 2, 2) == 3
+    assert _render.label_at(labels, (6, 7), 2, 5) == 8
+    assert _render.label_at(labels, (6, 7), 0, 0) == 0
+    assert _render.label_at(labels, (6, 7), 9, 0) == 0
+    assert _render.label_at(labels[::2, ::2], (6, 7), 3, 3) == labels[::2, ::2][1, 1]
+
+
+def test_the_index_shown_along_an_axis() -> None:
+    assert _render.shown_index("TYX", (5, 8, 8), "T") == 2
+    assert _render.shown_index("YX", (8, 8), "T") == 0
+    assert _render.shown_index("CYX", (3, 8, 8), "C") == 0

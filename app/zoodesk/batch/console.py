@@ -507,6 +507,8 @@ def run_measure_cli(args: argparse.Namespace, console: Any) -> int:
         line = _objects_line(record)
         if line:
             console.info(line)
+    if finished.cancelled:
+        return EXIT_CANCELLED
     return 1 if finished.failed else 0
 
 

@@ -5,7 +5,8 @@ image's freshly written outputs, inside the prediction run's writer; its label i
 and table become outputs of that image in the run record.  :func:`measure_run` does
 the same for every image of an earlier run, from the files in its folder, without
 running the model again (``zoodesk measure``).  :func:`write_summary` writes the
-run's ``summary.csv``, one row per image.
+run's ``summary.csv``, one row per image.  :func:`object_table` and
+:func:`run_measurements` read the tables back, for viewers.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +22,17 @@ import numpy as np
 
 from zoodesk.batch.outfolder import FolderLock
 from zoodesk.batch.record import RECORD_NAME, FileEntry, OutputEntry, RunRecord, now_iso
-from zoodesk.errors import ZooDeskError
+from zoodesk.errors import CancelledError, ZooDeskError
 from zoodesk.fileutils import path_inside, sha256_input
 from zoodesk.instances import InstanceSettings, InstanceSettingsError, find_instances
-from zoodesk.instances.measure import summary_columns, write_table
+from zoodesk.instances.measure import (
+    histogram,
+    numbers,
+    object_columns,
+    read_table,
+    summary_columns,
+    write_table,
+)
 from zoodesk.instances.settings import check_against, resolve
 from zoodesk.models.spec import ModelSpec, TensorSpec
 
@@ -187,6 +195,127 @@ def write_summary(record: RunRecord) -> Path | None:
     return path
 
 
+# ------------------------------------------------------------------ reading the tables back
+
+#: Columns of ``objects.csv`` that name an object rather than measure it.
+_IDENTIFIERS = ("label", "frame")
+#: Where an object is, rather than what it is like: offered after the others.
+_POSITION_PREFIXES = ("centroid_", "bbox_")
+
+
+@dataclass
+class ObjectTable:
+    """One image's ``objects.csv`` read back: its columns and rows (cells as text)."""
+
+    path: Path
+    columns: list[str]
+    rows: list[dict[str, str]]
+    _index: dict[tuple[int, int], int] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        for i, row in enumerate(self.rows):
+            try:
+                key = (int(row.get("label") or 0), int(row.get("frame") or 0))
+            except ValueError:
+                continue
+            self._index.setdefault(key, i)
+
+    def find(self, label: int, frame: int = 0) -> dict[str, str] | None:
+        """The row of object ``label`` in time point ``frame``; None when there is none."""
+        i = self._index.get((int(label), int(frame)))
+        return self.rows[i] if i is not None else None
+
+
+def object_table(record: RunRecord, entry: FileEntry) -> ObjectTable | None:
+    """The objects table of one image of a run; None when the image has no objects.
+
+    Raises :class:`ZooDeskError` naming the file when the table is gone or unreadable.
+    """
+    found = entry.instances
+    if not found or not found.get("objects"):
+        return None
+    path = path_inside(record.path.parent, str(found["objects"]))
+    columns, rows = read_table(path)
+    return ObjectTable(path, columns, rows)
+
+
+@dataclass
+class RunMeasurements:
+    """Every object of a run, one array of values per measurement column.
+
+    Attributes
+    ----------
+    columns
+        The measurement columns holding at least one number: sizes, shapes and
+        intensities first, then positions (centroids, bounding boxes).
+    values
+        Per column, the values of every object of every image (NaN where unknown).
+    units
+        Per column, its unit (empty when it has none).
+    images, objects
+        Images with a table, and objects in them.
+    problems
+        One line per table that could not be read (those images are left out).
+    """
+
+    columns: list[str]
+    values: dict[str, np.ndarray]
+    units: dict[str, str]
+    images: int = 0
+    objects: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    def histogram(self, column: str, bins: int = 20) -> tuple[np.ndarray, np.ndarray]:
+        """Counts and edges of the column's values in ``bins`` equal bins."""
+        return histogram(self.values.get(column, np.empty(0)), bins)
+
+
+def run_measurements(record: RunRecord) -> RunMeasurements:
+    """Read the objects tables of every image of a run (images without objects skipped)."""
+    seen: list[str] = []
+    parts: dict[str, list[np.ndarray]] = {}
+    units: dict[str, str] = {}
+    images = objects = 0
+    problems: list[str] = []
+    for entry in record.files:
+        if entry.status not in ("ok", "skipped"):
+            continue
+        try:
+            table = object_table(record, entry)
+        except ZooDeskError as exc:
+            problems.append(str(exc))
+            continue
+        if table is None:
+            continue
+        found = entry.instances or {}
+        spatial = str(found.get("spatial_axes") or "YX")
+        for col in object_columns(spatial, list(found.get("intensity_channels") or [])):
+            units.setdefault(col["name"], col["unit"])
+        for name in table.columns:
+            if name not in _IDENTIFIERS and name not in parts:
+                seen.append(name)
+                # Objects of the images before this one have no value in this column.
+                parts[name] = [np.full(objects, np.nan)]
+        for name in seen:
+            if name in table.columns:
+                parts[name].append(numbers(table.rows, name))
+            else:
+                parts[name].append(np.full(len(table.rows), np.nan))
+        images += 1
+        objects += len(table.rows)
+    values = {name: np.concatenate(parts[name]) for name in seen}
+    usable = [name for name in seen if np.isfinite(values[name]).any()]
+    usable.sort(key=lambda name: name.startswith(_POSITION_PREFIXES))
+    return RunMeasurements(
+        columns=usable,
+        values={name: values[name] for name in usable},
+        units={name: units.get(name, "") for name in usable},
+        images=images,
+        objects=objects,
+        problems=problems,
+    )
+
+
 # ------------------------------------------------------------------ measuring a whole run
 
 
@@ -210,17 +339,20 @@ class ImageMeasured:
 
 @dataclass(frozen=True)
 class MeasureFinished:
-    """All images are done; ``summary`` is the run's ``summary.csv`` (None if empty)."""
+    """All images are done, or ``cancelled`` stopped it before the last one;
+    ``summary`` is the run's ``summary.csv`` (None if empty)."""
 
     record: RunRecord
     summary: Path | None
     failed: int
+    cancelled: bool = False
 
 
 MeasureEvent = MeasureStarted | ImageMeasured | MeasureFinished
 
 
-def _model_spec(record: RunRecord) -> ModelSpec | None:
+def run_model_spec(record: RunRecord) -> ModelSpec | None:
+    """The description of the model that made the run, if it can still be loaded."""
     source = record.model.get("source")
     if not source:
         return None
@@ -237,7 +369,7 @@ def measure_settings(
     record: RunRecord, choice: str | None, overrides: Mapping[str, Any] | None
 ) -> tuple[InstanceSettings, str, ModelSpec | None]:
     """The settings ``zoodesk measure`` uses: the choice, or the run's own, with overrides."""
-    spec = _model_spec(record)
+    spec = run_model_spec(record)
     recorded = record.parameters.get("instances")
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     if choice is None and isinstance(recorded, Mapping):
@@ -281,6 +413,11 @@ def measure_run(
     warning), writes the label images and tables, updates the run record (the
     settings under ``parameters.instances``) and ``summary.csv``.  ``block`` labels
     in blocks from disk even for images that fit in memory.
+
+    Cancelling stops before the next image or part-way through one: that image and
+    the ones after it keep their earlier objects (files and record entry), and the
+    run's ``parameters.instances`` stay as they were, since not every image has the
+    new settings; each image's entry says which settings made its objects.
     """
     from zoodesk.batch.messages import describe_error
     from zoodesk.images import read_image
@@ -300,10 +437,13 @@ def measure_run(
         ]
         yield MeasureStarted(total=len(todo), settings=settings, reason=reason)
         failed = 0
+        stopped = False
         for n, i in enumerate(todo):
             if cancelled():
+                stopped = True
                 break
             entry = record.files[i]
+            earlier = (entry.instances, list(entry.outputs))
             image = None
             warnings: list[str] = []
             try:
@@ -340,6 +480,11 @@ def measure_run(
                 entry.instances["warnings"] = [*warnings, *entry.instances.get("warnings", [])]
                 entry.instances["measured"] = now_iso()
                 yield ImageMeasured(n, entry)
+            except CancelledError:
+                # Stopped before anything of this image was written: it keeps its objects.
+                entry.instances, entry.outputs = earlier
+                stopped = True
+                break
             except Exception as exc:  # one image's problem never stops the others
                 log.debug("measuring %s failed", entry.input, exc_info=True)
                 failed += 1
@@ -348,9 +493,10 @@ def measure_run(
                 _drop_stale_objects(run_dir, entry, output_format)
                 yield ImageMeasured(n, entry, error=message)
             record.save()
-        record.parameters["instances"] = settings.as_dict()
-        record.signature["instances"] = settings.as_dict()
+        if not stopped:
+            record.parameters["instances"] = settings.as_dict()
+            record.signature["instances"] = settings.as_dict()
         record.save()
-        yield MeasureFinished(record, write_summary(record), failed)
+        yield MeasureFinished(record, write_summary(record), failed, cancelled=stopped)
     finally:
         lock.release()

@@ -14,6 +14,11 @@ import numpy as np
 #: Colour of probability maps and binary masks laid over an image (magenta reads
 #: well over grey on both light and dark backgrounds).
 OVERLAY_RGB = (255, 0, 200)
+#: Outline of the object picked on a picture.
+HIGHLIGHT_RGB = (255, 255, 255)
+#: Output kinds drawn as labels: the model's own integer outputs and the objects made
+#: from an output.
+LABEL_KINDS = ("labels", "instance-labels")
 
 
 def plane(array: np.ndarray, axes: str, index: Mapping[str, int] | None = None) -> np.ndarray:
@@ -45,6 +50,14 @@ def plane(array: np.ndarray, axes: str, index: Mapping[str, int] | None = None) 
     if rgb:
         picked = picked[..., :3]
     return np.asarray(picked)
+
+
+def shown_index(axes: str, shape: tuple[int, ...], letter: str) -> int:
+    """The index along ``letter`` of the plane :func:`plane` shows by default (0 if absent)."""
+    axes = axes.upper()
+    if letter not in axes:
+        return 0
+    return 0 if letter in "CS" else int(shape[axes.index(letter)]) // 2
 
 
 def auto_limits(data: np.ndarray, low: float = 0.5, high: float = 99.5) -> tuple[float, float]:
@@ -114,6 +127,8 @@ class OverlayStyle:
         0 shows only the input, 1 only the output where it is drawn.
     colour_labels
         Labels: one colour per label (True) or one colour for all (False).
+    outlines
+        Labels: only the pixels on each object's edge are drawn.
     limits
         Contrast limits of the output (probabilities and images).
     """
@@ -121,20 +136,22 @@ class OverlayStyle:
     opacity: float = 0.5
     colour_labels: bool = True
     limits: tuple[float, float] | None = None
+    outlines: bool = False
 
 
 def overlay(base_rgb: np.ndarray, output: np.ndarray, kind: str, style: OverlayStyle) -> np.ndarray:
     """Lay an output plane over an ``(H, W, 3)`` picture of its input.
 
     ``kind`` is the run record's output kind: ``labels`` (integer masks),
-    ``probabilities`` or ``image``.  The output is resized (nearest neighbour) to
-    the input's picture if the model changed the resolution.
+    ``instance-labels`` (objects), ``probabilities`` or ``image``.  The output is
+    resized (nearest neighbour) to the input's picture if the model changed the
+    resolution.
     """
     out = _fit(np.asarray(output), base_rgb.shape[:2])
     base = base_rgb.astype(np.float32)
     opacity = float(np.clip(style.opacity, 0.0, 1.0))
-    if kind == "labels":
-        mask = out != 0
+    if kind in LABEL_KINDS:
+        mask = outline_mask(out) if style.outlines else out != 0
         if style.colour_labels and np.max(out, initial=0) > 1:
             colour = label_colours(out).astype(np.float32)
         else:
@@ -151,6 +168,46 @@ def overlay(base_rgb: np.ndarray, output: np.ndarray, kind: str, style: OverlayS
         picture = to_rgb(out, limits).astype(np.float32)
         blended = base * (1 - opacity) + picture * opacity
     return np.ascontiguousarray(np.clip(blended, 0, 255).astype(np.uint8))
+
+
+def outline_mask(labels: np.ndarray) -> np.ndarray:
+    """True on the pixels of each object that touch another value (4-neighbours).
+
+    Where two objects touch, both edges are marked, each in its own colour; the
+    border of the picture does not count as an edge.
+    """
+    values = np.asarray(labels)
+    edge = np.zeros(values.shape, dtype=bool)
+    rows = values[1:, :] != values[:-1, :]
+    edge[1:, :] |= rows
+    edge[:-1, :] |= rows
+    cols = values[:, 1:] != values[:, :-1]
+    edge[:, 1:] |= cols
+    edge[:, :-1] |= cols
+    return edge & (values != 0)
+
+
+def highlight(picture: np.ndarray, labels: np.ndarray, label: int) -> np.ndarray:
+    """The picture with the outline of object ``label`` drawn in :data:`HIGHLIGHT_RGB`."""
+    out = _fit(np.asarray(labels), picture.shape[:2])
+    edge = outline_mask(out == label)
+    marked = np.array(picture, copy=True)
+    marked[edge] = HIGHLIGHT_RGB
+    return marked
+
+
+def label_at(labels: np.ndarray, picture_shape: tuple[int, ...], y: int, x: int) -> int:
+    """The label under pixel (y, x) of a picture of ``picture_shape`` that ``labels`` is
+    drawn over (resized as :func:`overlay` does); 0 outside the picture."""
+    height, width = int(picture_shape[0]), int(picture_shape[1])
+    if not (0 <= y < height and 0 <= x < width):
+        return 0
+    data = np.asarray(labels)
+    if data.ndim == 3:
+        data = data[..., 0]
+    row = min(y * data.shape[0] // max(height, 1), data.shape[0] - 1)
+    col = min(x * data.shape[1] // max(width, 1), data.shape[1] - 1)
+    return int(data[row, col])
 
 
 def _fit(data: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:

@@ -26,6 +26,7 @@ from PySide6.QtWidgets import (
     QListWidget,
     QProgressBar,
     QPushButton,
+    QScrollArea,
     QSlider,
     QSpinBox,
     QSplitter,
@@ -42,6 +43,7 @@ from zoodesk.gui._style import icon
 from zoodesk.gui._worker import TaskRunner, Worker
 from zoodesk.gui.errors import readable_message, report_error
 from zoodesk.gui.image_view import ImageViewWidget
+from zoodesk.gui.objects_options import ObjectOptionsWidget
 from zoodesk.gui.services import Services
 
 if TYPE_CHECKING:
@@ -318,9 +320,24 @@ class BatchWidget(QWidget):
         self.failures_list.setObjectName("failuresList")
         self.failures_list.setWordWrap(True)
 
+        # Objects made from an output after each image.
+        self.objects_box = ObjectOptionsWidget(self.services)
+        self.objects_box.changed.connect(self._on_objects_changed)
+        objects_page = QWidget()
+        objects_layout = QVBoxLayout(objects_page)
+        objects_layout.addWidget(self.objects_box)
+        objects_layout.addStretch(1)
+        # The form grows with the method's settings: it scrolls rather than squeezes.
+        objects_tab = QScrollArea()
+        objects_tab.setWidgetResizable(True)
+        objects_tab.setFrameShape(QScrollArea.Shape.NoFrame)
+        objects_tab.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        objects_tab.setWidget(objects_page)
+
         self.side_tabs = QTabWidget()
         self.side_tabs.addTab(preview_box, icon("preview"), "Preview")
         self.side_tabs.addTab(self.failures_list, icon("error"), "Problems")
+        self.side_tabs.addTab(objects_tab, "Objects")
 
         files_box = QWidget()
         files_layout = QVBoxLayout(files_box)
@@ -463,6 +480,7 @@ class BatchWidget(QWidget):
     def _on_model_changed(self, *_args: Any) -> None:
         item = self.current_item()
         self.package = None
+        self.objects_box.set_spec(None)
         self._clear_preview()
         self._update_buttons()
         if item is None or item.description_path is None:
@@ -494,6 +512,7 @@ class BatchWidget(QWidget):
             + "; ".join(lines)
             + f"<br>Outputs: {outputs}"
         )
+        self.objects_box.set_spec(package.spec)
         self.model_loaded.emit(package.spec.name)
         self._update_buttons()
         self.rescan()
@@ -881,6 +900,14 @@ class BatchWidget(QWidget):
     def _on_output_changed(self, *_args: Any) -> None:
         self._update_buttons()
 
+    def _on_objects_changed(self) -> None:
+        summary = self.objects_box.summary()
+        warn = " ⚠" if self.objects_box.problem() else ""
+        self.side_tabs.setTabText(
+            _TAB_OBJECTS, "Objects" if summary == "off" else f"Objects ({summary}){warn}"
+        )
+        self._update_buttons()
+
     def _on_browse_output_clicked(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Output folder", self.output_edit.text())
         if folder:
@@ -905,6 +932,12 @@ class BatchWidget(QWidget):
             output = self.output_edit.text().strip()
             if not output:
                 return
+        try:
+            instances = self.objects_box.resolved()
+        except Exception as exc:
+            self.side_tabs.setCurrentIndex(_TAB_OBJECTS)
+            self.status_label.setText(f"Objects: {readable_message(exc)}")
+            return
         request = self.services.prediction_request(
             model=self.package,
             inputs=self.inputs(),
@@ -916,6 +949,7 @@ class BatchWidget(QWidget):
             channels=self._channels(),
             scenes=self._scenes(),
             overwrite=overwrite,
+            instances=instances,
         )
         self.failures_list.clear()
         for row in range(self.table.rowCount()):
@@ -986,8 +1020,7 @@ class BatchWidget(QWidget):
     def _on_file_finished(self, event: Any) -> None:
         entry: FileEntry = event.entry
         row = self.row_of(event.path, entry.scene)
-        status = _STATUS_TEXT.get(entry.status, entry.status)
-        self._set_cell(row, COL_STATUS, status, entry.error or "")
+        self._set_cell(row, COL_STATUS, *_status_cell(entry))
         if entry.seconds is not None and entry.status == "ok":
             self._set_cell(row, COL_TIME, f"{entry.seconds:.1f} s")
         if entry.status == "failed":
@@ -1040,9 +1073,7 @@ class BatchWidget(QWidget):
         # Files the run never reached (cancelled) get their final status too.
         for entry in record.files:
             row = self.row_of(Path(entry.input), entry.scene)
-            self._set_cell(
-                row, COL_STATUS, _STATUS_TEXT.get(entry.status, entry.status), entry.error or ""
-            )
+            self._set_cell(row, COL_STATUS, *_status_cell(entry))
         self._update_buttons()
         self.status_message.emit(f"Run {verdict.lower()}: {record.path.parent}")
         self.run_finished.emit(record)
@@ -1070,13 +1101,16 @@ class BatchWidget(QWidget):
     def _update_buttons(self) -> None:
         running = self.running
         ready = self.package is not None and bool(self.inputs()) and self._scan is None
-        self.action_start.setEnabled(ready and not running)
+        objects_problem = self.objects_box.problem()
+        objects_ok = objects_problem is None
+        self.action_start.setEnabled(ready and not running and objects_ok)
+        self.start_button.setToolTip(f"Objects: {objects_problem}" if objects_problem else "")
         self.start_button.setEnabled(self.action_start.isEnabled())
         self.action_cancel.setEnabled(running)
         self.cancel_button.setEnabled(running)
         record = self.last_record
         resumable = record is not None and any(f.status == "not done" for f in record.files)
-        self.action_resume.setEnabled(ready and not running and resumable)
+        self.action_resume.setEnabled(ready and not running and resumable and objects_ok)
         self.resume_button.setEnabled(self.action_resume.isEnabled())
         can_preview = self.package is not None and self.table.rowCount() > 0
         self.action_preview.setEnabled(can_preview and self._preview_worker is None)
@@ -1093,8 +1127,21 @@ class BatchWidget(QWidget):
             self.device_combo,
             self.output_edit,
             self.samples_button,
+            self.objects_box,
         ):
             widget.setEnabled(not running)
+
+
+def _status_cell(entry: FileEntry) -> tuple[str, str]:
+    """A file's status for the table (with its objects, when the run makes them) and the
+    tooltip that says what went wrong."""
+    text = _STATUS_TEXT.get(entry.status, entry.status)
+    found = entry.instances or {}
+    if entry.status in ("ok", "skipped") and "count" in found:
+        text += f" · {found['count']} objects"
+    elif "error" in found and entry.status == "ok":
+        return f"{text} · objects failed", str(found["error"])
+    return text, entry.error or ""
 
 
 def _snake(name: str) -> str:
@@ -1104,6 +1151,8 @@ def _snake(name: str) -> str:
 
 #: Where a file row keeps its scene (None for a file that is not one series of many).
 _SCENE_ROLE = Qt.ItemDataRole.UserRole + 1
+#: The side tab of the objects options.
+_TAB_OBJECTS = 2
 
 
 def _pixel_size_text(sizes: dict[str, tuple[float, str]]) -> str:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
-from PySide6.QtCore import QPoint, QRect, QRectF, QSize, Qt, Signal
+from PySide6.QtCore import QEvent, QPoint, QRect, QRectF, QSize, Qt, Signal
 from PySide6.QtGui import QImage, QMouseEvent, QPainter, QPixmap, QResizeEvent, QWheelEvent
 from PySide6.QtWidgets import (
+    QApplication,
     QGraphicsPixmapItem,
     QGraphicsScene,
     QGraphicsView,
@@ -25,12 +28,17 @@ def rgb_to_qimage(rgb: np.ndarray) -> QImage:
 class ImageViewWidget(QGraphicsView):
     """Shows one RGB picture, fitted to the view; the wheel zooms.
 
-    With :meth:`set_region_selectable` a drag selects a rectangle, reported by
-    :attr:`region_selected` as ``(y, x, height, width)`` in picture pixels plus the
-    picture's offset set with :meth:`set_picture`.
+    The picture pixel under the cursor is reported by :attr:`pixel_hovered`, a click
+    on one by :attr:`pixel_clicked`.  With :meth:`set_region_selectable` a drag
+    selects a rectangle, reported by :attr:`region_selected` as ``(y, x, height,
+    width)`` in picture pixels plus the picture's offset set with :meth:`set_picture`.
     """
 
     region_selected = Signal(int, int, int, int)
+    #: The cursor is over picture pixel (y, x); (-1, -1) once it leaves the picture.
+    pixel_hovered = Signal(int, int)
+    #: Picture pixel (y, x) was clicked (pressed and released without dragging).
+    pixel_clicked = Signal(int, int)
 
     def __init__(self, placeholder: str = "", parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -48,7 +56,10 @@ class ImageViewWidget(QGraphicsView):
         self._offset = (0, 0)
         self._band: QRubberBand | None = None
         self._origin: QPoint | None = None
+        self._pressed_at: QPoint | None = None
+        self._hovered = (-1, -1)
         self.picture_size: tuple[int, int] | None = None
+        self.viewport().setMouseTracking(True)
 
     def set_picture(self, rgb: np.ndarray | None, offset: tuple[int, int] = (0, 0)) -> None:
         """Show an ``(H, W, 3)`` uint8 array (None clears); ``offset`` is its (y, x)
@@ -103,7 +114,28 @@ class ImageViewWidget(QGraphicsView):
     def mouseDoubleClickEvent(self, event: QMouseEvent) -> None:  # noqa: N802 - Qt override
         self.fit()
 
+    def pixel_at(self, position: QPoint) -> tuple[int, int] | None:
+        """The picture pixel (y, x) at a viewport position; None off the picture."""
+        if not self._has_picture or self.picture_size is None:
+            return None
+        scene = self.mapToScene(position)
+        y, x = math.floor(scene.y()), math.floor(scene.x())
+        height, width = self.picture_size
+        return (y, x) if 0 <= y < height and 0 <= x < width else None
+
+    def _hover(self, pixel: tuple[int, int] | None) -> None:
+        pixel = pixel or (-1, -1)
+        if pixel != self._hovered:
+            self._hovered = pixel
+            self.pixel_hovered.emit(*pixel)
+
+    def leaveEvent(self, event: QEvent) -> None:  # noqa: N802 - Qt override
+        self._hover(None)
+        super().leaveEvent(event)
+
     def mousePressEvent(self, event: QMouseEvent) -> None:  # noqa: N802 - Qt override
+        if event.button() == Qt.MouseButton.LeftButton:
+            self._pressed_at = event.position().toPoint()
         if self._selectable and self._has_picture and event.button() == Qt.MouseButton.LeftButton:
             self._origin = event.position().toPoint()
             if self._band is None:
@@ -114,12 +146,23 @@ class ImageViewWidget(QGraphicsView):
         super().mousePressEvent(event)
 
     def mouseMoveEvent(self, event: QMouseEvent) -> None:  # noqa: N802 - Qt override
+        self._hover(self.pixel_at(event.position().toPoint()))
         if self._band is not None and self._origin is not None:
             self._band.setGeometry(QRect(self._origin, event.position().toPoint()).normalized())
             return
         super().mouseMoveEvent(event)
 
     def mouseReleaseEvent(self, event: QMouseEvent) -> None:  # noqa: N802 - Qt override
+        pressed, self._pressed_at = self._pressed_at, None
+        position = event.position().toPoint()
+        if (
+            pressed is not None
+            and event.button() == Qt.MouseButton.LeftButton
+            and (position - pressed).manhattanLength() < QApplication.startDragDistance()
+        ):
+            pixel = self.pixel_at(position)
+            if pixel is not None:
+                self.pixel_clicked.emit(*pixel)
         if self._band is not None and self._origin is not None:
             rect = self._band.geometry()
             self._band.hide()

@@ -2,7 +2,8 @@
 
 Widgets receive a :class:`Services` in their constructor and call it; it only
 forwards to the Qt-free core (:mod:`zoodesk.models`, :mod:`zoodesk.batch`,
-:mod:`zoodesk.inference`, :mod:`zoodesk.export`) with the current settings, and
+:mod:`zoodesk.inference`, :mod:`zoodesk.instances`, :mod:`zoodesk.export`) with the
+current settings, and
 keeps loaded packages and predictors so that repeated previews do not reload the
 model.  Nothing here imports Qt; core modules are imported on first use so that
 the window opens before the engine is loaded.  Tests build one on a temporary
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from zoodesk.settings import Settings, load_settings, save_settings
 
 if TYPE_CHECKING:
+    from zoodesk.batch.objects import MeasureEvent, ObjectTable, RunMeasurements
     from zoodesk.batch.preview import InputInfo
     from zoodesk.batch.record import RunRecord
     from zoodesk.batch.runner import Event, PredictionRequest
@@ -27,11 +29,13 @@ if TYPE_CHECKING:
     from zoodesk.inference.checks import TestStatus
     from zoodesk.inference.devices import Device
     from zoodesk.inference.predict import Predictor
+    from zoodesk.instances import InstanceSettings
     from zoodesk.models import BundleExport, BundleImport, CachedModel
     from zoodesk.models.compat import Capability, Compatibility, Installation
     from zoodesk.models.download import Progress
     from zoodesk.models.library import Library
     from zoodesk.models.package import ModelPackage
+    from zoodesk.models.spec import ModelSpec
 
 CancelCheck = Callable[[], bool]
 
@@ -317,6 +321,65 @@ class Services:
         from zoodesk.images import fold_colour_samples, read_image
 
         return fold_colour_samples(read_image(Path(path), series=series))
+
+    # ------------------------------------------------------------------- objects
+
+    def propose_instances(self, spec: ModelSpec) -> tuple[InstanceSettings | None, str]:
+        """The object method that suits the model's outputs, and why."""
+        from zoodesk.instances import propose
+
+        return propose(spec)
+
+    def resolve_instances(
+        self, spec: ModelSpec, choice: str, overrides: Mapping[str, Any]
+    ) -> InstanceSettings:
+        """Object settings for ``choice`` (a method or ``auto``) with the user's values,
+        checked against the model (raises :class:`InstanceSettingsError`)."""
+        from zoodesk.instances import resolve
+
+        return resolve(spec, choice, overrides)[0]
+
+    def instance_settings(self, data: Mapping[str, Any]) -> InstanceSettings:
+        """Object settings from a dict (a run record's), checked on their own."""
+        from zoodesk.instances import InstanceSettings
+
+        return InstanceSettings.from_dict(data)
+
+    def instance_method_unavailable(self, method: str) -> str | None:
+        """None when this installation makes objects with ``method``, else why not."""
+        from zoodesk.instances import method_unavailable
+
+        return method_unavailable(method)
+
+    def run_model_spec(self, record: RunRecord) -> ModelSpec | None:
+        """The description of the model that made a run, if it can still be loaded."""
+        from zoodesk.batch.objects import run_model_spec
+
+        return run_model_spec(record)
+
+    def object_table(self, record: RunRecord, index: int) -> ObjectTable | None:
+        """The objects table of the run's ``index``-th input (None: it has no objects)."""
+        from zoodesk.batch.objects import object_table
+
+        return object_table(record, record.files[index])
+
+    def run_measurements(self, record: RunRecord) -> RunMeasurements:
+        """Every object's measurements over the whole run."""
+        from zoodesk.batch.objects import run_measurements
+
+        return run_measurements(record)
+
+    def measure_run(
+        self,
+        run_dir: Path,
+        choice: str | None,
+        overrides: Mapping[str, Any],
+        cancel: CancelCheck,
+    ) -> Iterator[MeasureEvent]:
+        """Remake the objects of a finished run without the model (generator of events)."""
+        from zoodesk.batch.objects import measure_run
+
+        return measure_run(Path(run_dir), choice, overrides, cancelled=cancel)
 
     # -------------------------------------------------------------------- export
 

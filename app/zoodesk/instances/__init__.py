@@ -12,6 +12,7 @@ from zoodesk.instances.settings import (
     METHODS,
     InstanceSettings,
     InstanceSettingsError,
+    method_unavailable,
     propose,
     resolve,
 )
@@ -24,6 +25,7 @@ __all__ = [
     "InstanceSettings",
     "InstanceSettingsError",
     "find_instances",
+    "method_unavailable",
     "propose",
     "resolve",
 ]

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from zoodesk.errors import ZooDeskError
 from zoodesk.fileutils import atomic_write_text
 
 #: Unit conversion of the OME length units that images carry, to micrometres.
@@ -317,3 +318,47 @@ def write_table(path: Path, columns: Sequence[str], rows: Iterable[Mapping[str, 
     for row in rows:
         writer.writerow({k: _cell(row.get(k)) for k in columns})
     atomic_write_text(path, buffer.getvalue())
+
+
+def read_table(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    """Read back a table written by :func:`write_table`: its columns and its rows.
+
+    Cells stay text (empty where a value is unknown).  Raises :class:`ZooDeskError`
+    naming the file when it cannot be read or has no header row.
+    """
+    try:
+        with Path(path).open(encoding="utf-8", newline="") as f:
+            reader = csv.DictReader(f)
+            columns = list(reader.fieldnames or [])
+            rows = list(reader)
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise ZooDeskError(f"{path}: cannot read the table ({exc})") from exc
+    if not columns:
+        raise ZooDeskError(f"{path}: empty file, not a table with a header row")
+    return columns, rows
+
+
+def numbers(rows: Iterable[Mapping[str, Any]], column: str) -> np.ndarray:
+    """One column of text rows as float64; NaN where a cell is empty or not a number."""
+    values: list[float] = []
+    for row in rows:
+        try:
+            values.append(float(row.get(column) or "nan"))
+        except (TypeError, ValueError):
+            values.append(math.nan)
+    return np.array(values, dtype=np.float64)
+
+
+def histogram(values: np.ndarray, bins: int = 20) -> tuple[np.ndarray, np.ndarray]:
+    """Counts and edges of ``bins`` equal bins spanning the finite values.
+
+    As :func:`numpy.histogram` (the last bin includes its right edge); NaN and
+    infinite values are left out.  With no finite value: ``bins`` empty bins over
+    [0, 1].
+    """
+    data = np.asarray(values, dtype=np.float64).ravel()
+    finite = data[np.isfinite(data)]
+    if finite.size == 0:
+        return np.zeros(bins, dtype=np.int64), np.linspace(0.0, 1.0, bins + 1)
+    counts, edges = np.histogram(finite, bins=bins)
+    return counts, edges

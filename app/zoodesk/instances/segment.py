@@ -36,7 +36,11 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from zoodesk.errors import CancelledError
-from zoodesk.instances.settings import InstanceSettings, InstanceSettingsError
+from zoodesk.instances.settings import (
+    InstanceSettings,
+    InstanceSettingsError,
+    method_unavailable,
+)
 
 #: A read of one map over a region of a frame: ``read(spatial_slices) -> array``.
 MapReader = Callable[[tuple[slice, ...]], np.ndarray]
@@ -313,11 +317,9 @@ def segment_frame(
     """
     shape = tuple(int(n) for n in shape)
     block = tuple(block) if block is not None else shape
-    if settings.method == "stardist":
-        raise InstanceSettingsError(
-            "StarDist outputs need the stardist package's polygon suppression, which is not "
-            "installed (it does not build against this NumPy); choose another method"
-        )
+    unavailable = method_unavailable(settings.method)
+    if unavailable is not None:
+        raise InstanceSettingsError(unavailable, setting="method")
     structure = ndi.generate_binary_structure(len(shape), 1)
     components = _Components(shape, block, scratch)
     try:

@@ -33,7 +33,27 @@ _SPLIT_WORDS = re.compile(r"nucle|cell|instance|touching", re.IGNORECASE)
 
 
 class InstanceSettingsError(ZooDeskError):
-    """The instance settings do not fit the model or make no sense."""
+    """The instance settings do not fit the model or make no sense.
+
+    ``setting`` names the :class:`InstanceSettings` field at fault (``threshold``,
+    ``max_size``...), when one is, so that a form can point at its control.
+    """
+
+    def __init__(self, message: str, *, setting: str | None = None) -> None:
+        super().__init__(message)
+        self.setting = setting
+
+
+#: Methods this installation cannot run, and why (one line each).
+_UNAVAILABLE = {
+    "stardist": "StarDist outputs need the stardist package's polygon suppression, which is "
+    "not installed (it does not build against this NumPy); choose another method",
+}
+
+
+def method_unavailable(method: str) -> str | None:
+    """None when this installation can make objects with ``method``, else why not."""
+    return _UNAVAILABLE.get(method)
 
 
 @dataclass(frozen=True)
@@ -87,22 +107,31 @@ class InstanceSettings:
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise InstanceSettingsError(
-                f"unknown instance method {self.method!r} (choose from {', '.join(METHODS)})"
+                f"unknown instance method {self.method!r} (choose from {', '.join(METHODS)})",
+                setting="method",
             )
         if isinstance(self.threshold, str) and self.threshold not in ("otsu", "model"):
             raise InstanceSettingsError(
-                f"threshold {self.threshold!r}: give a number, 'otsu' or 'model'"
+                f"threshold {self.threshold!r}: give a number, 'otsu' or 'model'",
+                setting="threshold",
             )
         if self.min_size < 0:
-            raise InstanceSettingsError(f"minimum size {self.min_size} must not be negative")
+            raise InstanceSettingsError(
+                f"minimum size {self.min_size} must not be negative", setting="min_size"
+            )
         if self.max_size is not None and self.max_size < max(self.min_size, 1):
             raise InstanceSettingsError(
-                f"maximum size {self.max_size} is below the minimum size {self.min_size}"
+                f"maximum size {self.max_size} is below the minimum size {self.min_size}",
+                setting="max_size",
             )
         if self.min_distance < 1:
-            raise InstanceSettingsError(f"seed distance {self.min_distance} must be at least 1")
+            raise InstanceSettingsError(
+                f"seed distance {self.min_distance} must be at least 1", setting="min_distance"
+            )
         if self.block < 16:
-            raise InstanceSettingsError(f"block size {self.block} must be at least 16")
+            raise InstanceSettingsError(
+                f"block size {self.block} must be at least 16", setting="block"
+            )
 
     def as_dict(self) -> dict[str, Any]:
         """The settings as recorded (JSON-ready)."""
@@ -255,14 +284,17 @@ def resolve(
     if choice == "auto":
         proposed, reason = propose(spec)
         if proposed is None:
-            raise InstanceSettingsError(f"cannot propose an instance method: {reason}")
+            raise InstanceSettingsError(
+                f"cannot propose an instance method: {reason}", setting="method"
+            )
         settings = replace(proposed, **overrides) if overrides else proposed
     elif choice in METHODS:
         settings = InstanceSettings(method=choice, **overrides)  # type: ignore[arg-type]
         reason = "chosen"
     else:
         raise InstanceSettingsError(
-            f"unknown instance method {choice!r} (choose from {', '.join(CHOICES)})"
+            f"unknown instance method {choice!r} (choose from {', '.join(CHOICES)})",
+            setting="method",
         )
     return check_against(spec, settings), reason
 
@@ -274,26 +306,43 @@ def check_against(spec: ModelSpec, settings: InstanceSettings) -> InstanceSettin
         settings = replace(settings, source=ids[0])
     if settings.source not in ids:
         raise InstanceSettingsError(
-            f"the model has no output {settings.source!r} (it has {', '.join(ids)})"
+            f"the model has no output {settings.source!r} (it has {', '.join(ids)})",
+            setting="source",
         )
     tensor = spec.tensor(settings.source)
     count = tensor.channel_count or 1
     wanted = [settings.channel]
     if settings.method == "boundary":
         if settings.boundary_channel is None:
-            raise InstanceSettingsError("the boundary method needs a boundary channel")
+            raise InstanceSettingsError(
+                "the boundary method needs a boundary channel", setting="boundary_channel"
+            )
         wanted.append(settings.boundary_channel)
-    for channel in wanted:
+    for setting, channel in zip(("channel", "boundary_channel"), wanted, strict=False):
         if not 0 <= channel < count:
             raise InstanceSettingsError(
-                f"output {tensor.id!r} has {count} channel(s); there is no channel {channel}"
+                f"output {tensor.id!r} has {count} channel(s); there is no channel {channel}",
+                setting=setting,
             )
+    if settings.method == "boundary" and settings.boundary_channel == settings.channel:
+        if count < 2:
+            raise InstanceSettingsError(
+                f"output {tensor.id!r} has one channel: the boundary method needs a "
+                "foreground and a boundary channel",
+                setting="method",
+            )
+        raise InstanceSettingsError(
+            f"the boundary channel is the foreground channel ({settings.channel}): choose another",
+            setting="boundary_channel",
+        )
     if (
         settings.threshold == "model"
         and binarize_threshold(tensor) is None
         and tensor.data_type != "bool"
     ):
         raise InstanceSettingsError(
-            f"output {tensor.id!r} has no binarize step of its own: give a threshold or choose Otsu"
+            f"output {tensor.id!r} has no binarize step of its own: give a threshold or "
+            "choose Otsu",
+            setting="threshold",
         )
     return settings
