@@ -572,3 +572,28 @@ def test_a_time_series_into_ome_zarr_has_per_frame_objects_in_the_store(
     summary = pd.read_csv(out / SUMMARY_NAME)
     assert list(summary["frames"]) == [len(frames)]
     assert list(summary["count"]) == [sum(expected_counts)]
+
+
+def test_cancelling_while_objects_are_made_keeps_the_outputs_and_says_cancelled(
+    identity: ModelPackage, tmp_path: Path
+) -> None:
+    for name in ("a", "b"):
+        tifffile.imwrite(tmp_path / f"{name}.tif", disc_map(SHAPE, DISCS))
+    out = tmp_path / "out"
+    settings = InstanceSettings(method="watershed", source="prob")
+
+    def cancelled() -> bool:
+        # From the moment the first image's map is written: its objects are being made.
+        return (out / "a_prob.ome.tif").exists()
+
+    _, finished = run(
+        request(identity, [tmp_path / "a.tif", tmp_path / "b.tif"], out, instances=settings),
+        cancelled=cancelled,
+    )
+    record = finished.record
+    assert record.status == "cancelled"
+    first = record.files[0]
+    assert (first.status, first.error) == ("not done", "cancelled")
+    assert [o.path for o in first.outputs] == ["a_prob.ome.tif"]
+    assert not (out / "a_objects.csv").exists()
+    assert record.files[1].status == "not done"

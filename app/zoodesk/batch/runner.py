@@ -636,9 +636,9 @@ def _timed(
     if objects is not None:
         try:
             written = objects(written)
-        except (CancelledError, KeyboardInterrupt):
+        except KeyboardInterrupt:
             raise
-        except Exception as exc:
+        except Exception as exc:  # CancelledError too: the outputs stay recorded
             raise _ObjectsFailedError(written, exc) from exc
     return written, time.perf_counter() - start
 
@@ -944,7 +944,7 @@ def _run_locked(
             yield problem
 
     def finish_write() -> Iterator[Event]:
-        nonlocal pending_write
+        nonlocal pending_write, cancelled_run
         if pending_write is None:
             return
         index, wentry, future = pending_write
@@ -954,14 +954,20 @@ def _run_locked(
             wentry.status = "ok"
             wentry.run_id = record.run_id
         except _ObjectsFailedError as exc:
-            # The outputs stand (and are recorded); the input counts as failed because
-            # it lacks what the run was asked for, and a re-run redoes it.
-            log.debug("making objects for %s failed", wentry.input, exc_info=exc.cause)
+            # The outputs stand (and are recorded); the input counts as failed (or not
+            # done, when cancelled) because it lacks what the run was asked for, and a
+            # re-run redoes it.
             wentry.outputs = exc.written
             wentry.run_id = record.run_id
-            wentry.status = "failed"
-            reason = describe_error(Path(wentry.input), exc.cause, out_dir)
-            wentry.error = f"objects not made: {reason}"
+            if isinstance(exc.cause, CancelledError):
+                cancelled_run = True
+                wentry.status = "not done"
+                wentry.error = "cancelled"
+            else:
+                log.debug("making objects for %s failed", wentry.input, exc_info=exc.cause)
+                wentry.status = "failed"
+                reason = describe_error(Path(wentry.input), exc.cause, out_dir)
+                wentry.error = f"objects not made: {reason}"
             wentry.instances = {"error": wentry.error}
             # Objects of an earlier run of this input would pass for this run's.
             for name in instance_names(wentry.key, request.output_format):
