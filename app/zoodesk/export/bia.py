@@ -15,7 +15,13 @@ archive's classes.  This module writes that crate and its one ``bia:FileList``:
   sha256) on device Y, not curated by a person;
 - the file list (``filelists/bia_file_list.tsv``) with its ``csvw:Schema``: every
   image and every annotation, its dataset, its type and, for annotations, the
-  source image and the annotation method.
+  source image and the annotation method;
+- for a run that made objects: their label images as annotations of type
+  ``segmentation_mask`` with a method of their own (the instance method and its
+  parameters), and a third ``bia:Dataset`` of the tables of measurements with its
+  ``bia:ImageAnalysisMethod``; the file list then also names the label image an
+  OME-Zarr store includes, the label image each table was measured in and each
+  table's schema document.
 
 The run's provenance (Process Run Crate 0.5: one ``CreateAction`` per image) is a
 crate of its own in ``provenance/`` (:mod:`zoodesk.export.crate`), named in the
@@ -28,10 +34,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from zoodesk.export.annotations import instance_method_text
 from zoodesk.export.filelists import annotation_type, method_text, tsv_text
-from zoodesk.export.layout import ExportPlan
+from zoodesk.export.layout import INSTANCE_LABELS, ExportPlan, PlannedInput, PlannedTable
 from zoodesk.export.provenance import ModelSummary
 from zoodesk.export.study import StudyMetadata
+from zoodesk.export.tables import TableSchema, features_text, measurement_method
 
 BIA_FILE_LIST = "filelists/bia_file_list.tsv"
 PROVENANCE_CRATE = "provenance/"
@@ -44,6 +52,8 @@ DRAFT_ACCESSION = "not yet assigned (draft submission)"
 
 IMAGES_DATASET = "#dataset-input-images"
 ANNOTATIONS_DATASET = "#dataset-model-outputs"
+MEASUREMENTS_DATASET = "#dataset-measurements"
+ANALYSIS_METHOD = "#image-analysis-measurements"
 BIOSAMPLE = "#biosample"
 TAXON = "#taxon"
 SPECIMEN = "#specimen"
@@ -55,11 +65,13 @@ ACQUISITION = "#image-acquisition"
 _BIA_TERMS = {
     "accessionId": "bia:accessionId",
     "annotationSourceIndicator": "bia:annotationSourceIndicator",
+    "featuresAnalysed": "bia:featuresAnalysed",
     "imagingInstrumentDescription": "bia:imagingInstrumentDescription",
     "website": "bia:website",
 }
 _BIA_SET_TERMS = {
     "associatedAnnotationMethod": "bia:associatedAnnotationMethod",
+    "associatedImageAnalysisMethod": "bia:associatedAnalysisMethod",
     "associatedBiologicalEntity": "bia:associatedBiologicalEntity",
     "associatedImageAcquisitionProtocol": "bia:associatedImageAcquisitionProtocol",
     "associatedSpecimenImagingPreparationProtocol": "bia:associatedImagingPreparationProtocol",
@@ -93,6 +105,13 @@ FILE_LIST_COLUMNS = (
     ("label", "http://schema.org/name"),
     ("source_image", f"{BIA}associatedSourceImage"),
     ("annotation_method", f"{BIA}associatedAnnotationMethod"),
+)
+
+#: Columns added to the file list when the package holds tables of measured objects.
+OBJECT_COLUMNS = (
+    ("includes", "http://schema.org/hasPart"),
+    ("measured_in", "http://schema.org/isBasedOn"),
+    ("table_schema", "http://www.w3.org/ns/csvw#tableSchema"),
 )
 
 #: What the archive asks for that only the user can give, by name, with its test.
@@ -250,24 +269,43 @@ def _sample_entities(study: StudyMetadata, acquisition_facts: str) -> list[dict[
 def _annotation_methods(plan: ExportPlan, model: ModelSummary) -> list[dict[str, Any]]:
     kinds: dict[str, str] = {}
     for out in plan.outputs:
-        kinds.setdefault(out.tensor, out.kind)
+        kinds.setdefault(out.set_id, out.kind)
+    if plan.has_instances:
+        # Label images inside OME-Zarr stores have no files of their own: same method.
+        kinds.setdefault(plan.instances_set, INSTANCE_LABELS)
     method = method_text(model, plan)
-    return [
-        {
-            "@id": _method_id(tensor),
+    methods = []
+    for set_id, kind in kinds.items():
+        entity: dict[str, Any] = {
+            "@id": _method_id(set_id),
             "@type": ["bia:AnnotationMethod"],
-            "name": f"{model.name}: output {tensor} (model-generated)",
-            "description": f"Output {tensor!r} of the model, {kind}: {method}; not curated "
+            "name": f"{model.name}: output {set_id} (model-generated)",
+            "description": f"Output {set_id!r} of the model, {kind}: {method}; not curated "
             "by a person",
             "methodType": [annotation_type(kind)],
             "annotationSourceIndicator": "metadata_file",
         }
-        for tensor, kind in kinds.items()
-    ]
+        if kind == INSTANCE_LABELS:
+            entity["name"] = f"{model.name}: objects (instance segmentation, model-generated)"
+            entity["description"] = (
+                f"Label images of objects, {instance_method_text(plan, model)}; not curated "
+                "by a person"
+            )
+        methods.append(entity)
+    return methods
 
 
-def file_list(plan: ExportPlan) -> str:
-    """The TSV of the ``bia:FileList``: every image and annotation of the package."""
+def _file_list_columns(plan: ExportPlan, objects: bool) -> tuple[tuple[str, str], ...]:
+    return FILE_LIST_COLUMNS + (OBJECT_COLUMNS if objects or plan.has_instances else ())
+
+
+def file_list(plan: ExportPlan, schemas: Mapping[str, TableSchema] | None = None) -> str:
+    """The TSV of the ``bia:FileList``: every image, annotation and table of the package.
+
+    For a run that made objects three columns are added: the label image a store
+    includes, the label image a table (``schemas``: each table's, by its path) was
+    measured in, and the table's schema document.
+    """
     image_type, annotation_type_iri = f"{BIA}Image", f"{BIA}AnnotationData"
     rows: list[list[str]] = []
     listed: set[str] = set()
@@ -278,17 +316,66 @@ def file_list(plan: ExportPlan) -> str:
         rows.append([item.package_path, IMAGES_DATASET, image_type, item.name, "", ""])
     for item in plan.done:
         for out in item.outputs:
+            what = "objects" if out.kind == INSTANCE_LABELS else out.tensor
             rows.append(
                 [
                     out.package_path,
                     ANNOTATIONS_DATASET,
                     annotation_type_iri,
-                    f"{out.tensor} of {item.name}",
+                    f"{what} of {item.name}",
                     item.package_path or "",
-                    _method_id(out.tensor),
+                    _method_id(out.set_id),
+                    # The added columns: the label image a store includes.
+                    out.contains[0].package_path if out.contains else "",
                 ]
             )
-    return tsv_text([name for name, _ in FILE_LIST_COLUMNS], rows)
+    tables: list[tuple[PlannedInput | None, PlannedTable | None]] = [
+        (i, t) for i in plan.done for t in i.tables
+    ]
+    for owner, table in [*tables, (None, plan.summary)] if schemas else []:
+        if table is None:
+            continue
+        rows.append(
+            [
+                table.package_path,
+                MEASUREMENTS_DATASET,
+                annotation_type_iri,
+                f"objects of {owner.name}" if owner else "summary of the run",
+                (owner.package_path or "") if owner else "",
+                "",
+                "",
+                table.labels or "",
+                (schemas or {})[table.package_path].path,
+            ]
+        )
+    header = [name for name, _ in _file_list_columns(plan, bool(schemas))]
+    # A row is cut (or filled) to the header: the added columns only with tables.
+    return tsv_text(header, [(r + [""] * len(header))[: len(header)] for r in rows])
+
+
+def _measurement_entities(
+    plan: ExportPlan, schemas: Mapping[str, TableSchema]
+) -> list[dict[str, Any]]:
+    """The dataset of tables and its image analysis method."""
+    return [
+        {
+            "@id": MEASUREMENTS_DATASET,
+            "@type": ["Dataset", "bia:Dataset"],
+            "name": "Measurements of the objects",
+            "description": "Tables of the objects measured in the label images: one per "
+            "image (a row per object) and the run's summary (a row per image); each "
+            "table's columns, units and meanings are in its schema document (file list "
+            "column table_schema).",
+            "associatedImageAnalysisMethod": [_ref(ANALYSIS_METHOD)],
+        },
+        {
+            "@id": ANALYSIS_METHOD,
+            "@type": ["bia:ImageAnalysisMethod"],
+            "name": "Measurement of the objects (model-generated)",
+            "description": measurement_method(plan),
+            "featuresAnalysed": features_text(schemas),
+        },
+    ]
 
 
 def submission_crate(
@@ -300,6 +387,7 @@ def submission_crate(
     description: str,
     date_published: str,
     acquisition_facts: str = "",
+    schemas: Mapping[str, TableSchema] | None = None,
 ) -> dict[str, Any]:
     """The top-level ``ro-crate-metadata.json`` (a JSON-ready dictionary).
 
@@ -311,6 +399,9 @@ def submission_crate(
         The study's name, description and publication date (ISO 8601).
     acquisition_facts
         What the images' own metadata say about the acquisition (pixel sizes...).
+    schemas
+        The schemas of the tables of measured objects, by table path: the tables are
+        a dataset of their own, with its image analysis method.
     """
     people, authors = _people(study)
     methods = _annotation_methods(plan, model)
@@ -328,6 +419,7 @@ def submission_crate(
             _ref(BIA_FILE_LIST),
             _ref(IMAGES_DATASET),
             _ref(ANNOTATIONS_DATASET),
+            *([_ref(MEASUREMENTS_DATASET)] if schemas else []),
             _ref(PROVENANCE_CRATE),
         ],
     }
@@ -352,9 +444,11 @@ def submission_crate(
             "associatedAnnotationMethod": [_ref(m["@id"]) for m in methods],
         },
     ]
+    if schemas:
+        datasets += _measurement_entities(plan, schemas)
     columns: list[dict[str, Any]] = [
         {"@id": f"#column-{name}", "@type": ["csvw:Column"], "columnName": name, "propertyUrl": url}
-        for name, url in FILE_LIST_COLUMNS
+        for name, url in _file_list_columns(plan, bool(schemas))
     ]
     graph: list[dict[str, Any]] = [
         {

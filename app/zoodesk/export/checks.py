@@ -4,9 +4,10 @@ Every check reads the package as it is on disk, independently of how it was made
 the manifest (every file listed, every checksum right), the path rules, the file
 lists (every listed file exists; every annotation names exactly one existing source
 image), the OME-XML of every OME-TIFF and companion (valid against the OME 2016-06
-schema; outputs keep their source's pixel sizes) and the RO-Crate (the entities the
-profile needs, every input's action, every described file present with the right
-size and sha256).
+schema; outputs keep their source's pixel sizes), the tables of measured objects
+(each listed, with exactly the columns its schema describes) and the RO-Crate (the
+entities the profile needs, every input's action, every described file present with
+the right size and sha256).
 """
 
 from __future__ import annotations
@@ -25,14 +26,22 @@ from zoodesk.export.crate import (
     PROVENANCE_FOLDER,
     read_provenance_graph,
 )
-from zoodesk.export.filelists import ANNOTATION_COLUMNS, IMAGES_LIST, PROCESSED_COLUMNS, read_tsv
-from zoodesk.export.layout import COMPANION_SUFFIX
+from zoodesk.export.filelists import (
+    ANNOTATION_COLUMNS,
+    IMAGES_LIST,
+    INSTANCE_COLUMNS,
+    MEASUREMENTS_LIST,
+    PROCESSED_COLUMNS,
+    read_tsv,
+)
+from zoodesk.export.layout import COMPANION_SUFFIX, MEASUREMENTS_FOLDER
 from zoodesk.export.naming import is_safe_path
 from zoodesk.export.ome import ome_xml_of, pixel_sizes_of, schema_problems
 from zoodesk.export.package import MANIFEST, README
 from zoodesk.export.pagetab import PAGETAB_PATH
 from zoodesk.export.provenance import MODEL_RDF_PATH, RUN_JSON_PATH
 from zoodesk.export.rembi import REMBI_PATH
+from zoodesk.export.tables import check_tables
 from zoodesk.export.zenodo import ZENODO_PATH
 from zoodesk.fileutils import sha256_file
 
@@ -127,7 +136,11 @@ def _check_file_lists(root: Path, files: set[str]) -> list[Problem]:
 
     # BioStudies' lists; the archive's RO-Crate file list has its own check.
     lists = sorted(
-        f for f in files if f.startswith("filelists/") and f.endswith(".tsv") and f != BIA_FILE_LIST
+        f
+        for f in files
+        if f.startswith("filelists/")
+        and f.endswith(".tsv")
+        and f not in (BIA_FILE_LIST, MEASUREMENTS_LIST)  # checked with the tables
     )
     if IMAGES_LIST not in files:
         problems.append(Problem(IMAGES_LIST, "missing"))
@@ -137,7 +150,10 @@ def _check_file_lists(root: Path, files: set[str]) -> list[Problem]:
             problems.append(Problem(rel, "first header cell is not 'Files'"))
             continue
         name = rel.rsplit("/", 1)[-1]
-        if name.startswith("annotations_") and tuple(header) != ANNOTATION_COLUMNS:
+        if name.startswith("annotations_") and tuple(header) not in (
+            ANNOTATION_COLUMNS,
+            (*ANNOTATION_COLUMNS, *INSTANCE_COLUMNS),
+        ):
             problems.append(Problem(rel, f"header is not {' | '.join(ANNOTATION_COLUMNS)}"))
         if name.startswith("processed_") and tuple(header) != PROCESSED_COLUMNS:
             problems.append(Problem(rel, f"header is not {' | '.join(PROCESSED_COLUMNS)}"))
@@ -145,6 +161,11 @@ def _check_file_lists(root: Path, files: set[str]) -> list[Problem]:
             listed = row.get("Files", "")
             if listed not in files:
                 problems.append(Problem(rel, f"line {n}: file {listed!r} is not in the package"))
+            for column in ("Segmentation Mask", "Objects Table"):
+                # A label image inside a store is a folder of it, not a file of its own.
+                value = row.get(column, "")
+                if value and value not in files and not (root / value).is_dir():
+                    problems.append(Problem(rel, f"line {n}: {column} {value!r} is not there"))
             if "Source Image" in header:
                 source = row.get("Source Image", "")
                 if not source or ";" in source or "," in source or source not in files:
@@ -388,7 +409,8 @@ def _check_submission(root: Path, present: set[str]) -> list[Problem]:
     for rel in sorted(present):
         if _in_store(rel, stores):
             continue  # the store is listed, not each of its chunks
-        if rel.startswith(("annotations/", "processed/")) and rel not in listed:
+        table = rel.startswith(f"{MEASUREMENTS_FOLDER}/") and rel.endswith(".csv")
+        if (table or rel.startswith(("annotations/", "processed/"))) and rel not in listed:
             problems.append(Problem(BIA_FILE_LIST, f"{rel}: not listed"))
     problems += [
         Problem(
@@ -426,6 +448,7 @@ def check_package(folder: Path) -> list[Problem]:
     problems += _check_paths(files, _stores(root))
     problems += _check_manifest(root, files)
     problems += _check_file_lists(root, present)
+    problems += [Problem(path, message) for path, message in check_tables(root, present)]
     problems += _check_ome(root, files, run)
     problems += [p for p in _check_crate(root, present, run) if p not in problems]
     if CRATE_METADATA in present:

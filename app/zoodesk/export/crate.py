@@ -8,6 +8,9 @@ requirements) as ``instrument``; the input file, the model and the parameters
 the outputs as ``result``; start and end time; and ``actionStatus`` with ``error``
 for an input that failed.  Every file of the package (except the manifest, which
 lists the crate itself) is a ``File`` with encodingFormat, contentSize and sha256.
+A run that made objects adds the instance step's parameters to each action, its
+label images and tables to the action's results, and describes every column of
+each table (``variableMeasured``: ``PropertyValue`` with ``unitText``).
 
 The crate is built with the ``rocrate`` library; only the metadata file is written
 by it, the payload is already in place.
@@ -21,9 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from zoodesk.export.layout import ExportPlan, PlannedInput
+from zoodesk.export.annotations import instance_parameters
+from zoodesk.export.layout import INSTANCE_LABELS, ExportPlan, PlannedInput, PlannedOutput
 from zoodesk.export.provenance import KEY_REQUIREMENTS, ModelSummary, threshold_of
 from zoodesk.export.study import StudyMetadata
+from zoodesk.export.tables import TableSchema, table_description
 
 CRATE_METADATA = "ro-crate-metadata.json"
 RO_CRATE_VERSION = "1.1"
@@ -49,6 +54,7 @@ _FORMATS = (
     (".bmp", "image/bmp"),
     (".npy", "application/octet-stream"),
     (".tsv", "text/tab-separated-values"),
+    (".csv", "text/csv"),
     (".yaml", "application/yaml"),
     (".yml", "application/yaml"),
     (".json", "application/json"),
@@ -151,6 +157,66 @@ class _Parameters:
         return self.ids[key]
 
 
+def _output_text(out: PlannedOutput, image: str) -> str:
+    """What an output file (or store) is, for its crate entity."""
+    if out.kind == INSTANCE_LABELS:
+        what = (
+            f"label image of the objects of {image} (segmentation mask: 0 = background, "
+            f"one integer per object), made from model output {out.tensor}"
+        )
+    else:
+        what = f"model output {out.tensor} ({out.kind}) for {image}"
+    for inner in out.contains:
+        what += (
+            f"; includes the segmentation mask of its objects, the NGFF label image "
+            f"{inner.package_path[len(out.package_path) + 1 :]}"
+        )
+    return f"{what}; model-generated, not manually curated"
+
+
+def _holds(out: PlannedOutput, path: str | None) -> bool:
+    """Whether ``out`` is the label image at ``path`` or the store that holds it."""
+    return path is not None and (
+        out.package_path == path or any(i.package_path == path for i in out.contains)
+    )
+
+
+def _describe_table(
+    crate: Any,
+    path: str,
+    facts: FileFacts,
+    schema: TableSchema | None,
+    description: str,
+    based_on: list[Any],
+) -> Any:
+    """A table as a ``File`` whose ``variableMeasured`` are its columns."""
+    from rocrate.model.contextentity import ContextEntity
+
+    props: dict[str, Any] = {
+        "description": description,
+        "isBasedOn": [b for b in based_on if b is not None],
+    }
+    if schema is not None:
+        columns = []
+        for column in schema.columns:
+            entity = crate.get(schema.column_id(column))
+            if entity is None:
+                described = {
+                    "@type": "PropertyValue",
+                    "name": column.name,
+                    "propertyID": column.name,
+                    "description": column.description,
+                }
+                if column.unit:
+                    described["unitText"] = column.unit
+                entity = crate.add(
+                    ContextEntity(crate, schema.column_id(column), properties=described)
+                )
+            columns.append(entity)
+        props["variableMeasured"] = columns
+    return _describe_file(crate, path, facts, props)
+
+
 def _tile_text(tiling: Mapping[str, Any], key: str) -> str | None:
     value = tiling.get(key)
     if isinstance(value, Mapping):
@@ -182,6 +248,7 @@ def _action_parameters(
         found.append(params.get(f"threshold_{output_id}", f"{value:g}"))
     if item.entry.axes_mapping:
         found.append(params.get("axes_mapping", item.entry.axes_mapping))
+    found += [params.get(name, value) for name, value in instance_parameters(item)]
     return found
 
 
@@ -369,6 +436,7 @@ def build_crate(
     title: str,
     description: str,
     date_published: str,
+    schemas: Mapping[str, TableSchema] | None = None,
 ) -> Any:
     """Build the crate (a :class:`rocrate.rocrate.ROCrate`) for a written package.
 
@@ -385,6 +453,10 @@ def build_crate(
         Package path of the model description copy.
     title, description, date_published
         The root dataset's name, description and publication date.
+    schemas
+        The schema of each table of measurements, by its package path: each table is
+        a ``File`` whose ``variableMeasured`` are its columns (``PropertyValue`` with
+        ``unitText`` and ``description``).
     """
     from rocrate.model.contextentity import ContextEntity
     from rocrate.rocrate import ROCrate
@@ -477,11 +549,21 @@ def build_crate(
                     crate,
                     out.package_path,
                     facts[out.package_path],
-                    {
-                        "description": f"model output {out.tensor} ({out.kind}) for {item.name}; "
-                        "model-generated, not manually curated",
-                        "isBasedOn": source,
-                    },
+                    {"description": _output_text(out, item.name), "isBasedOn": source},
+                )
+            )
+        written = list(zip(item.outputs, results, strict=True))
+        for table in item.tables:
+            listed.add(table.package_path)
+            labels = next((r for o, r in written if _holds(o, table.labels)), source)
+            results.append(
+                _describe_table(
+                    crate,
+                    table.package_path,
+                    facts[table.package_path],
+                    (schemas or {}).get(table.package_path),
+                    table_description(plan, table, item),
+                    [labels, source],
                 )
             )
         status = item.entry.status
@@ -514,6 +596,29 @@ def build_crate(
         )
         actions.append(action)
     root["mentions"] = actions
+    if plan.summary is not None and plan.summary.package_path in facts:
+        listed.add(plan.summary.package_path)
+        _describe_table(
+            crate,
+            plan.summary.package_path,
+            facts[plan.summary.package_path],
+            (schemas or {}).get(plan.summary.package_path),
+            table_description(plan, plan.summary, None),
+            [crate.get(t.package_path) for i in plan.inputs for t in i.tables],
+        )
+    for schema in {s.path: s for s in (schemas or {}).values()}.values():
+        if schema.path in facts:
+            listed.add(schema.path)
+            _describe_file(
+                crate,
+                schema.path,
+                facts[schema.path],
+                {
+                    "description": f"schema of the {schema.kind} tables (W3C CSV on the Web): "
+                    "every column's name, datatype, description and unit",
+                    "about": [crate.get(t) for t, v in (schemas or {}).items() if v is schema],
+                },
+            )
     stores = {path for path in facts if is_store(path)}
     for path in sorted(set(facts) - listed):
         # The files inside a store are its parts, not entities of their own.

@@ -5,6 +5,12 @@ package by its relative path; the other columns are attributes of that file.  Th
 BioImage Archive asks for the images' list to carry only attributes that tell the
 images apart (those shared by all images belong in the study metadata), and for
 every annotation to name the image it annotates (``Source Image``).
+
+Where a run made objects, the lists that name their label images have four more
+columns (:data:`INSTANCE_COLUMNS`): the label image (for an OME-Zarr store, the
+NGFF label image inside it), the number of objects, the threshold used and the
+objects' table; the tables themselves are listed in ``filelists/measurements.tsv``
+(:mod:`zoodesk.export.tables`).
 """
 
 from __future__ import annotations
@@ -15,10 +21,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from zoodesk.export.layout import ExportPlan, PlannedInput
+from zoodesk.export.layout import INSTANCE_LABELS, ExportPlan, PlannedInput, PlannedOutput
 from zoodesk.export.provenance import ModelSummary
 
 IMAGES_LIST = "filelists/images.tsv"
+MEASUREMENTS_LIST = "filelists/measurements.tsv"
 
 #: Header of every annotation file list, in this order.
 ANNOTATION_COLUMNS = (
@@ -34,6 +41,9 @@ ANNOTATION_COLUMNS = (
     "Run ID",
 )
 
+#: Columns added to an annotation list whose files are (or hold) label images of objects.
+INSTANCE_COLUMNS = ("Segmentation Mask", "Objects", "Threshold", "Objects Table")
+
 #: Header of the file lists of processed (restored) images.
 PROCESSED_COLUMNS = (
     "Files",
@@ -48,7 +58,11 @@ PROCESSED_COLUMNS = (
 )
 
 #: MIFA annotation type (BioImage Archive vocabulary) of each output kind.
-ANNOTATION_TYPES = {"labels": "segmentation_mask", "probabilities": "other"}
+ANNOTATION_TYPES = {
+    "labels": "segmentation_mask",
+    INSTANCE_LABELS: "segmentation_mask",
+    "probabilities": "other",
+}
 
 
 def _cell(value: Any) -> str:
@@ -151,7 +165,31 @@ def images_list(plan: ExportPlan, image_info: dict[int, dict[str, Any]]) -> str:
     return tsv_text(header, rows)
 
 
-def output_lists(plan: ExportPlan, model: ModelSummary, created: dict[str, str]) -> dict[str, str]:
+def _instance_cells(plan: ExportPlan, out: PlannedOutput) -> list[Any]:
+    """The :data:`INSTANCE_COLUMNS` of a label image, or of a store that holds one."""
+    item = plan.input_of(out)
+    mask = out.package_path if out.kind == INSTANCE_LABELS else ""
+    if out.contains:
+        mask = out.contains[0].package_path
+    if not mask:
+        return ["", "", "", ""]
+    found = item.entry.instances if isinstance(item.entry.instances, dict) else {}
+    threshold = found.get("threshold")
+    table = item.tables[0].package_path if item.tables else ""
+    return [
+        mask,
+        found.get("count", ""),
+        f"{float(threshold):g}" if threshold is not None else "",
+        table,
+    ]
+
+
+def output_lists(
+    plan: ExportPlan,
+    model: ModelSummary,
+    created: dict[str, str],
+    instance_method: str = "",
+) -> dict[str, str]:
     """One file list per output id: ``annotations_<id>.tsv`` or ``processed_<id>.tsv``.
 
     Parameters
@@ -160,6 +198,9 @@ def output_lists(plan: ExportPlan, model: ModelSummary, created: dict[str, str])
         The export plan and the model summary.
     created
         Creation time of each output, by package path (from the file's provenance).
+    instance_method
+        How the label images of objects were made
+        (:func:`zoodesk.export.annotations.instance_method_text`).
 
     Returns
     -------
@@ -171,8 +212,10 @@ def output_lists(plan: ExportPlan, model: ModelSummary, created: dict[str, str])
     lists: dict[str, str] = {}
     for output_id in plan.output_ids:
         annotations = plan.group_of(output_id) == "annotations"
+        outputs = plan.outputs_of(output_id)
+        masks = annotations and any(o.kind == INSTANCE_LABELS or o.contains for o in outputs)
         rows = []
-        for out in plan.outputs_of(output_id):
+        for out in outputs:
             source = plan.input_of(out).package_path
             common = [
                 model.display_id,
@@ -182,12 +225,14 @@ def output_lists(plan: ExportPlan, model: ModelSummary, created: dict[str, str])
                 plan.record.run_id,
             ]
             when = created.get(out.package_path) or plan.input_of(out).entry.finished or ""
+            how = instance_method if out.kind == INSTANCE_LABELS else method
             if annotations:
-                rows.append(
-                    [out.package_path, source, annotation_type(out.kind), method, when, *common]
-                )
+                row = [out.package_path, source, annotation_type(out.kind), how, when, *common]
+                rows.append(row + (_instance_cells(plan, out) if masks else []))
             else:
                 rows.append([out.package_path, source, method, when, *common])
         header = ANNOTATION_COLUMNS if annotations else PROCESSED_COLUMNS
+        if masks:
+            header = (*header, *INSTANCE_COLUMNS)
         lists[plan.file_list_of(output_id)] = tsv_text(header, rows)
     return lists

@@ -12,8 +12,8 @@ leaves nothing under the final name.
 
 Replacing an earlier export (``overwrite``) deletes only what ZooDesk wrote there:
 the files its manifest lists, unchanged.  Files added since, or changed since, are
-moved into a folder beside it, ``<name>-kept-files-<date>-<time>``, and a warning
-says so.
+moved into a folder beside it, ``<name>-kept-files-<date>-<time>``
+(:mod:`zoodesk.export.replace`), and a warning says so.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
 import tempfile
 from collections.abc import Callable, Generator, Iterator, Mapping
@@ -32,6 +31,7 @@ from typing import Any
 
 from zoodesk.batch.record import RECORD_NAME, RunRecord
 from zoodesk.errors import CancelledError, ZooDeskError
+from zoodesk.export.annotations import instance_method_text
 from zoodesk.export.bia import (
     BIA_FILE_LIST,
     facts_text,
@@ -40,7 +40,7 @@ from zoodesk.export.bia import (
 )
 from zoodesk.export.bia import file_list as bia_file_list
 from zoodesk.export.crate import CRATE_METADATA, FileFacts, build_crate, write_crate
-from zoodesk.export.filelists import IMAGES_LIST, images_list, output_lists
+from zoodesk.export.filelists import IMAGES_LIST, MEASUREMENTS_LIST, images_list, output_lists
 from zoodesk.export.layout import ExportPlan, InputMode, PlannedInput, plan_export
 from zoodesk.export.ome import companion_xml, ome_xml_of, pixel_sizes_of, provenance_of
 from zoodesk.export.pagetab import PAGETAB_PATH, pagetab
@@ -59,7 +59,9 @@ from zoodesk.export.rembi import (
     image_info,
     rembi_mifa,
 )
+from zoodesk.export.replace import replace_folder
 from zoodesk.export.study import StudyMetadata, dump_yaml
+from zoodesk.export.tables import write_tables_metadata
 from zoodesk.export.zenodo import ZENODO_PATH, zenodo_metadata
 from zoodesk.fileutils import folder_files, sha256_file
 
@@ -280,10 +282,10 @@ def _model_description(record: RunRecord) -> tuple[Path, str]:
 
 def _check_sources(plan: ExportPlan) -> None:
     for item in plan.done:
-        for out in item.outputs:
-            if not out.source.exists():
+        for source in [o.source for o in item.outputs] + [t.source for t in item.tables]:
+            if not source.exists():
                 raise ZooDeskError(
-                    f"{out.source}: output of run {plan.record.run_id} is missing; run "
+                    f"{source}: output of run {plan.record.run_id} is missing; run "
                     "'zoodesk predict' again to recreate it"
                 )
         if not Path(item.entry.input).exists():
@@ -439,6 +441,10 @@ def export_run(
         if item.included and item.package_path and item.package_path not in {c[1] for c in copies}:
             copies.append((Path(item.entry.input), item.package_path, item.entry.input_sha256))
         copies.extend((o.source, o.package_path, o.entry.sha256) for o in item.outputs)
+    # Each image's table is checked against the record; the run's summary has no checksum.
+    copies.extend(
+        (t.source, t.package_path, t.entry.sha256 if t.entry else None) for t in plan.tables
+    )
     unread = [i for i in plan.inputs if not i.included and Path(i.entry.input).exists()]
     total_bytes = sum(_size(src) for src, _, _ in copies) + sum(
         _size(Path(i.entry.input)) for i in unread
@@ -508,7 +514,7 @@ def export_run(
         (tmp / MANIFEST).write_text(manifest, encoding="utf-8")
         if is_cancelled():
             raise CancelledError("export cancelled")
-        kept_folder, kept = _replace(tmp, destination)
+        kept_folder, kept = replace_folder(tmp, destination, MANIFEST)
         finished = True
         if kept_folder is not None:
             shown = ", ".join(kept[:5]) + (f" and {len(kept) - 5} more" if len(kept) > 5 else "")
@@ -596,13 +602,14 @@ def _write_metadata(
         yield progress(out.package_path)
 
     package.write_text(IMAGES_LIST, images_list(plan, infos))
-    lists = output_lists(plan, model, created)
+    lists = output_lists(plan, model, created, instance_method_text(plan, model))
     for rel, text in lists.items():
         package.write_text(rel, text)
-    package.write_text(BIA_FILE_LIST, bia_file_list(plan))
+    schemas = write_tables_metadata(plan, package.root, package.write_text, warnings)
+    package.write_text(BIA_FILE_LIST, bia_file_list(plan, schemas))
     yield progress("filelists")
 
-    rembi = rembi_mifa(study, plan, model, infos)
+    rembi = rembi_mifa(study, plan, model, infos, schemas)
     package.write_text(REMBI_PATH, dump_yaml(rembi))
     package.write_text(PAGETAB_PATH, pagetab(study, plan, model, rembi))
     package.write_text(
@@ -615,7 +622,8 @@ def _write_metadata(
         RUN_JSON_PATH,
         json.dumps(run_provenance(plan, model), indent=2, ensure_ascii=False, default=str) + "\n",
     )
-    package.write_text(README, readme_text(study, plan, model, [IMAGES_LIST, *lists]))
+    listed = [IMAGES_LIST, *lists, *([MEASUREMENTS_LIST] if schemas else [])]
+    package.write_text(README, readme_text(study, plan, model, listed))
     yield progress(README)
 
     title = study.title or f"Predictions of {model.name} on {len(plan.done)} images"
@@ -631,6 +639,7 @@ def _write_metadata(
         title=title,
         description=summary,
         date_published=published,
+        schemas=schemas,
     )
     path = write_crate(crate, package.root)
     package.facts[path.relative_to(package.root).as_posix()] = FileFacts(
@@ -647,6 +656,7 @@ def _write_metadata(
         description=summary,
         date_published=published,
         acquisition_facts=facts_text(acquisition),
+        schemas=schemas,
     )
     package.write_text(CRATE_METADATA, json.dumps(submission, indent=2, ensure_ascii=False) + "\n")
     yield progress(CRATE_METADATA)
@@ -679,101 +689,6 @@ def _companion(item: PlannedInput, info: dict[str, Any], originals: dict[int, Fi
             "note": "the image is referenced, not included in this package",
         },
     )
-
-
-def _not_written_by_us(folder: Path) -> list[str]:
-    """Files (and links) in an earlier export that its manifest does not vouch for.
-
-    A file is ZooDesk's when the manifest lists it with the sha256 it still has; any
-    other file, a changed one, a link, and everything when there is no manifest, is
-    the user's.
-    """
-    listed: dict[str, str] = {}
-    try:
-        for line in (folder / MANIFEST).read_text(encoding="utf-8").splitlines():
-            sha, sep, rel = line.partition("  ")
-            if sep:
-                listed[rel] = sha
-    except (OSError, UnicodeDecodeError):
-        listed = {}
-    theirs: list[str] = []
-    for root, dirs, files in os.walk(folder):
-        base = Path(root)
-        links = [d for d in dirs if (base / d).is_symlink()]
-        dirs[:] = [d for d in dirs if d not in links]
-        for name in [*files, *links]:
-            path = base / name
-            rel = path.relative_to(folder).as_posix()
-            if rel == MANIFEST and listed:
-                continue
-            ours = (
-                rel in listed
-                and path.is_file()
-                and not path.is_symlink()
-                and sha256_file(path) == listed[rel]
-            )
-            if not ours:
-                theirs.append(rel)
-    return sorted(theirs)
-
-
-def _kept_folder(destination: Path) -> Path:
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    base = f"{destination.name}-kept-files-{stamp}"
-    n = 1
-    while True:
-        candidate = destination.with_name(base if n == 1 else f"{base}-{n}")
-        try:
-            candidate.mkdir()
-            return candidate
-        except FileExistsError:
-            n += 1
-
-
-def _move(source_root: Path, target_root: Path, names: list[str]) -> None:
-    for rel in names:
-        target = target_root / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        (source_root / rel).replace(target)
-
-
-def _replace(tmp: Path, destination: Path) -> tuple[Path | None, list[str]]:
-    """Put the finished package under its final name, replacing an earlier export.
-
-    The earlier export's files that ZooDesk did not write (or that changed since)
-    are moved into a folder beside it first; returns that folder and those files.
-    """
-    old: Path | None = None
-    kept_folder: Path | None = None
-    kept: list[str] = []
-    if destination.exists():
-        kept = _not_written_by_us(destination)
-        if kept:
-            kept_folder = _kept_folder(destination)
-            try:
-                _move(destination, kept_folder, kept)
-            except OSError:
-                # Put back what moved: the earlier export stays as it was.
-                _move(kept_folder, destination, [r for r in kept if (kept_folder / r).exists()])
-                shutil.rmtree(kept_folder, ignore_errors=True)
-                raise
-        old = Path(
-            tempfile.mkdtemp(prefix=f".{destination.name}.", suffix=".old", dir=destination.parent)
-        )
-        old.rmdir()
-        destination.replace(old)
-    try:
-        tmp.replace(destination)
-    except OSError:
-        if old is not None:
-            old.replace(destination)
-            if kept_folder is not None:
-                _move(kept_folder, destination, kept)
-                shutil.rmtree(kept_folder, ignore_errors=True)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-    return kept_folder, kept
 
 
 def run_export(

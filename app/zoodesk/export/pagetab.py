@@ -172,7 +172,7 @@ def pagetab(
             _block(
                 ["Annotations", f"Annotations-{n}"],
                 [
-                    ("Title", f"model output {section['output_id']}"),
+                    ("Title", section.get("title") or f"model output {section['output_id']}"),
                     ("Annotation overview", section["annotation_overview"]),
                     ("Annotation type", section["annotation_type"]),
                     ("Annotation method", section["annotation_method"]),
@@ -194,6 +194,21 @@ def pagetab(
                     ("Image analysis overview", section["description"]),
                     ("Method", section["method"]),
                     ("File List", section["file_list"]),
+                ],
+            )
+        )
+    measured = rembi.get("image_analysis", {}).get("measurements")
+    if measured:
+        n = len(rembi.get("processed_images", [])) + 1
+        blocks.append(
+            _block(
+                ["Image analysis", f"Image analysis-{n}"],
+                [
+                    ("Title", "measurements of the objects"),
+                    ("Image analysis overview", measured["description"]),
+                    ("Method", measured["method"]),
+                    ("Features analysed", measured["columns"]),
+                    ("File List", measured["file_list"]),
                 ],
             )
         )

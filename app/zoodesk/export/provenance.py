@@ -244,9 +244,27 @@ def run_provenance(plan: ExportPlan, model: ModelSummary) -> dict[str, Any]:
                         "axes": o.entry.axes,
                         "shape": o.entry.shape,
                         "dtype": o.entry.dtype,
+                        "contains": [
+                            {
+                                "kind": c.entry.kind,
+                                "run_path": c.entry.path,
+                                "package_path": c.package_path,
+                            }
+                            for c in o.contains
+                        ],
                     }
                     for o in item.outputs
                 ],
+                "tables": [
+                    {
+                        "run_path": t.entry.path if t.entry else None,
+                        "package_path": t.package_path,
+                        "sha256": t.entry.sha256 if t.entry else None,
+                        "label_image": t.labels,
+                    }
+                    for t in item.tables
+                ],
+                "instances": item.entry.instances,
             }
         )
     return {
@@ -260,6 +278,7 @@ def run_provenance(plan: ExportPlan, model: ModelSummary) -> dict[str, Any]:
         "tiling": effective_tiling(plan),
         "versions": software_versions(record.software),
         "summary": record.summary(),
+        "objects_summary": plan.summary.package_path if plan.summary else None,
         "files": files,
         "run_record": record.to_json(),
     }

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import shlex
 
-from zoodesk.export.layout import ExportPlan
+from zoodesk.export.annotations import instance_facts, instance_method_short, threshold_text
+from zoodesk.export.layout import INSTANCE_LABELS, MEASUREMENTS_FOLDER, ExportPlan
 from zoodesk.export.provenance import MODEL_RDF_PATH, RUN_JSON_PATH, ModelSummary, effective_tiling
 from zoodesk.export.rembi import coverage
 from zoodesk.export.study import StudyMetadata
+from zoodesk.export.tables import SCHEMAS_FOLDER
 
 
 def _reproduce_command(plan: ExportPlan, model: ModelSummary) -> str:
@@ -26,7 +28,32 @@ def _reproduce_command(plan: ExportPlan, model: ModelSummary) -> str:
         parts += ["--tile", *(str(v) for v in tile.values())]
     if plan.record.model.get("weights", {}).get("format"):
         parts += ["--weights", str(plan.record.model["weights"]["format"])]
+    if params.get("output_format") == "ome-zarr":
+        parts += ["--format", "ome-zarr"]
+    parts += _instance_options(params.get("instances"))
     return " ".join(shlex.quote(p) for p in parts)
+
+
+def _instance_options(settings: object) -> list[str]:
+    """The ``predict`` options that make the same objects as the run's settings."""
+    if not isinstance(settings, dict):
+        return []
+    parts = ["--instances", str(settings.get("method"))]
+    options = (
+        ("--instance-output", "source"),
+        ("--instance-channel", "channel"),
+        ("--boundary-channel", "boundary_channel"),
+        ("--threshold", "threshold"),
+        ("--min-size", "min_size"),
+        ("--max-size", "max_size"),
+        ("--min-distance", "min_distance"),
+    )
+    for flag, key in options:
+        if settings.get(key) is not None:
+            parts += [flag, str(settings[key])]
+    if settings.get("fill_holes"):
+        parts.append("--fill-holes")
+    return parts
 
 
 def readme_text(
@@ -82,7 +109,21 @@ def readme_text(
     for output_id in plan.output_ids:
         group = plan.group_of(output_id)
         what = "model-generated annotations" if group == "annotations" else "model-restored images"
-        lines.append(f"| `{group}/{output_id}/` | {what} ({plan.kind_of(output_id)}), OME-TIFF |")
+        if plan.kind_of(output_id) == INSTANCE_LABELS:
+            what = "label images of objects (segmentation masks), model-generated"
+        outputs = plan.outputs_of(output_id)
+        stores = any(o.package_path.endswith(".zarr") for o in outputs)
+        form = "OME-Zarr stores" if stores else "OME-TIFF"
+        if any(o.contains for o in outputs):
+            form += "; each also holds the label image of its objects, `labels/instances`"
+        lines.append(f"| `{group}/{output_id}/` | {what} ({plan.kind_of(output_id)}), {form} |")
+    if plan.tables:
+        lines += [
+            f"| `{MEASUREMENTS_FOLDER}/` | tables of the measured objects: one per image (a row "
+            "per object) and the run's `summary.csv` (a row per image) |",
+            f"| `{SCHEMAS_FOLDER}/` | the tables' schemas (W3C CSV on the Web): every "
+            "column's meaning, datatype and unit |",
+        ]
     lines += [f"| `{path}` | BioStudies file list |" for path in file_lists]
     lines += [
         "| `metadata/rembi_mifa.yaml` | REMBI study metadata and MIFA annotation metadata |",
@@ -108,6 +149,12 @@ def readme_text(
         + ", ".join(f"{k} {v}" for k, v in record.software.items() if k != "platform")
         + f"; platform {record.software.get('platform', '?')}.",
     ]
+    if plan.has_instances:
+        lines.append(
+            f"- Objects: {instance_method_short(plan)}; threshold used "
+            f"{threshold_text(instance_facts(plan))}.  The label images are model-generated "
+            "segmentation masks, not manually curated."
+        )
     for tiling in effective_tiling(plan):
         block = tiling["tiling"]
         lines.append(

@@ -8,18 +8,25 @@ microscope and objective when the files record them).  MIFA (Metadata, Incentive
 Formats and Accessibility for annotations) fields are filled in from the run: the
 annotation type from the BioImage Archive vocabulary, the method (model, weights,
 software, device), confidence (not human-verified) and coverage with the failures.
+The label images of objects of a run made with ``--instances`` have a section of
+their own (:mod:`zoodesk.export.annotations`), and its tables of measurements are
+described under ``image_analysis.measurements``.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from zoodesk.export.filelists import IMAGES_LIST, annotation_type, method_text
-from zoodesk.export.layout import ExportPlan
+from zoodesk.export.annotations import NOT_CURATED, instances_section
+from zoodesk.export.filelists import IMAGES_LIST, MEASUREMENTS_LIST, annotation_type, method_text
+from zoodesk.export.layout import INSTANCE_LABELS, ExportPlan
 from zoodesk.export.provenance import ModelSummary, threshold_of
 from zoodesk.export.study import StudyMetadata
+from zoodesk.export.tables import TableSchema, features_text, measurement_method
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +130,7 @@ def coverage(plan: ExportPlan) -> dict[str, Any]:
 
 
 def annotation_sections(plan: ExportPlan, model: ModelSummary) -> list[dict[str, Any]]:
-    """One MIFA annotation section per annotation output of the model."""
+    """One MIFA annotation section per annotation output of the model, and the objects'."""
     method = method_text(model, plan)
     thresholds = threshold_of(model)
     cover = coverage(plan)
@@ -131,11 +138,32 @@ def annotation_sections(plan: ExportPlan, model: ModelSummary) -> list[dict[str,
         str(t.get("id")): ", ".join(str(op.get("id")) for op in t.get("postprocessing", []))
         for t in model.data.get("outputs", [])
     }
+
+    def common() -> dict[str, Any]:
+        # A fresh copy per section: shared objects would be YAML anchors in the file.
+        return copy.deepcopy(shared)
+
+    shared = {
+        "model": {
+            "id": model.id,
+            "name": model.name,
+            "version": model.version,
+            "weights_format": model.weights.get("format"),
+            "weights_sha256": model.weights.get("sha256"),
+            "rdf_sha256": model.rdf_sha256,
+        },
+        "software": {
+            k: v
+            for k, v in plan.record.software.items()
+            if k in ("zoodesk", "onnxruntime", "bioimageio.spec", "bioimageio.core", "tifffile")
+        },
+        "device": plan.record.device.get("used"),
+    }
     sections = []
     for output_id in plan.output_ids:
-        if plan.group_of(output_id) != "annotations":
-            continue
         kind = plan.kind_of(output_id)
+        if plan.group_of(output_id) != "annotations" or kind == INSTANCE_LABELS:
+            continue
         atype = annotation_type(kind)
         overview = (
             f"Label images (0 = background) predicted by the model {model.label}"
@@ -157,25 +185,32 @@ def annotation_sections(plan: ExportPlan, model: ModelSummary) -> list[dict[str,
                 "spatial_information": "same pixel grid and pixel sizes as the source image",
                 "postprocessing": post.get(output_id, "") or "none",
                 "threshold": thresholds.get(output_id),
-                "model": {
-                    "id": model.id,
-                    "name": model.name,
-                    "version": model.version,
-                    "weights_format": model.weights.get("format"),
-                    "weights_sha256": model.weights.get("sha256"),
-                    "rdf_sha256": model.rdf_sha256,
-                },
-                "software": {
-                    k: v
-                    for k, v in plan.record.software.items()
-                    if k
-                    in ("zoodesk", "onnxruntime", "bioimageio.spec", "bioimageio.core", "tifffile")
-                },
-                "device": plan.record.device.get("used"),
+                **common(),
                 "failures": cover["failures"],
             }
         )
+    objects = instances_section(plan, model, common())
+    if objects is not None:
+        sections.append(objects)
     return sections
+
+
+def measurements_section(
+    plan: ExportPlan, schemas: Mapping[str, TableSchema]
+) -> dict[str, Any] | None:
+    """The tables of measured objects: where they are, what they hold, how they were made."""
+    if not schemas:
+        return None
+    return {
+        "file_list": MEASUREMENTS_LIST,
+        "tables": len(schemas),
+        "description": "tables of the objects measured in the label images (one per image, "
+        "one row per object) and the run's summary (one row per image)",
+        "method": measurement_method(plan),
+        "schemas": sorted({s.path for s in schemas.values()}),
+        "columns": features_text(schemas),
+        "curation": NOT_CURATED,
+    }
 
 
 def rembi_mifa(
@@ -183,8 +218,12 @@ def rembi_mifa(
     plan: ExportPlan,
     model: ModelSummary,
     infos: dict[int, dict[str, Any]],
+    schemas: Mapping[str, TableSchema] | None = None,
 ) -> dict[str, Any]:
-    """The content of ``metadata/rembi_mifa.yaml``."""
+    """The content of ``metadata/rembi_mifa.yaml``.
+
+    ``schemas`` are those of the measurement tables (:func:`zoodesk.export.tables.plan_schemas`).
+    """
     processed = [
         {
             "output_id": output_id,
@@ -225,5 +264,10 @@ def rembi_mifa(
         "image_analysis": {
             "method": method_text(model, plan),
             "provenance": "provenance/run.json, ro-crate-metadata.json",
+            **(
+                {"measurements": measured}
+                if (measured := measurements_section(plan, schemas or {}))
+                else {}
+            ),
         },
     }

@@ -73,6 +73,11 @@ def zenodo_metadata(
         "outputs as OME-TIFF, BioImage Archive file lists and REMBI/MIFA metadata, and "
         "an RO-Crate (Process Run Crate) with the full provenance."
     )
+    if plan.tables:
+        summary += (
+            "  Objects were segmented in the model's output (label images) and measured: "
+            "a table per image and one for the run, each column described with its unit."
+        )
     description = "".join(
         f"<p>{html.escape(text)}</p>" for text in (study.description, summary) if text
     )
