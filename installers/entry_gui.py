@@ -8,6 +8,8 @@ The desktop entry: built without a console on Windows and macOS.
   ``ZOODESK_OPEN_FILES`` environment variable (paths joined by ``os.pathsep``); the
   application offers to import them.
 - Anything else: a command line, as for ``zoodesk-cli``.
+- Started as ``zoodesk-cli`` (on Linux that program is a link to this one, see
+  packaging.spec): the command line only, as ``installers/entry_cli.py``.
 
 Without a console, Windows gives the program no standard streams; they are sent
 to ``ZOODESK_HOME/logs/zoodesk-gui.log`` so that errors are kept and writing a
@@ -26,6 +28,19 @@ from pathlib import Path
 BUNDLE_SUFFIX = ".zdbundle"
 #: Environment variable through which the files to open reach the application.
 OPEN_FILES_VARIABLE = "ZOODESK_OPEN_FILES"
+#: Name of the command-line program.
+CLI_NAME = "zoodesk-cli"
+
+
+def started_as_cli(program: str) -> bool:
+    """Whether the program was started under the command line's name.
+
+    Parameters
+    ----------
+    program
+        The program as started (``sys.argv[0]``): a link keeps its own name there.
+    """
+    return Path(program).stem == CLI_NAME
 
 
 def gui_argv(argv: Sequence[str]) -> list[str]:
@@ -73,6 +88,8 @@ def run() -> int:
     _keep_streams()
     from zoodesk.cli import main
 
+    if started_as_cli(sys.argv[0]):
+        return main(sys.argv[1:])
     return main(gui_argv(sys.argv[1:]))
 
 

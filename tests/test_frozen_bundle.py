@@ -14,15 +14,17 @@ import os
 from pathlib import Path
 
 import pytest
-from installers.entry_gui import BUNDLE_SUFFIX, OPEN_FILES_VARIABLE, gui_argv
+from installers.entry_gui import BUNDLE_SUFFIX, OPEN_FILES_VARIABLE, gui_argv, started_as_cli
 from tools.smoke_bundle import (
     CONTENTS_DIR,
     DEFAULT_BUNDLE,
     EXE_SUFFIX,
+    MIN_NUCLEI,
     BundleSmoke,
     Check,
     demo_resources,
     folder_size,
+    plane_from_npy,
 )
 
 import zoodesk
@@ -65,6 +67,30 @@ def test_desktop_entry_passes_commands_through(monkeypatch: pytest.MonkeyPatch) 
 
 def test_desktop_entry_knows_the_engines_bundle_suffix() -> None:
     assert BUNDLE_SUFFIX == ENGINE_BUNDLE_SUFFIX
+
+
+def test_entry_started_as_zoodesk_cli_runs_the_command_line_only() -> None:
+    # On Linux zoodesk-cli is a link to the desktop entry's executable.
+    assert started_as_cli("/opt/zoodesk/zoodesk-cli")
+    assert started_as_cli("zoodesk-cli")
+    assert started_as_cli("C:/ZooDesk/zoodesk-cli.exe")
+    assert not started_as_cli("/opt/zoodesk/zoodesk")
+    assert not started_as_cli("/usr/bin/zoodesk")
+
+
+def test_smoke_image_is_the_plane_of_a_npy_test_input(tmp_path: Path) -> None:
+    import numpy as np
+
+    array = np.arange(2 * 3 * 5, dtype="<f4").reshape(1, 1, 6, 5)
+    np.save(tmp_path / "input.npy", array)
+    plane_from_npy(tmp_path / "input.npy", tmp_path / "plane.npy")
+    plane = np.load(tmp_path / "plane.npy")
+    assert plane.shape == (6, 5)
+    assert plane.dtype == np.dtype("<f4")
+    np.testing.assert_array_equal(plane, array[0, 0])
+    np.save(tmp_path / "stack.npy", np.zeros((2, 6, 5), dtype="<f4"))
+    with pytest.raises(ValueError, match="one C-ordered plane"):
+        plane_from_npy(tmp_path / "stack.npy", tmp_path / "not-written.npy")
 
 
 # ---------------------------------------------------------------------- frozen bundle
@@ -158,6 +184,18 @@ def test_bundle_exports_the_run_for_deposition(smoke: BundleSmoke, nuclei_dir: P
     check = smoke.check_export(run_dir)
     _assert_ok(check)
     assert check.data["files"] > 0
+
+
+@needs_bundle
+def test_bundle_finds_and_measures_the_nuclei_of_the_test_image(
+    smoke: BundleSmoke, nuclei_dir: Path
+) -> None:
+    found = smoke.check_instances(nuclei_dir)
+    _assert_ok(found)
+    assert found.data["objects"] > MIN_NUCLEI
+    measured = smoke.check_measure()
+    _assert_ok(measured)
+    assert measured.data["objects"] > MIN_NUCLEI
 
 
 @needs_bundle

@@ -16,6 +16,10 @@ the proxies are removed, and the report says so).  The checks:
    each scene, position and tile an input with its pixel sizes recorded; and on an
    OME-Zarr store, writing ``--format ome-zarr`` outputs.  The
    layout check also holds the CPU variant's bundle to 300 MB unpacked;
+   objects: ``predict --instances watershed`` with the nuclei model on an image made
+   from its test input writes the label image, the objects table and the run's
+   summary table, with a plausible number of nuclei, and ``measure --instances
+   threshold`` labels the same run again;
 6. ``zoodesk-cli export`` packages that run for deposition (with study metadata
    that fills every field the archive requires), and ``export --check`` accepts
    the package;
@@ -52,10 +56,14 @@ Exit code 0 when no check failed.
 from __future__ import annotations
 
 import argparse
+import ast
+import csv
 import json
+import math
 import os
 import shutil
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -91,6 +99,9 @@ acquisition:
   imaging_method: widefield fluorescence microscopy
   instrument: widefield microscope
 """
+#: Fewest nuclei the nuclei model's test image may give: it shows about 90, so fewer
+#: than this means the objects were not separated (or not found).
+MIN_NUCLEI = 10
 #: Largest unpacked size of a bundle without torch or CUDA (the CPU variant).
 MAX_RUNTIME_BUNDLE_BYTES = 300 * 10**6
 IS_WINDOWS = sys.platform == "win32"
@@ -422,6 +433,45 @@ class BundleSmoke:
             problem, data = _run_record_problem(out, expected_files=1, outputs_are_folders=True)
         return self._check("ome-zarr in and out", done, args, problem, **data)
 
+    def check_instances(self, model: Path | str = NUCLEI_MODEL) -> Check:
+        """``predict --instances watershed`` labels the nuclei of the model's test image.
+
+        The image is the model's ``test_input.npy`` as one plane.  The run writes the
+        label image, the objects table (more than :data:`MIN_NUCLEI` rows, as many as
+        the run record counts) and the run's summary table.
+        """
+        source = Path(model) / "test_input.npy"
+        if not source.is_file():
+            return Check("instances", "skipped", 0.0, f"no {source}")
+        inputs = self.workdir / "instances-input"
+        inputs.mkdir(exist_ok=True)
+        plane_from_npy(source, inputs / "nuclei.npy")
+        out = self.workdir / "instances-output"
+        args = ["predict", "--model", str(model), "--input", str(inputs), "--output", str(out),
+                "--instances", "watershed", "--device", "cpu", "--json"]  # fmt: skip
+        done = self.run(args)
+        problem = None
+        data: dict[str, Any] = {}
+        if done.returncode == 0:
+            problem, data = _run_record_problem(out, expected_files=1)
+        if problem is None and done.returncode == 0:
+            problem, data["objects"] = _objects_problem(out, "watershed")
+        return self._check("predict --instances watershed", done, args, problem, **data)
+
+    def check_measure(self, run_dir: Path | None = None) -> Check:
+        """``measure --instances threshold`` labels a finished run again.
+
+        The run is the one :meth:`check_instances` wrote, unless another is given.
+        """
+        run_dir = run_dir or self.workdir / "instances-output"
+        args = ["measure", str(run_dir), "--instances", "threshold", "--json"]
+        done = self.run(args)
+        problem = None
+        data: dict[str, Any] = {}
+        if done.returncode == 0:
+            problem, data["objects"] = _objects_problem(run_dir, "threshold")
+        return self._check("measure --instances threshold", done, args, problem, **data)
+
     def carries_torch(self) -> bool:
         """True for a bundle of the full variant (torch inside)."""
         return (self.bundle / CONTENTS_DIR / "torch").is_dir()
@@ -615,6 +665,70 @@ def _run_record_problem(
     return None, data
 
 
+def _objects_problem(out: Path, method: str) -> tuple[str | None, int | None]:
+    """What is wrong with the objects of the one input of a run, and their number.
+
+    The run record must say the objects were made with ``method``; the label image,
+    the objects table (one row per object, more than :data:`MIN_NUCLEI`) and the
+    summary table (one row, with the same count) must be there.
+    """
+    record_path = out / "zoodesk-run.json"
+    try:
+        record = json.loads(record_path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        return f"{record_path}: no readable run record ({exc})", None
+    files = record.get("files") or [{}]
+    entry = files[0].get("instances") or {}
+    if "error" in entry or not entry:
+        return f"{record_path}: no objects: {entry.get('error', 'no instances entry')}", None
+    used = (entry.get("settings") or {}).get("method")
+    if used != method:
+        return f"{record_path}: objects made with {used!r}, expected {method!r}", None
+    labels, objects = out / str(entry.get("labels")), out / str(entry.get("objects"))
+    summary = out / "summary.csv"
+    missing = [p.name for p in (labels, objects, summary) if not p.is_file()]
+    if missing:
+        return f"{out}: missing {', '.join(missing)}", None
+    with objects.open(encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f))
+    with summary.open(encoding="utf-8", newline="") as f:
+        summary_rows = list(csv.DictReader(f))
+    count = len(rows)
+    if count <= MIN_NUCLEI:
+        return f"{objects.name}: {count} objects, expected more than {MIN_NUCLEI}", count
+    if entry.get("count") != count:
+        return f"{objects.name}: {count} rows, the run record counts {entry.get('count')}", count
+    if len(summary_rows) != 1 or summary_rows[0].get("count") != str(count):
+        return f"{summary.name}: expected one row counting {count} objects: {summary_rows}", count
+    return None, count
+
+
+def plane_from_npy(source: Path, target: Path) -> None:
+    """Write the last two axes of a ``.npy`` array, whose other axes have length 1, as
+    a 2D ``.npy`` file (a YX image).
+
+    Standard library only: a ``.npy`` file is a magic string, a header holding a
+    Python literal (dtype, order, shape) and the data in C order.
+    """
+    data = source.read_bytes()
+    if data[:6] != b"\x93NUMPY":
+        raise ValueError(f"{source}: not a .npy file")
+    size_format, start = ("<H", 10) if data[6] == 1 else ("<I", 12)
+    (length,) = struct.unpack_from(size_format, data, 8)
+    header = ast.literal_eval(data[start : start + length].decode("latin1"))
+    shape = tuple(header["shape"])
+    if header["fortran_order"] or len(shape) < 2 or math.prod(shape[:-2]) != 1:
+        raise ValueError(f"{source}: expected one C-ordered plane, not shape {shape}")
+    text = repr({"descr": header["descr"], "fortran_order": False, "shape": shape[-2:]})
+    # Format 1.0: the data start at a multiple of 64 bytes; the header ends with "\n".
+    padding = -(10 + len(text) + 1) % 64
+    new_header = (text + " " * padding + "\n").encode("latin1")
+    target.write_bytes(
+        b"\x93NUMPY\x01\x00" + struct.pack("<H", len(new_header)) + new_header
+        + data[start + length :]
+    )  # fmt: skip
+
+
 def _json_or_empty(text: str) -> dict[str, Any]:
     try:
         value = json.loads(text)
@@ -682,6 +796,11 @@ def run_all(
     checks.append(smoke.check_vendor_formats(models[-1]))
     checks.append(smoke.check_ome_zarr(models[-1]))
     checks.append(smoke.check_export())
+    if NUCLEI_MODEL.is_dir():
+        checks.append(smoke.check_instances(NUCLEI_MODEL))
+        checks.append(smoke.check_measure())
+    else:
+        checks.append(Check("instances", "skipped", 0.0, f"no {NUCLEI_MODEL}"))
     packages, why_not = conversion_packages(workdir, packages_python or sys.executable)
     if why_not:
         checks.append(Check("conversion", "skipped", 0.0, why_not))

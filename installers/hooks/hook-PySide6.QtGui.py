@@ -11,6 +11,11 @@ into the bundle:
 - ``platformthemes``: the GTK 3 theme would bring GLib, Cairo, Pango and ATK from
   the build machine, which can clash with the desktop's own GTK; Qt then uses its
   generic theme or the xdg-desktop-portal one (kept).
+- ``generic``: input plugins (evdev keyboards, mice, touch screens and tablets read
+  from /dev/input, and TUIO touch over the network) that Qt loads only when asked
+  to (``-plugin``, ``QT_QPA_GENERIC_PLUGINS``), for the screens above without a
+  window system; desktops deliver input through xcb or Wayland.  The TUIO plugin
+  alone brings QtNetwork (2 MB).
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from PyInstaller.utils.hooks.qt import add_qt6_dependencies
 #: Plugin files left out, by name without the platform's prefix and suffix.
 UNUSED_PLUGINS = frozenset({"qeglfs", "qlinuxfb", "qvnc", "qminimalegl", "qvkkhrdisplay", "qgtk3"})
 #: Plugin types left out whole.
-UNUSED_PLUGIN_TYPES = frozenset({"egldeviceintegrations"})
+UNUSED_PLUGIN_TYPES = frozenset({"egldeviceintegrations", "generic"})
 
 
 def _plugin_name(path: str) -> str:
