@@ -24,7 +24,7 @@ from zoodesk.batch.outfolder import FolderLock
 from zoodesk.batch.record import RECORD_NAME, FileEntry, OutputEntry, RunRecord, now_iso
 from zoodesk.errors import CancelledError, ZooDeskError
 from zoodesk.fileutils import path_inside, sha256_input
-from zoodesk.instances import InstanceSettings, InstanceSettingsError, find_instances
+from zoodesk.instances import InstanceSettings, InstanceSettingsError
 from zoodesk.instances.measure import (
     histogram,
     numbers,
@@ -96,6 +96,8 @@ def add_instances(
         # Read back from the file: a large output comes as a map, paged from disk.
         written_image = read_image(out_dir / source.path)
         array, axes, sizes = written_image.array, written_image.axes, written_image.pixel_sizes
+    from zoodesk.instances.step import find_instances
+
     result = find_instances(
         array,
         axes,

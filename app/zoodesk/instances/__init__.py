@@ -7,6 +7,8 @@ objects are made (and proposes a method from a model's outputs),
 all of it for one image and writes the label image and the table.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from zoodesk.instances.settings import (
     CHOICES,
     METHODS,
@@ -16,7 +18,20 @@ from zoodesk.instances.settings import (
     propose,
     resolve,
 )
-from zoodesk.instances.step import InstanceResult, find_instances
+
+if TYPE_CHECKING:
+    from zoodesk.instances.step import InstanceResult, find_instances
+
+
+def __getattr__(name: str) -> Any:
+    # The labelling itself needs scipy and scikit-image, which take a second to
+    # import: a run without objects never loads them.
+    if name in ("InstanceResult", "find_instances"):
+        from zoodesk.instances import step
+
+        return getattr(step, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "CHOICES",
