@@ -7,45 +7,84 @@ id) into a loaded :class:`ModelPackage`.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from zoodesk.errors import ModelPackageError
-from zoodesk.models.bundle import (
-    BUNDLE_SUFFIX,
-    BundleError,
-    BundleExport,
-    BundleImport,
-    export_bundle,
-    import_bundle,
-)
-from zoodesk.models.cache import (
-    CachedFile,
-    CachedModel,
-    CacheError,
-    ModelCache,
-    VerifyReport,
-    model_key,
-)
-from zoodesk.models.catalogue import (
-    Catalogue,
-    CatalogueEntry,
-    CatalogueError,
-    catalogue_from_snapshot,
-    load_catalogue,
-    refresh_catalogue,
-    refresh_catalogue_events,
-)
-from zoodesk.models.compat import Compatibility, assess, compatibility_of_spec
-from zoodesk.models.download import (
-    DownloadError,
-    NetworkDisabledError,
-    NetworkOptions,
-    Progress,
-    download,
-    download_model,
-    run_with_progress,
-)
-from zoodesk.models.package import ModelPackage, load_model_package
-from zoodesk.settings import Settings
+
+if TYPE_CHECKING:
+    from zoodesk.models.bundle import (
+        BUNDLE_SUFFIX,
+        BundleError,
+        BundleExport,
+        BundleImport,
+        export_bundle,
+        import_bundle,
+    )
+    from zoodesk.models.cache import (
+        CachedFile,
+        CachedModel,
+        CacheError,
+        ModelCache,
+        VerifyReport,
+        model_key,
+    )
+    from zoodesk.models.catalogue import (
+        Catalogue,
+        CatalogueEntry,
+        CatalogueError,
+        catalogue_from_snapshot,
+        load_catalogue,
+        refresh_catalogue,
+        refresh_catalogue_events,
+    )
+    from zoodesk.models.compat import Compatibility, assess, compatibility_of_spec
+    from zoodesk.models.download import (
+        DownloadError,
+        NetworkDisabledError,
+        NetworkOptions,
+        Progress,
+        download,
+        download_model,
+        run_with_progress,
+    )
+    from zoodesk.models.package import ModelPackage, load_model_package
+    from zoodesk.settings import Settings
+
+#: Where each public name lives: imported on first use, so that a command that only
+#: loads a package never imports the catalogue's network stack (httpx) or bundles.
+_HOMES = {
+    **dict.fromkeys(
+        ("BUNDLE_SUFFIX", "BundleError", "BundleExport", "BundleImport", "export_bundle",
+         "import_bundle"),
+        "bundle",
+    ),
+    **dict.fromkeys(
+        ("CachedFile", "CachedModel", "CacheError", "ModelCache", "VerifyReport", "model_key"),
+        "cache",
+    ),
+    **dict.fromkeys(
+        ("Catalogue", "CatalogueEntry", "CatalogueError", "catalogue_from_snapshot",
+         "load_catalogue", "refresh_catalogue", "refresh_catalogue_events"),
+        "catalogue",
+    ),
+    **dict.fromkeys(("Compatibility", "assess", "compatibility_of_spec"), "compat"),
+    **dict.fromkeys(
+        ("DownloadError", "NetworkDisabledError", "NetworkOptions", "Progress", "download",
+         "download_model", "run_with_progress"),
+        "download",
+    ),
+    **dict.fromkeys(("ModelPackage", "load_model_package"), "package"),
+}  # fmt: skip
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(f"zoodesk.models.{home}"), name)
+
 
 __all__ = [
     "BUNDLE_SUFFIX",
@@ -103,6 +142,9 @@ def resolve_model(name_or_path: str, settings: Settings | None = None) -> ModelP
     ModelPackageError
         When nothing matches; the message lists what was tried.
     """
+    from zoodesk.models.cache import ModelCache
+    from zoodesk.models.package import load_model_package
+
     text = str(name_or_path).strip()
     path = Path(text).expanduser()
     if path.exists():
