@@ -597,3 +597,22 @@ def test_cancelling_while_objects_are_made_keeps_the_outputs_and_says_cancelled(
     assert [o.path for o in first.outputs] == ["a_prob.ome.tif"]
     assert not (out / "a_objects.csv").exists()
     assert record.files[1].status == "not done"
+
+
+def test_a_single_plane_stack_is_measured_with_its_intensities(
+    identity: ModelPackage, tmp_path: Path
+) -> None:
+    # A .npy of shape (1, 1, Y, X) reads as a one-plane Z-stack: the objects are 2D.
+    image = disc_map(SHAPE, DISCS)
+    np.save(tmp_path / "stack.npy", image[None, None])
+    out = tmp_path / "out"
+    settings = InstanceSettings(method="threshold", source="prob")
+    _, finished = run(request(identity, [tmp_path / "stack.npy"], out, instances=settings))
+    (entry,) = finished.record.files
+    assert entry.status == "ok", entry.error
+    assert entry.instances is not None and entry.instances["warnings"] == []
+    table = pd.read_csv(out / "stack_objects.csv")
+    labels = tifffile.imread(out / "stack_instances.ome.tif").squeeze()
+    for _, row in table.iterrows():
+        inside = image[labels == row["label"]]
+        assert row["mean_intensity_c0"] == pytest.approx(float(inside.mean()), rel=1e-6)

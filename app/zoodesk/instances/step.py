@@ -158,7 +158,9 @@ def _intensity(
                 f"intensities not measured: the output's grid ({output.spatial} "
                 f"{list(output.frame_shape)}) differs from the input's"
             )
-    if any(letter in _SPATIAL and letter not in output.spatial for letter in axes):
+    if any(
+        letter in _SPATIAL and letter not in output.spatial and sizes[letter] > 1 for letter in axes
+    ):
         return None, "intensities not measured: the input has spatial axes the output lacks"
     if "T" in axes and sizes["T"] > 1 and sizes["T"] != output.frames:
         return None, "intensities not measured: the input's time points differ from the output's"
