@@ -46,7 +46,8 @@ def _czi_reference(path: Path, scene: int) -> np.ndarray:
             for e in czi.filtered_subblock_directory
             if next((d.start for d in e.dimension_entries if d.dimension == "S"), 0) == scene
         ]
-        whole = czi.asarray(max_workers=1)
+        # Zeros where no tile lies (czifile's own canvas is uninitialised there).
+        whole = czi.asarray(out=np.zeros(czi.shape, czi.dtype), max_workers=1)
         start = np.min([e.start for e in entries], axis=0) - np.asarray(czi.start)
         stop = np.max([np.add(e.start, e.shape) for e in entries], axis=0) - np.asarray(czi.start)
         return whole[tuple(slice(int(a), int(b)) for a, b in zip(start, stop, strict=True))]

@@ -59,8 +59,10 @@ def test_each_czi_scene_holds_the_pixels_of_its_place_in_the_whole_mosaic() -> N
 
     with czifile.CziFile(str(CZI_SCENES)) as czi:
         # HSTCZYX0, all scenes on one canvas; one worker pastes overlapping tiles in
-        # the file's order (several would paste them in any order).
-        whole = czi.asarray(max_workers=1)
+        # the file's order (several would paste them in any order).  The canvas starts
+        # as zeros: czifile's own is uninitialised memory where no tile lies (zeros in
+        # a fresh process, whatever was freed before it in a long one).
+        whole = czi.asarray(out=np.zeros(czi.shape, czi.dtype), max_workers=1)
         origin = czi.start
         starts = {}
         for entry in czi.filtered_subblock_directory:
