@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 import tempfile
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import product
@@ -51,6 +51,115 @@ MAX_COMPONENT_PIXELS = 1 << 27
 
 #: Frames up to this many pixels keep their components in memory, larger ones on disk.
 IN_MEMORY_PIXELS = 1 << 24
+
+
+#: Bytes of decoded scratch tiles kept in memory while objects are cut out (pass 2).
+TILE_CACHE_BYTES = 64 << 20
+
+#: Largest side of a scratch tile.
+_TILE_SIDE = 256
+
+
+def _tile_side(block_side: int) -> int:
+    """A scratch tile's side along one axis: at most 256 pixels, dividing the block's."""
+    for side in range(min(block_side, _TILE_SIDE), 63, -1):
+        if block_side % side == 0:
+            return side
+    return block_side
+
+
+class _TileStore:
+    """A frame's temporary labels on disk: cut into tiles, each compressed (zstd).
+
+    Written one block at a time (pass 1, blocks made of whole tiles) and read back
+    through a cache of decoded tiles (pass 2): plain file reads and writes, so none of
+    it counts as the process's memory, and no tile is decoded twice while the objects
+    that need it are cut out in raster order.
+    """
+
+    def __init__(self, folder: Path, shape: tuple[int, ...], tile: tuple[int, ...], dtype: Any):
+        from numcodecs import Zstd
+
+        self.shape = shape
+        self.tile = tile
+        self.dtype = np.dtype(dtype)
+        self._codec = Zstd(level=1)
+        # Closed by close(); a temporary file leaves nothing behind even on a crash.
+        self._file = tempfile.TemporaryFile(prefix=".zoodesk-labels-", dir=folder)  # noqa: SIM115
+        self._where: dict[tuple[int, ...], tuple[int, int]] = {}
+        self._end = 0
+        self._cache: OrderedDict[tuple[int, ...], np.ndarray] = OrderedDict()
+        self._cached = 0
+
+    def close(self) -> None:
+        self._cache.clear()
+        self._file.close()
+
+    def write(self, region: tuple[slice, ...], values: np.ndarray) -> None:
+        """Store a block (a region made of whole tiles)."""
+        ranges = [
+            range(r.start // t, -(-r.stop // t)) for r, t in zip(region, self.tile, strict=True)
+        ]
+        for index in product(*ranges):
+            part = _region(index, self.shape, self.tile)
+            local = tuple(
+                slice(p.start - r.start, p.stop - r.start)
+                for p, r in zip(part, region, strict=True)
+            )
+            tile = np.ascontiguousarray(values[local], dtype=self.dtype)
+            if not tile.any():
+                continue  # an empty tile reads back as zeros
+            data = self._codec.encode(tile)
+            self._file.seek(self._end)
+            self._file.write(data)
+            self._where[index] = (self._end, len(data))
+            self._end += len(data)
+
+    def _tile(self, index: tuple[int, ...]) -> np.ndarray:
+        found = self._cache.get(index)
+        if found is not None:
+            self._cache.move_to_end(index)
+            return found
+        shape = tuple(r.stop - r.start for r in _region(index, self.shape, self.tile))
+        where = self._where.get(index)
+        if where is None:
+            found = np.zeros(shape, dtype=self.dtype)
+        else:
+            self._file.seek(where[0])
+            raw = self._codec.decode(self._file.read(where[1]))
+            found = np.frombuffer(raw, dtype=self.dtype).reshape(shape)
+        self._cache[index] = found
+        self._cached += found.nbytes
+        while self._cached > TILE_CACHE_BYTES and len(self._cache) > 1:
+            _, old = self._cache.popitem(last=False)
+            self._cached -= old.nbytes
+        return found
+
+    def read(self, bbox: tuple[slice, ...]) -> np.ndarray:
+        """The labels over a region."""
+        ranges = [
+            range(b.start // t, (b.stop - 1) // t + 1) for b, t in zip(bbox, self.tile, strict=True)
+        ]
+        if all(len(r) == 1 for r in ranges):  # within one tile
+            index = tuple(r[0] for r in ranges)
+            part = _region(index, self.shape, self.tile)
+            inner = tuple(
+                slice(b.start - p.start, b.stop - p.start) for b, p in zip(bbox, part, strict=True)
+            )
+            return self._tile(index)[inner]
+        out = np.empty(tuple(b.stop - b.start for b in bbox), dtype=self.dtype)
+        for index in product(*ranges):
+            part = _region(index, self.shape, self.tile)
+            lo = [max(b.start, p.start) for b, p in zip(bbox, part, strict=True)]
+            hi = [min(b.stop, p.stop) for b, p in zip(bbox, part, strict=True)]
+            source = tuple(
+                slice(a - p.start, z - p.start) for a, z, p in zip(lo, hi, part, strict=True)
+            )
+            target = tuple(
+                slice(a - b.start, z - b.start) for a, z, b in zip(lo, hi, bbox, strict=True)
+            )
+            out[target] = self._tile(index)[source]
+        return out
 
 
 @dataclass
@@ -104,21 +213,15 @@ class _Components:
     def __init__(self, shape: tuple[int, ...], block: tuple[int, ...], scratch: Path | None):
         self.shape = shape
         self.block = block
-        self._tmp: tempfile.TemporaryDirectory[str] | None = None
-        self.temp: Any
+        self.temp: np.ndarray | None = None
+        # A frame has fewer components than pixels: 32-bit numbers do below 2**31.
+        self.dtype = np.dtype(np.int32 if math.prod(shape) < 2**31 else np.int64)
+        self._store: _TileStore | None = None
         if math.prod(shape) <= IN_MEMORY_PIXELS or scratch is None:
-            self.temp = np.zeros(shape, dtype=np.int64)
+            self.temp = np.zeros(shape, dtype=self.dtype)
         else:
-            import zarr
-
-            self._tmp = tempfile.TemporaryDirectory(prefix=".zoodesk-labels-", dir=scratch)
-            self.temp = zarr.create_array(
-                store=zarr.storage.LocalStore(self._tmp.name),
-                shape=shape,
-                chunks=block,
-                dtype=np.int64,
-                fill_value=0,
-            )
+            tile = tuple(_tile_side(b) for b in block)
+            self._store = _TileStore(scratch, shape, tile, self.dtype)
         self.count = 0
         self._starts: list[np.ndarray] = [np.zeros((1, len(shape)), dtype=np.int64)]
         self._stops: list[np.ndarray] = [np.zeros((1, len(shape)), dtype=np.int64)]
@@ -128,10 +231,17 @@ class _Components:
         self._faces: dict[tuple[tuple[int, ...], int], np.ndarray] = {}
         self._by_value: dict[int, int] = {}
 
+    def read(self, bbox: tuple[slice, ...]) -> np.ndarray:
+        """The temporary labels over a region (pass 2)."""
+        if self._store is not None:
+            return self._store.read(bbox)
+        assert self.temp is not None
+        return self.temp[bbox]
+
     def close(self) -> None:
-        if self._tmp is not None:
-            self._tmp.cleanup()
-            self._tmp = None
+        if self._store is not None:
+            self._store.close()
+            self._store = None
 
     def add_block(
         self, index: tuple[int, ...], local: np.ndarray, values: np.ndarray | None
@@ -139,8 +249,14 @@ class _Components:
         """Add one block's local labels (1..n); ``values`` are the label values in labels mode."""
         region = _region(index, self.shape, self.block)
         n = int(local.max()) if local.size else 0
-        glob = np.where(local > 0, local + self.count, 0)
-        self.temp[region] = glob
+        glob = local.astype(self.dtype)
+        if self.count:
+            np.add(glob, self.count, out=glob, where=glob > 0)
+        if self._store is not None:
+            self._store.write(region, glob)
+        else:
+            assert self.temp is not None
+            self.temp[region] = glob
         if n:
             slices = ndi.find_objects(local, max_label=n)
             starts = np.zeros((n, local.ndim), dtype=np.int64)
@@ -151,9 +267,13 @@ class _Components:
                 starts[k] = [s.start + r.start for s, r in zip(sl, region, strict=True)]
                 stops[k] = [s.stop + r.start for s, r in zip(sl, region, strict=True)]
             flat = local.ravel()
-            present, first_local = np.unique(flat, return_index=True)
+            # The first pixel of each label: the smallest flat index that holds it.
+            where = np.flatnonzero(flat)
+            first_local = np.full(n + 1, flat.size, dtype=np.int64)
+            np.minimum.at(first_local, flat[where], where)
+            present = np.flatnonzero(first_local < flat.size)
             first = np.zeros(n + 1, dtype=np.int64)
-            coords = np.unravel_index(first_local, local.shape)
+            coords = np.unravel_index(first_local[present], local.shape)
             global_coords = tuple(c + r.start for c, r in zip(coords, region, strict=True))
             first[present] = np.ravel_multi_index(global_coords, self.shape)
             self._starts.append(starts)
@@ -230,25 +350,69 @@ def _first_index(mask: np.ndarray, bbox: tuple[slice, ...], shape: tuple[int, ..
 def _split_by_distance(
     mask: np.ndarray, settings: InstanceSettings, sampling: Sequence[float] | None
 ) -> np.ndarray:
-    from skimage.feature import peak_local_max
     from skimage.segmentation import watershed
 
     # Padding makes the bounding box's edge background, as the image's edge is.
-    padded = np.pad(mask, 1)
-    distance = ndi.distance_transform_edt(padded, sampling=sampling)
     inner = tuple(slice(1, -1) for _ in mask.shape)
-    distance = distance[inner]
-    peaks = peak_local_max(
-        distance,
-        min_distance=settings.min_distance,
-        labels=mask.astype(np.uint8),
-        exclude_border=False,
-    )
+    padded = np.zeros(tuple(n + 2 for n in mask.shape), dtype=mask.dtype)
+    padded[inner] = mask
+    distance = ndi.distance_transform_edt(padded, sampling=sampling)[inner]
+    peaks = _local_maxima(distance, mask, settings.min_distance)
     if len(peaks) <= 1:
         return mask.astype(np.int32)
     markers = np.zeros(mask.shape, dtype=np.int32)
     markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
     return np.asarray(watershed(-distance, markers, mask=mask), dtype=np.int32)
+
+
+def _local_maxima(distance: np.ndarray, mask: np.ndarray, min_distance: int) -> np.ndarray:
+    """The seeds of one object: the peaks that scikit-image's ``peak_local_max`` finds
+    in ``distance`` with ``labels=mask``, ``min_distance`` and ``exclude_border=False``,
+    the same points in the same order.
+
+    Its steps, for one label: candidates are the pixels of the mask that equal the
+    maximum within ``min_distance`` (a square window, the map's edge repeated) and
+    exceed the map's minimum, or, when every pixel of the mask is such a maximum, the
+    pixels an opening removes; they are ordered by height (ties in raster order), and
+    each is kept unless a point kept before it is nearer than ``min_distance`` (in
+    the maximum norm).  Done here without the k-d tree it builds for every object,
+    which costs more than the rest of the object's work.
+    """
+    roi = ndi.find_objects(mask.astype(np.uint8), max_label=1)[0]
+    if roi is None:
+        return np.zeros((0, mask.ndim), dtype=np.intp)
+    inside = mask[roi]
+    image = distance[roi].copy()
+    image[~inside] = np.finfo(image.dtype).min
+    threshold = distance.min()
+    if image.size == 1:
+        candidates = image > threshold
+    else:
+        # A full square window: scipy filters it as a separable one (size=).
+        size = 2 * min_distance + 1
+        candidates = image == ndi.maximum_filter(image, size=size, mode="nearest")
+        if np.all(candidates[inside]):
+            candidates[:] = False
+            candidates[np.logical_xor(inside, ndi.binary_opening(inside))] = True
+        candidates &= image > threshold
+    where = np.nonzero(candidates)
+    points = np.transpose(where)[np.argsort(-image[where], kind="stable")]
+    if min_distance > 1 and len(points) > 1:
+        kept: list[int] = []
+        if len(points) <= 64:  # the usual few: plain Python is quickest
+            listed = points.tolist()
+            for i, p in enumerate(listed):
+                if all(max(abs(a - b) for a, b in zip(p, listed[k], strict=True)) >= min_distance
+                       for k in kept):  # fmt: skip
+                    kept.append(i)
+        else:
+            rejected = np.zeros(len(points), dtype=bool)
+            for i in range(len(points)):
+                if not rejected[i]:
+                    kept.append(i)
+                    rejected |= np.abs(points - points[i]).max(axis=1) < min_distance
+        points = points[kept]
+    return points + np.array([s.start for s in roi], dtype=np.intp)
 
 
 def _split_by_boundary(
@@ -264,7 +428,7 @@ def _split_by_boundary(
 
 def _refine(
     comp_mask: np.ndarray,
-    others: np.ndarray,
+    others: np.ndarray | None,
     boundary: np.ndarray | None,
     settings: InstanceSettings,
     sampling: Sequence[float] | None,
@@ -275,6 +439,7 @@ def _refine(
     whole = tuple(slice(0, n) for n in mask.shape)
     if settings.fill_holes and settings.method != "labels":
         # Only background fills a hole: another object inside it stays itself.
+        assert others is not None
         mask = ndi.binary_fill_holes(mask) & ~others
     if settings.method == "watershed":
         parts = _split_by_distance(mask, settings, sampling)
@@ -341,8 +506,12 @@ def segment_frame(
             else:
                 with np.errstate(invalid="ignore"):
                     local, _ = ndi.label(values > threshold, structure=structure)
-                components.add_block(index, local.astype(np.int64), None)
-        comp_of, starts, stops, _first, pixels = components.join()
+                components.add_block(index, local, None)
+        comp_of, starts, stops, first, pixels = components.join()
+        # Thresholded components (and given labels) are the objects as they are.
+        simple = settings.method == "labels" or (
+            settings.method == "threshold" and not settings.fill_holes
+        )
         found: list[FoundObject] = []
         for c in range(len(pixels)):
             if cancelled():
@@ -353,14 +522,22 @@ def segment_frame(
                     f"one object spans {int(pixels[c])} pixels: the threshold is probably "
                     "too low for this image"
                 )
-            unrefined = settings.method == "threshold" and not settings.fill_holes
-            if unrefined and not _size_ok(int(pixels[c]), settings):
+            if simple and not _size_ok(int(pixels[c]), settings):
                 continue
-            crop = comp_of[np.asarray(components.temp[bbox])]
+            crop = comp_of[components.read(bbox)]
             comp_mask = crop == c + 1
-            others = (crop > 0) & ~comp_mask
+            if simple:
+                # The bounding box is the component's own, tight, and so is its first pixel.
+                found.append(FoundObject(bbox, comp_mask, int(first[c]), int(pixels[c])))
+                continue
+            others = (crop > 0) & ~comp_mask if settings.fill_holes else None
             bmap = np.asarray(boundary(bbox)) if boundary is not None else None
             for box, mask in _refine(comp_mask, others, bmap, settings, sampling, structure):
+                if mask is comp_mask:
+                    # Neither filled nor split: the component itself.
+                    if _size_ok(int(pixels[c]), settings):
+                        found.append(FoundObject(bbox, mask, int(first[c]), int(pixels[c])))
+                    continue
                 size = int(mask.sum())
                 if size == 0 or not _size_ok(size, settings):
                     continue

@@ -19,13 +19,13 @@ from typing import Any
 import numpy as np
 
 from zoodesk.errors import CancelledError
+from zoodesk.images.readers import release_mapped_pages
 from zoodesk.instances.measure import (
+    IntensitySource,
+    ObjectTable,
     channel_labels,
-    measure_object,
+    measure_objects,
     micrometres,
-    object_columns,
-    summarize,
-    write_table,
 )
 from zoodesk.instances.segment import (
     FoundObject,
@@ -178,6 +178,24 @@ def _intensity(
     return _Intensity(view, channel_axis, channel_labels(list(names or []), count)), None
 
 
+#: Objects measured between two releases of memory-mapped pages (large images).
+_MEASURE_BATCH = 4096
+
+
+def _released(view: _View, frame: int, channel: int, whole_frames: bool) -> MapReader:
+    """A reader of one channel of a frame; for a large image, each block is copied and
+    the pages of a memory-mapped output read for it are let go (they stay cached)."""
+    if whole_frames:
+        return functools.partial(view.read, frame, channel)
+
+    def read(region: tuple[slice, ...]) -> np.ndarray:
+        block = np.array(view.read(frame, channel, region))
+        release_mapped_pages(view.array)
+        return block
+
+    return read
+
+
 def effective_threshold(
     settings: InstanceSettings,
     tensor: TensorSpec | None,
@@ -203,6 +221,7 @@ def effective_threshold(
                     if cancelled():
                         raise CancelledError
                     yield view.read(t, settings.channel, _region(index, view.frame_shape, block))
+                    release_mapped_pages(view.array)
 
         return otsu_threshold(blocks)
     return float(settings.threshold)
@@ -260,11 +279,11 @@ def find_instances(
     for t in range(view.frames):
         boundary: MapReader | None = None
         if settings.method == "boundary" and settings.boundary_channel is not None:
-            boundary = functools.partial(view.read, t, settings.boundary_channel)
+            boundary = _released(view, t, settings.boundary_channel, whole_frames)
         per_frame.append(
             segment_frame(
                 view.frame_shape,
-                functools.partial(view.read, t, settings.channel),
+                _released(view, t, settings.channel, whole_frames),
                 settings,
                 threshold=threshold if threshold is not None else 0.0,
                 boundary=boundary,
@@ -274,14 +293,33 @@ def find_instances(
                 cancelled=cancelled,
             )
         )
-    rows: list[dict[str, Any]] = []
+    table = ObjectTable(spatial, channels)
+    whole = tuple(slice(0, n) for n in view.frame_shape)
     for t, objects in enumerate(per_frame):
-        for k, obj in enumerate(objects, start=1):
-            if cancelled():
-                raise CancelledError
-            values = intensity.read(t, obj.bbox) if intensity is not None else []
-            rows.append(measure_object(obj.mask, obj.bbox, k, t, spatial, um, values, channels))
-    count = len(rows)
+        if cancelled():
+            raise CancelledError
+        source: IntensitySource | None = None
+        if intensity is not None:
+            # A frame in memory is read once; a large one object by object.
+            source = (
+                intensity.read(t, whole) if whole_frames else functools.partial(intensity.read, t)
+            )
+        # In batches, after each of which the pages of memory-mapped files read so far
+        # are let go: they would otherwise all count as this process's memory.
+        step = len(objects) if whole_frames else _MEASURE_BATCH
+        for first in range(0, len(objects), max(step, 1)):
+            batch = objects[first : first + step]
+            table.add(
+                measure_objects(
+                    [(o.bbox, o.mask) for o in batch], t, spatial, um, channels, source,
+                    first_label=first + 1, cancelled=cancelled,
+                )
+            )  # fmt: skip
+            if not whole_frames:
+                release_mapped_pages(output)
+                if image is not None:
+                    release_mapped_pages(image)
+    count = len(table)
     dtype = label_dtype(max((len(o) for o in per_frame), default=0))
     label_axes = ("T" if "T" in view.axes else "") + spatial
     label_shape = ((view.frames,) if "T" in view.axes else ()) + view.frame_shape
@@ -351,9 +389,8 @@ def find_instances(
             writer.abort()
         raise
     objects_rel = f"{key}_objects.csv"
-    columns = [c["name"] for c in object_columns(spatial, channels)]
-    write_table(out_dir / objects_rel, columns, rows)
-    summary = summarize(rows, spatial, channels)
+    table.write(out_dir / objects_rel)
+    summary = table.summary()
     return InstanceResult(
         labels=labels_rel,
         objects=objects_rel,
