@@ -87,8 +87,15 @@ def _console(args: argparse.Namespace) -> _Console:
 
 def _cmd_predict(args: argparse.Namespace) -> int:
     from zoodesk.batch.console import run_prediction_cli
+    from zoodesk.cluster.address import cluster_choice
+    from zoodesk.settings import load_settings
 
-    return run_prediction_cli(args, _console(args))
+    cluster = cluster_choice(args.cluster, load_settings().cluster)
+    if cluster is None:
+        return run_prediction_cli(args, _console(args))
+    from zoodesk.cluster import run_elsewhere
+
+    return run_prediction_cli(args, _console(args), run=run_elsewhere(cluster))
 
 
 def _cmd_models_test(args: argparse.Namespace) -> int:
@@ -300,6 +307,14 @@ def _register_inference_commands(
         "multiscale pyramid for large images)",
     )
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads")
+    p.add_argument(
+        "--cluster",
+        default=None,
+        metavar="WHERE",
+        help="run the inputs on a Dask cluster: local:N (N worker processes on this "
+        "computer) or a scheduler's address (tcp://host:8786); none for this process "
+        "(the default, or the 'cluster' setting); see docs/cluster.md",
+    )
     _add_instance_options(p, measure=False)
     p.add_argument(
         "--overwrite",

@@ -44,6 +44,11 @@ class Settings(BaseModel):
     device: Device = "auto"
     threads: int = Field(0, ge=0, description="ONNX Runtime threads; 0 lets ZooDesk choose.")
     cache_dir: str | None = Field(None, description="Model cache; default ZOODESK_HOME/models.")
+    cluster: str = Field(
+        "",
+        description="Where runs go: empty for this process, local:N for N worker processes "
+        "here, or a Dask scheduler's address (tcp://host:8786).",
+    )
 
     @property
     def home(self) -> Path:

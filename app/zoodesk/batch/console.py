@@ -7,7 +7,8 @@ import math
 import signal
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -190,10 +191,10 @@ class _ProgressView:
             )
         if not self.quiet:
             done = f", {event.skipped} already done" if event.skipped else ""
+            where = event.where or f"{event.device_description} ({event.device})"
             self.console.info(
-                f"running on {event.device_description} ({event.device}), "
-                f"{event.weights_format} weights; {event.to_do} of {event.total} file(s) "
-                f"to do{done}"
+                f"running on {where}, {event.weights_format} weights; {event.to_do} of "
+                f"{event.total} file(s) to do{done}"
             )
         self.files_task = self.progress.add_task("files", total=event.total, detail="")
         self.blocks_task = self.progress.add_task("  blocks", total=None, visible=False, detail="")
@@ -342,20 +343,40 @@ def record_document(record: RunRecord) -> dict[str, Any]:
     }
 
 
+#: Runs a request elsewhere: ``run(request, cancelled)`` is a context giving the events.
+RunElsewhere = Callable[
+    [PredictionRequest, Callable[[], bool]], AbstractContextManager[Iterator[Event]]
+]
+
 #: Exit code of a run stopped with Ctrl-C (the shell's convention for SIGINT).
 EXIT_CANCELLED = 130
 
 
-def execute(request: PredictionRequest, console: Any, *, json_mode: bool, quiet: bool) -> int:
+def execute(
+    request: PredictionRequest,
+    console: Any,
+    *,
+    json_mode: bool,
+    quiet: bool,
+    run: RunElsewhere | None = None,
+) -> int:
     """Run a prediction request with console progress; return the exit code.
+
+    ``run`` replaces :func:`run_prediction` (e.g. by a run on a cluster,
+    :mod:`zoodesk.cluster`): called with the request and the cancel check, it gives a
+    context in which the run's events are iterated.
 
     0 when every input is done (now or by an earlier run), 1 when any failed or the
     record could not be saved, 130 when the run was cancelled with Ctrl-C.
     """
     with _CancelOnInterrupt(console) as cancel:
-        finished = drive_events(
-            run_prediction(request, cancelled=cancel), console, quiet or json_mode
-        )
+        if run is None:
+            finished = drive_events(
+                run_prediction(request, cancelled=cancel), console, quiet or json_mode
+            )
+        else:
+            with run(request, cancel) as events:
+                finished = drive_events(events, console, quiet or json_mode)
     record = finished.record
     if json_mode:
         console.document(record_document(record))
@@ -378,8 +399,10 @@ def execute(request: PredictionRequest, console: Any, *, json_mode: bool, quiet:
     return exit_code(record)
 
 
-def run_prediction_cli(args: argparse.Namespace, console: Any) -> int:
-    """``zoodesk predict``."""
+def run_prediction_cli(
+    args: argparse.Namespace, console: Any, run: RunElsewhere | None = None
+) -> int:
+    """``zoodesk predict`` (``run``: as in :func:`execute`)."""
     from zoodesk.models import resolve_model
     from zoodesk.settings import load_settings
 
@@ -421,7 +444,7 @@ def run_prediction_cli(args: argparse.Namespace, console: Any) -> int:
         output_format=getattr(args, "output_format", "ome-tiff"),
         instances=_instance_settings(package.spec, args, console),
     )
-    return execute(request, console, json_mode=args.json, quiet=args.quiet)
+    return execute(request, console, json_mode=args.json, quiet=args.quiet, run=run)
 
 
 def instance_overrides(args: argparse.Namespace) -> dict[str, Any]:

@@ -117,6 +117,10 @@ class FileEntry:
     #: The objects made from the outputs (:mod:`zoodesk.batch.objects`): settings,
     #: count, summary, the label image and table; or ``error``.
     instances: dict[str, Any] | None = None
+    #: Where a cluster ran it (:mod:`zoodesk.cluster`): the worker's ``address``,
+    #: ``host``, ``pid`` and ``device``, and ``lost_workers`` that died running it
+    #: before it was rerun elsewhere.  None for a run in this process.
+    worker: dict[str, Any] | None = None
 
 
 @dataclass

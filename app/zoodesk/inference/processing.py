@@ -14,7 +14,8 @@ the data (mean, standard deviation, percentiles).  They are always taken over th
 1. the statistics it asks for (:meth:`Processing.stat_requests`, a set of hashable
    :class:`StatRequest`) are computed on whole tensors with :func:`compute_stats`, or
    streamed block by block with :class:`StatsAccumulator` for images that do not fit
-   in memory;
+   in memory (blocks may also be fed to several accumulators, in other processes,
+   and the accumulators merged: :func:`merge_accumulators`);
 2. :meth:`Processing.apply` applies the operations, which are elementwise once the
    statistics are known, to the whole sample or to any tile of it.
 
@@ -74,6 +75,8 @@ values (``ddof=0``).  NaN values are ignored by the statistics.
 
 from __future__ import annotations
 
+import copy
+import functools
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -506,7 +509,30 @@ class _MomentAccumulator:
             var_b = np.where(n_b > 0, var_b, 0.0)
         else:
             n_b = np.full(mean_b.shape, math.prod(block.shape[i] for i in red), np.float64)
-        m2_b = var_b * n_b
+        self._combine(n_b, mean_b, var_b * n_b)
+
+    def check_mergeable(self, other: _MomentAccumulator) -> None:
+        """Raise if ``other`` (already in this one's axis order) cannot be merged in."""
+        mine, theirs = self.mean, other.mean
+        if mine is not None and theirs is not None and theirs.shape != mine.shape:
+            raise ShapeError(
+                f"blocks must span the whole length of the axes that are not reduced: "
+                f"got statistics of shape {theirs.shape}, expected {mine.shape}"
+            )
+
+    def merge(self, other: _MomentAccumulator) -> None:
+        """Fold in another accumulator's moments (same axis order, see :meth:`permuted`)."""
+        if other.n is not None and other.mean is not None and other.m2 is not None:
+            self._combine(other.n, other.mean, other.m2)
+
+    def permuted(self, perm: Sequence[int]) -> _MomentAccumulator:
+        """A copy with its keepdims arrays transposed by ``perm``."""
+        out = _MomentAccumulator()
+        if self.n is not None and self.mean is not None and self.m2 is not None:
+            out.n, out.mean, out.m2 = (a.transpose(perm) for a in (self.n, self.mean, self.m2))
+        return out
+
+    def _combine(self, n_b: Array, mean_b: Array, m2_b: Array) -> None:
         if self.n is None or self.mean is None or self.m2 is None:
             self.n, self.mean, self.m2 = n_b, mean_b, m2_b
             return
@@ -576,12 +602,114 @@ class _QuantileAccumulator:
         elif self.mode == "collect":
             self.chunks.append(rows)
             self.collected += rows.size
-            if self.collected > self.max_exact:
-                data = np.concatenate(self.chunks, axis=1)
-                self.chunks = []
-                self._start_float_histogram(data)
+            self._check_collected()
         else:
             self._add_float(rows)
+
+    def _check_collected(self) -> None:
+        # Past max_exact_samples kept values, switch to the histogram for good.
+        if self.collected > self.max_exact:
+            data = np.concatenate(self.chunks, axis=1)
+            self.chunks = []
+            self._start_float_histogram(data)
+
+    def check_mergeable(self, other: _QuantileAccumulator) -> None:
+        """Raise if ``other`` (already in this one's axis order) cannot be merged in."""
+        if self.keep_shape is None or other.keep_shape is None:
+            return
+        if other.keep_shape != self.keep_shape:
+            raise ShapeError(
+                f"blocks must span the whole length of the axes that are not reduced: "
+                f"got statistics of shape {other.keep_shape}, expected {self.keep_shape}"
+            )
+        if other.dtype != self.dtype:
+            raise ValueError(
+                f"blocks of one tensor must share a dtype ({self.dtype}, {other.dtype})"
+            )
+
+    def permuted(self, perm: Sequence[int]) -> _QuantileAccumulator:
+        """A shallow copy whose kept positions are re-laid by the axis permutation ``perm``."""
+        out = copy.copy(self)
+        out.chunks = list(self.chunks)
+        keep_shape = self.keep_shape
+        if keep_shape is None or list(perm) == sorted(perm):
+            return out
+
+        def relay(rows: Array) -> Array:
+            # Kept positions run in C order over the keepdims shape (reduced axes
+            # have length 1), so a reshape exposes them as a grid to transpose.
+            grid = rows.reshape(keep_shape + rows.shape[1:])
+            moved = grid.transpose(list(perm) + list(range(len(keep_shape), grid.ndim)))
+            return moved.reshape(rows.shape)
+
+        out.keep_shape = tuple(keep_shape[i] for i in perm)
+        out.chunks = [relay(c) for c in self.chunks]
+        out.counts, out.mins, out.maxs = (
+            None if a is None else relay(a) for a in (self.counts, self.mins, self.maxs)
+        )
+        return out
+
+    def merge(self, other: _QuantileAccumulator) -> None:
+        """Fold in another accumulator's values (same axis order, see :meth:`permuted`).
+
+        Integer histograms add exactly; kept values are appended (switching to a
+        histogram past ``max_exact_samples``) or added to a float histogram; two float
+        histograms combine by adding the other's counts at its bins' centres.
+        """
+        self.check_mergeable(other)
+        if other.keep_shape is None:
+            return
+        if self.keep_shape is None:
+            # Never fed: take the other's layout; its data is added below.
+            self.keep_shape, self.dtype, self.offset = other.keep_shape, other.dtype, other.offset
+            if other.mode == "int":
+                assert other.counts is not None
+                self.mode, self.counts = "int", np.zeros_like(other.counts)
+        if other.mode == "int":
+            assert self.mode == "int" and self.counts is not None and other.counts is not None
+            self.counts += other.counts
+        elif other.mode == "collect":
+            if self.mode == "collect":
+                self.chunks.extend(other.chunks)
+                self.collected += other.collected
+                self._check_collected()
+            elif other.collected:
+                self._add_float(np.concatenate(other.chunks, axis=1))
+        elif self.mode == "collect":
+            # Start from a copy of the other's histogram and add our exact values to it.
+            assert other.counts is not None and other.mins is not None and other.maxs is not None
+            kept, self.chunks, self.collected = self.chunks, [], 0
+            self.mode, self.bins, self.lo, self.width = "float", other.bins, other.lo, other.width
+            self.counts = other.counts.copy()
+            self.mins, self.maxs = other.mins.copy(), other.maxs.copy()
+            if kept:
+                data = np.concatenate(kept, axis=1)
+                if data.size:
+                    self._add_float(data)
+        else:
+            self._add_histogram(other)
+
+    def _add_histogram(self, other: _QuantileAccumulator) -> None:
+        # Each of the other's counts moves to its bin's centre (clipped to its row's
+        # exact range, which only brings it closer to the true values): at most half
+        # of the other's bin width, after which it is binned like any value.
+        assert self.counts is not None and self.mins is not None and self.maxs is not None
+        assert other.counts is not None and other.mins is not None and other.maxs is not None
+        present = other.counts > 0
+        if present.any():
+            centres = other.lo + other.width * (np.arange(other.counts.shape[1]) + 0.5)
+            values = np.clip(centres[None, :], other.mins[:, None], other.maxs[:, None])
+            # Empty rows (min inf, max -inf) have no counts; keep them in range.
+            values = np.where(present, values, self.lo)
+            self._grow(float(values[present].min()), float(values[present].max()))
+            index = np.clip(np.floor((values - self.lo) / self.width), 0, self.bins - 1)
+            flat = index.astype(np.intp) + (np.arange(values.shape[0]) * self.bins)[:, None]
+            counts = np.bincount(
+                flat.ravel(), weights=other.counts.ravel(), minlength=self.counts.size
+            )
+            self.counts += np.rint(counts).astype(np.int64).reshape(self.counts.shape)
+        self.mins = np.fmin(self.mins, other.mins)
+        self.maxs = np.fmax(self.maxs, other.maxs)
 
     def _start_float_histogram(self, rows: Array) -> None:
         self.mode = "float"
@@ -693,6 +821,9 @@ class StatsAccumulator:
     ``1 / histogram_bins``-th (at worst twice that after growth) of the data range;
     quantiles 0 and 1 stay exact.
 
+    Accumulators fed with different blocks (in other processes, say: they pickle) can
+    be combined with :meth:`merge` or :func:`merge_accumulators`.
+
     Parameters
     ----------
     requests:
@@ -763,6 +894,73 @@ class StatsAccumulator:
             if tid == tensor_id:
                 quantiles.update(block, _reduced_positions(req_axes, axes, tensor_id))
 
+    def merge(self, other: StatsAccumulator) -> None:
+        """Fold in an accumulator fed with other blocks of the same tensors.
+
+        For statistics computed as a distributed reduction: accumulators fed with
+        different blocks (possibly in other processes, then pickled) are merged in any
+        order or tree, and :meth:`finalize` then gives what one accumulator fed with
+        all the blocks would give.  ``other`` is left unchanged; either side may be
+        empty; blocks given to ``other`` in another axis order are re-laid in this
+        accumulator's order (that of the first block it was fed).
+
+        Accuracy: mean, variance and standard deviation are exact up to float64
+        rounding (the same pairwise merge that :meth:`update` uses).  Quantiles are
+        exact for 8- and 16-bit integer data (histograms add) and for other data while
+        both sides together have kept at most ``max_exact_samples`` values per tensor
+        and reduction; quantiles 0 and 1 are always exact.  Beyond that they come from
+        histograms: exact values are added to a histogram as they are, and when two
+        histograms meet, this one's range grows (by doubling its bin width) to cover
+        the other's and the other's counts are added at the centres of their bins.  The
+        error then stays about one bin width of the coarser histogram, i.e. about
+        ``1 / histogram_bins`` of the range of the tensor's values (all of them: the
+        positions that are not reduced share one histogram range); at worst a few
+        times that (growing can double the width, and each level of a merge tree can
+        move values by half a bin more).
+
+        Parameters
+        ----------
+        other:
+            An accumulator of the same requests.
+
+        Raises
+        ------
+        ValueError
+            If the requests differ, or the two saw blocks of different dtypes.
+        ShapeError, AxesMismatchError
+            If the two saw data of different shapes along the kept axes, or axes
+            that differ (not only in order).
+        """
+        if other.requests != self.requests:
+            raise ValueError(
+                "only accumulators of the same statistics can be merged: "
+                f"{sorted(map(str, self.requests ^ other.requests))} are not in both"
+            )
+        # Check everything before changing anything, so that a refused merge leaves
+        # this accumulator as it was.
+        merges: list[Callable[[], None]] = []
+        for tensor_id, theirs in other._axes.items():
+            mine = self._axes.get(tensor_id, theirs)
+            if set(mine) != set(theirs):
+                raise AxesMismatchError(
+                    f"tensor {tensor_id!r}: block axes {list(theirs)} differ from {list(mine)}"
+                )
+            perm = [theirs.index(a) for a in mine]
+            for key, moments in self._moments.items():
+                if key[0] == tensor_id:
+                    other_moments = other._moments[key].permuted(perm)
+                    moments.check_mergeable(other_moments)
+                    merges.append(functools.partial(moments.merge, other_moments))
+            for key, quantiles in self._quantiles.items():
+                if key[0] == tensor_id:
+                    other_quantiles = other._quantiles[key].permuted(perm)
+                    quantiles.check_mergeable(other_quantiles)
+                    merges.append(functools.partial(quantiles.merge, other_quantiles))
+        for do_merge in merges:
+            do_merge()
+        for tensor_id, theirs in other._axes.items():
+            self._axes.setdefault(tensor_id, theirs)
+
     def finalize(self) -> dict[StatRequest, Array]:
         """The statistics of everything fed so far, keyed and shaped as by :func:`compute_stats`."""
         missing = self.tensor_ids - set(self._axes)
@@ -777,6 +975,33 @@ class StatsAccumulator:
             else:
                 result[req] = self._moments[key].result(req.kind)
         return result
+
+
+def merge_accumulators(parts: Iterable[StatsAccumulator]) -> StatsAccumulator:
+    """Merge accumulators fed with different blocks of the same tensors.
+
+    Parameters
+    ----------
+    parts:
+        Accumulators of the same requests (see :meth:`StatsAccumulator.merge`).
+
+    Returns
+    -------
+    StatsAccumulator
+        The first part, with all the others merged into it (they are left unchanged).
+
+    Raises
+    ------
+    ValueError
+        If ``parts`` is empty, or as :meth:`StatsAccumulator.merge` does.
+    """
+    it = iter(parts)
+    first = next(it, None)
+    if first is None:
+        raise ValueError("no accumulators to merge")
+    for part in it:
+        first.merge(part)
+    return first
 
 
 # ---------------------------------------------------------------------------- operations
