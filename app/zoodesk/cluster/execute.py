@@ -179,6 +179,12 @@ class ClusterExecutor:
     def __init__(self, client: Client, package: ModelPackage) -> None:
         self.client = client
         self.package = package
+        workers = _workers(client)
+        hosts = len({info.get("host") for info in workers.values()})
+        where = "this computer" if hosts <= 1 else f"{hosts} hosts"
+        scheduler = client.scheduler_info().get("address", "")
+        #: Shown when the run starts.
+        self.description = f"the cluster {scheduler} ({len(workers)} workers on {where})"
 
     def __call__(
         self, plan: RunPlan, is_cancelled: Callable[[], bool]
@@ -231,10 +237,16 @@ class ClusterExecutor:
                 if not cancelled_run and is_cancelled():
                     cancelled_run = True
                     cancel.set()
+                    # Inputs not started stay "not done", as in a local run; the
+                    # running ones see the flag between blocks and stop.
                     not_started = [
-                        by_index[i].future for i in by_index if not by_index[i].started_on
+                        t.future
+                        for t in tracking.values()
+                        if not t.started_on and t.future in pending
                     ]
-                    client.cancel([f for f in not_started if f in pending])
+                    client.cancel(not_started)
+                    pending.difference_update(not_started)
+                    continue
                 yield from self._drain_started(plan, started, by_index)
                 try:
                     done, _ = wait(
