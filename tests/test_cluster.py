@@ -255,7 +255,7 @@ def test_a_model_the_workers_cannot_see_is_named(
     copy = tmp_path / "model"
     shutil.copytree(nuclei_dir, copy)
     package = load_model_package(copy)
-    package.spec  # loaded here, before the folder goes
+    assert package.spec.name  # read here, before the folder goes
     copy.rename(tmp_path / "moved")
     with pytest.raises(ZooDeskError) as caught:
         on_cluster(cluster, request(package, [images], tmp_path / "out"))
@@ -305,9 +305,19 @@ def test_an_unreachable_scheduler_is_one_line(nuclei_dir: Path, images: Path, tm
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "app"), str(REPO)])}
     result = subprocess.run(
         [
-            sys.executable, "-m", "zoodesk.cli", "predict", "-m", str(nuclei_dir), "-i",
-            str(images), "-o", str(tmp_path / "out"), "--cluster", "tcp://127.0.0.1:9",
-        ],  # fmt: skip
+            sys.executable,
+            "-m",
+            "zoodesk.cli",
+            "predict",
+            "-m",
+            str(nuclei_dir),
+            "-i",
+            str(images),
+            "-o",
+            str(tmp_path / "out"),
+            "--cluster",
+            "tcp://127.0.0.1:9",
+        ],
         env=env,
         capture_output=True,
         text=True,

@@ -29,6 +29,7 @@ from zoodesk.fileutils import sha256_input
 from zoodesk.images.axes import AxisMapping, assemble_output
 from zoodesk.inference.predict import Predictor
 from zoodesk.inference.streaming import (
+    OpenSink,
     StreamResult,
     finalize_output_dtype,
     predict_streaming,
@@ -372,20 +373,18 @@ def objects_step(
     )
 
 
-def stream_file(
+def sink_opener(
     predictor: Predictor,
-    mapping: AxisMapping,
     image: Any,
     out_dir: Path,
     entry: FileEntry,
     record: RunRecord,
     streamed: StreamedFile,
-    index: int,
-    cancelled: Callable[[], bool],
     compression: str,
     output_format: str,
-) -> Generator[Event, None, StreamResult]:
-    """Predict one image block by block from disk into tiled writers."""
+) -> OpenSink:
+    """The ``open_sink`` of :func:`~zoodesk.inference.streaming.predict_streaming` for
+    one input: tiled writers of its outputs (kept in ``streamed``), with provenance."""
     from zoodesk.images import TiledOmeTiffWriter
     from zoodesk.images.zarr_writer import TiledOmeZarrWriter
 
@@ -419,6 +418,26 @@ def stream_file(
         streamed.writers[tensor.id] = (rel, writer)
         return writer
 
+    return open_sink
+
+
+def stream_file(
+    predictor: Predictor,
+    mapping: AxisMapping,
+    image: Any,
+    out_dir: Path,
+    entry: FileEntry,
+    record: RunRecord,
+    streamed: StreamedFile,
+    index: int,
+    cancelled: Callable[[], bool],
+    compression: str,
+    output_format: str,
+) -> Generator[Event, None, StreamResult]:
+    """Predict one image block by block from disk into tiled writers."""
+    open_sink = sink_opener(
+        predictor, image, out_dir, entry, record, streamed, compression, output_format
+    )
     steps = predict_streaming(predictor, mapping, image.array, open_sink, cancelled=cancelled)
     while True:
         try:

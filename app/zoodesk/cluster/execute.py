@@ -33,10 +33,11 @@ from distributed.client import FutureCancelledError
 from zoodesk.batch.events import Event as RunEvent
 from zoodesk.batch.events import FileFinished, FileStarted, RunWarning
 from zoodesk.batch.outfolder import clean_leftovers
-from zoodesk.batch.record import FileEntry
+from zoodesk.batch.record import FileEntry, now_iso
 from zoodesk.batch.request import PredictionRequest
 from zoodesk.batch.runner import RunPlan, run_prediction
 from zoodesk.cluster.address import ClusterAddress
+from zoodesk.cluster.blocks import predict_by_blocks, wants_blocks
 from zoodesk.cluster.worker import (
     TOPIC,
     InputTask,
@@ -211,7 +212,10 @@ class ClusterExecutor:
         started: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
         client.subscribe_topic(TOPIC, lambda event: started.put(event[1]))
         tracking: dict[Any, _Tracking] = {}
+        by_blocks = [i for i in plan.to_do if wants_blocks(plan, plan.entries[i])]
         for index in plan.to_do:
+            if index in by_blocks:
+                continue
             entry = plan.entries[index]
             task = InputTask(
                 model=model,
@@ -233,6 +237,25 @@ class ClusterExecutor:
         cancelled_run = False
         lost: set[str] = set()
         try:
+            for index in by_blocks:
+                if cancelled_run or is_cancelled():
+                    cancelled_run = True
+                    break
+                entry = plan.entries[index]
+                yield FileStarted(plan.offset + index, Path(entry.input), entry.scene)
+                entry.started = now_iso()
+                cancelled_run = yield from predict_by_blocks(
+                    client, plan, index, model, is_cancelled
+                )
+                entry.finished = now_iso()
+                problem = plan.keeper.save()
+                if problem is not None:
+                    yield problem
+                yield FileFinished(plan.offset + index, Path(entry.input), entry)
+            if cancelled_run:
+                cancel.set()
+                client.cancel(list(pending))
+                pending.clear()
             while pending:
                 if not cancelled_run and is_cancelled():
                     cancelled_run = True

@@ -138,8 +138,12 @@ def _bf2raw_name(folder: Path, index: int) -> str:
     return str(index)
 
 
-def read_zarr(folder: Path, series: int) -> ZarrImage:
-    """Read the full-resolution level of series ``series`` of an OME-Zarr."""
+def read_zarr(folder: Path, series: int, *, lazy: bool = False) -> ZarrImage:
+    """Read the full-resolution level of series ``series`` of an OME-Zarr.
+
+    ``lazy`` gives a Dask array over the stored chunks instead of the decoded pixels:
+    only the regions used are ever read (a cluster's worker reading one band).
+    """
     listed = zarr_series(folder)
     if not 0 <= series < len(listed):
         raise ImageReadError(
@@ -155,8 +159,14 @@ def read_zarr(folder: Path, series: int) -> ZarrImage:
         axes_meta = multiscale.get("axes") or [{"name": n} for n in "tczyx"[-2:]]
         axes_meta = [{"name": a} if isinstance(a, str) else a for a in axes_meta]
         level = zarr.open_array(str(_inside(group, str(dataset["path"]))), mode="r")
-        mapped = level.nbytes > _scratch.MAP_ABOVE_BYTES
-        array = _decompressed_map(level) if mapped else np.asarray(level[...])
+        mapped = not lazy and level.nbytes > _scratch.MAP_ABOVE_BYTES
+        array: Any
+        if lazy:
+            import dask.array
+
+            array = dask.array.from_zarr(level)
+        else:
+            array = _decompressed_map(level) if mapped else np.asarray(level[...])
         if array.ndim != len(axes_meta):
             raise ImageReadError(
                 f"{folder}: {len(axes_meta)} axes for an array of {array.ndim} dimensions"

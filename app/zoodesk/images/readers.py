@@ -44,6 +44,7 @@ Pixel sizes
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import mmap
@@ -162,7 +163,9 @@ class ImageData:
         return dict(zip(self.axes, self.array.shape, strict=True))
 
 
-def read_image(path: Path, *, series: int = 0, axes: str | None = None) -> ImageData:
+def read_image(
+    path: Path, *, series: int = 0, axes: str | None = None, lazy: bool = False
+) -> ImageData:
     """Read an image file with its axes, pixel sizes and channel names.
 
     Parameters
@@ -187,9 +190,15 @@ def read_image(path: Path, *, series: int = 0, axes: str | None = None) -> Image
         For every file that cannot be used: missing, empty, not an image, truncated,
         corrupt, implausibly large, unsupported pixel type, unknown series, or
         ``axes`` that do not fit.  The message is one line: ``"<path>: <problem>"``.
+    lazy
+        For OME-Zarr stores: the pixels as a Dask array over the stored chunks, read
+        only where used, rather than decoded (other formats are memory-mapped or
+        read as usual).
     """
     path = Path(path)
     reader = _choose_reader(path)
+    if lazy and reader is _read_ome_zarr:
+        reader = functools.partial(_read_ome_zarr, lazy=True)
     if series < 0:
         raise ImageReadError(f"{path}: series {series} does not exist")
     try:
@@ -963,11 +972,11 @@ def _read_vendor(path: Path, series: int, fmt: str) -> ImageData:
 # --- OME-Zarr ----------------------------------------------------------------------
 
 
-def _read_ome_zarr(path: Path, series: int) -> ImageData:
-    found = read_zarr(path, series)
+def _read_ome_zarr(path: Path, series: int, *, lazy: bool = False) -> ImageData:
+    found = read_zarr(path, series, lazy=lazy)
     _check_dtype(path, found.array.dtype)
     _check_shape(path, found.array.shape)
-    if not found.metadata.get("memory_mapped"):
+    if not lazy and not found.metadata.get("memory_mapped"):
         _check_decoded_size(path, found.array.nbytes)
     keep = [
         i

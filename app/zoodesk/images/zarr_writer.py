@@ -17,10 +17,12 @@ goes into the group's ``zoodesk`` attributes.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import secrets
 import shutil
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -216,15 +218,15 @@ class TiledOmeZarrWriter:
         """Store ``data`` at ``region`` of level 0 (both in the axes given at creation)."""
         if self._scratch is None:
             raise ValueError(f"{self.path}: the writer is closed")
-        if not isinstance(region, Sequence):
-            region = (region,)
-        full = list(region) + [slice(None)] * (len(self._order) - len(region))
-        block = np.asarray(data, dtype=self.dtype)
-        # Integer indices drop their axis from the block: reorder what remains.
-        kept = [i for i in self._order if not isinstance(full[i], int)]
-        present = [i for i in range(len(full)) if not isinstance(full[i], int)]
-        block = np.transpose(block, [present.index(i) for i in kept])
-        self._arrays[0][tuple(full[i] for i in self._order)] = block
+        _store_block(self._arrays[0], self._order, self.dtype, region, data)
+
+    def level_zero(self) -> LevelZeroWriter:
+        """A picklable writer of level 0, for other processes (a cluster's workers) to
+        write blocks into this store before :meth:`close`.  Two writers must never
+        write into the same chunk (``CHUNK`` pixels in Y and X, one along other axes)."""
+        if self._scratch is None:
+            raise ValueError(f"{self.path}: the writer is closed")
+        return LevelZeroWriter(str(self._scratch / "0"), tuple(self._order), self.dtype.str)
 
     def close(self) -> None:
         """Build the pyramid and put the store in place (replacing an older one)."""
@@ -307,6 +309,45 @@ class TiledOmeZarrWriter:
         self._scratch = None
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
+
+
+def _store_block(
+    array: Any,
+    order: Sequence[int],
+    dtype: np.dtype[Any],
+    region: Sequence[slice | int] | slice | int,
+    data: npt.ArrayLike,
+) -> None:
+    if not isinstance(region, Sequence):
+        region = (region,)
+    full = list(region) + [slice(None)] * (len(order) - len(region))
+    block = np.asarray(data, dtype=dtype)
+    # Integer indices drop their axis from the block: reorder what remains.
+    kept = [i for i in order if not isinstance(full[i], int)]
+    present = [i for i in range(len(full)) if not isinstance(full[i], int)]
+    block = np.transpose(block, [present.index(i) for i in kept])
+    array[tuple(full[i] for i in order)] = block
+
+
+@dataclass(frozen=True)
+class LevelZeroWriter:
+    """Writes blocks into level 0 of a store that a :class:`TiledOmeZarrWriter` in
+    another process is making (see :meth:`TiledOmeZarrWriter.level_zero`)."""
+
+    array_path: str
+    order: tuple[int, ...]
+    dtype: str
+
+    def write_block(self, region: Sequence[slice | int] | slice | int, data: npt.ArrayLike) -> None:
+        """Store ``data`` at ``region`` (in the axes the store was created with)."""
+        _store_block(_opened(self.array_path), self.order, np.dtype(self.dtype), region, data)
+
+
+@functools.lru_cache(maxsize=16)
+def _opened(array_path: str) -> Any:
+    import zarr
+
+    return zarr.open_array(zarr.storage.LocalStore(array_path), mode="r+")
 
 
 def register_labels(store: Path, names: Sequence[str]) -> None:

@@ -234,6 +234,8 @@ class StreamedOutput:
     shape: tuple[int, ...]
     axes: str
     dtype: np.dtype[Any]
+    #: One frame's whole output, in the tensor's axis order.
+    frame_shape: tuple[int, ...] = ()
 
 
 @dataclass
@@ -314,6 +316,47 @@ def _bands(shape: Sequence[int], axis: int) -> list[tuple[slice, ...]]:
     return bands
 
 
+def statistics_stages(
+    tensor: TensorSpec,
+    pre: Processing,
+    post_requests: frozenset[StatRequest],
+    frame_shape: Sequence[int],
+) -> list[tuple[int, frozenset[StatRequest], list[tuple[slice, ...]]]]:
+    """The statistics passes over one frame: per preprocessing stage that needs any,
+    ``(stage, requests, bands)``, the bands cutting the frame along an axis every
+    request reduces (each band's statistics can be computed apart and merged)."""
+    stages = [set(pre.stat_requests(k)) for k in range(pre.n_stages)]
+    if not stages:
+        stages = [set()]
+    stages[0] |= set(post_requests)
+    return [
+        (k, frozenset(reqs), _bands(frame_shape, _split_axis(tensor, frozenset(reqs), frame_shape)))
+        for k, reqs in enumerate(stages)
+        if reqs
+    ]
+
+
+def band_statistics(
+    frame: np.ndarray,
+    index: tuple[slice, ...],
+    tensor: TensorSpec,
+    pre: Processing,
+    stage: int,
+    requests: frozenset[StatRequest],
+    stats: Mapping[StatRequest, np.ndarray],
+    accumulator: StatsAccumulator | None = None,
+) -> StatsAccumulator:
+    """Add one band of a frame, as seen by preprocessing stage ``stage`` (the earlier
+    stages applied with ``stats``), to ``accumulator`` (a new one when None)."""
+    accumulator = accumulator or StatsAccumulator(requests, max_exact_samples=STATS_EXACT_SAMPLES)
+    block = np.array(frame[index])
+    release_mapped_pages(frame)
+    for earlier in range(stage):
+        block = pre.apply(block, tensor.axis_ids, stats, stage=earlier)
+    accumulator.update(tensor.id, block, tensor.axis_ids)
+    return accumulator
+
+
 def _stream_statistics(
     frame: np.ndarray,
     tensor: TensorSpec,
@@ -323,14 +366,8 @@ def _stream_statistics(
     report: Callable[[int, int], StreamProgress],
 ) -> Generator[StreamProgress, None, dict[StatRequest, np.ndarray]]:
     """Whole-frame statistics of every preprocessing stage and of the raw input."""
-    axes = tensor.axis_ids
     stats: dict[StatRequest, np.ndarray] = {}
-    stages = [set(pre.stat_requests(k)) for k in range(pre.n_stages)]
-    stages[0] |= set(post_requests)
-    work = [(k, frozenset(reqs)) for k, reqs in enumerate(stages) if reqs]
-    plans = [
-        (k, reqs, _bands(frame.shape, _split_axis(tensor, reqs, frame.shape))) for k, reqs in work
-    ]
+    plans = statistics_stages(tensor, pre, post_requests, frame.shape)
     total = sum(len(bands) for _k, _r, bands in plans)
     done = 0
     for k, requests, bands in plans:
@@ -338,11 +375,7 @@ def _stream_statistics(
         for index in bands:
             if cancelled():
                 raise CancelledError("cancelled")
-            block = np.array(frame[index])
-            release_mapped_pages(frame)
-            for stage in range(k):
-                block = pre.apply(block, axes, stats, stage=stage)
-            accumulator.update(tensor.id, block, axes)
+            band_statistics(frame, index, tensor, pre, k, requests, stats, accumulator)
             done += 1
             yield report(done, total)
         stats.update(accumulator.finalize())
@@ -366,6 +399,8 @@ def predict_streaming(
     open_sink: OpenSink,
     *,
     cancelled: Callable[[], bool] | None = None,
+    frame_stats: Mapping[int, Mapping[StatRequest, np.ndarray]] | None = None,
+    select: Callable[[int, int], bool] | None = None,
 ) -> Generator[StreamProgress, None, StreamResult]:
     """Predict an image block by block, handing each output block to a sink.
 
@@ -382,6 +417,13 @@ def predict_streaming(
         assembled output image; returns where its blocks go.
     cancelled
         Checked between bands and between session calls.
+    frame_stats
+        The whole-frame statistics, by frame number, computed elsewhere (e.g. as a
+        reduction over a cluster's workers): the statistics pass is skipped.
+    select
+        ``select(frame number, block number)``: only the blocks it accepts are run
+        (frames without any are skipped); the others are left to other processes
+        writing into the same output.  Block numbers follow ``plan.blocks()``.
 
     Yields
     ------
@@ -426,9 +468,20 @@ def predict_streaming(
         def stats_report(done: int, total: int, _f: int = f) -> StreamProgress:
             return StreamProgress("statistics", _f * total + done, frame_count * total)
 
-        stats = yield from _stream_statistics(
-            frame, tensor, pre, post_requests, is_cancelled, stats_report
-        )
+        plan = predictor.plan({tensor.id: frame.shape})
+        blocks = [
+            blk
+            for number, blk in enumerate(plan.blocks())
+            if select is None or select(f, number)
+        ]
+        if not blocks:
+            continue
+        if frame_stats is not None:
+            stats = dict(frame_stats[f])
+        else:
+            stats = yield from _stream_statistics(
+                frame, tensor, pre, post_requests, is_cancelled, stats_report
+            )
         post_stats = {
             t.id: {
                 r: align_stat(v, axes, t.axis_ids)
@@ -437,8 +490,6 @@ def predict_streaming(
             }
             for t in spec.outputs
         }
-        plan = predictor.plan({tensor.id: frame.shape})
-        blocks = list(plan.blocks())
         total = frame_count * len(blocks)
         outer = next(iter(plan.axis_blocks), None)
         last_outer: AxisBlock | None = None
@@ -492,7 +543,7 @@ def predict_streaming(
     for tid, state in states.items():
         assert state.dtype is not None
         result.outputs[tid] = StreamedOutput(
-            tid, state.placement.shape, state.placement.axes, state.dtype
+            tid, state.placement.shape, state.placement.axes, state.dtype, state.frame_shape
         )
     return result
 

@@ -344,6 +344,16 @@ def final_output_shape(
     return tuple(shape)
 
 
+def output_position(x: int, length: int, final: int, amap: OutputAxisMap) -> int:
+    """Where position ``x`` of an input axis of ``length`` lies on the output axis of
+    ``final`` length that ``amap`` relates to it (the ends map to the ends)."""
+    if x <= 0:
+        return 0
+    if x >= length:
+        return final
+    return round(x * amap.ratio + amap.offset / 2)
+
+
 def owned_slices(
     tensor: TensorSpec,
     maps: Mapping[str, OutputAxisMap],
@@ -392,16 +402,8 @@ def owned_slices(
         length = plan.lengths[in_axis]
         final = out_shape[i]
 
-        def to_final(
-            x: int, _len: int = length, _final: int = final, _m: OutputAxisMap = amap
-        ) -> int:
-            if x <= 0:
-                return 0
-            if x >= _len:
-                return _final
-            return round(x * _m.ratio + _m.offset / 2)
-
-        f0, f1 = to_final(b.own_start), to_final(b.own_stop)
+        f0 = output_position(b.own_start, length, final, amap)
+        f1 = output_position(b.own_stop, length, final, amap)
         origin = round(b.start * amap.ratio)
         l0, l1 = f0 - origin, f1 - origin
         if l0 < 0 or l1 > block_shape[i]:
