@@ -353,6 +353,12 @@ class BatchWidget(QWidget):
         # Run.
         self.device_combo = QComboBox()
         self.device_combo.setObjectName("deviceCombo")
+        self.cluster_combo = QComboBox()
+        self.cluster_combo.setObjectName("clusterCombo")
+        self.cluster_combo.setToolTip(
+            "Where the files are processed: here, in worker processes on this computer, "
+            "or on a Dask cluster set in Settings (see the user guide)"
+        )
         self.device_label = QLabel("")
         self.device_label.setObjectName("deviceLabel")
         self.device_label.setWordWrap(True)
@@ -398,6 +404,8 @@ class BatchWidget(QWidget):
         settings_row = QHBoxLayout()
         settings_row.addWidget(QLabel("Device:"))
         settings_row.addWidget(self.device_combo)
+        settings_row.addWidget(QLabel("Run on:"))
+        settings_row.addWidget(self.cluster_combo)
         settings_row.addWidget(QLabel("Output folder:"))
         settings_row.addWidget(self.output_edit, 1)
         settings_row.addWidget(browse)
@@ -422,6 +430,14 @@ class BatchWidget(QWidget):
         layout.addWidget(middle, 1)
         layout.addWidget(run_box)
         self._fill_devices()
+        self.fill_cluster_choices()
+
+    def fill_cluster_choices(self) -> None:
+        """List where runs can go (the cluster setting's choice selected)."""
+        self.cluster_combo.clear()
+        for label, value in self.services.cluster_choices():
+            self.cluster_combo.addItem(label, value)
+        self.cluster_combo.setCurrentIndex(0)
 
     def _fill_devices(self) -> None:
         """List what the installed runtime offers (the default device first)."""
@@ -965,8 +981,13 @@ class BatchWidget(QWidget):
         self._seconds_done = 0.0
         self.last_record = None
         self._run_over = False
+        cluster = str(self.cluster_combo.currentData() or "")
+        if cluster:
+            self.status_label.setText(
+                f"Starting: connecting to {self.cluster_combo.currentText()}…"
+            )
         self._run = self.runner.start(
-            lambda cancel: self.services.run_prediction(request, cancel),
+            lambda cancel: self.services.run_prediction(request, cancel, cluster),
             "batch run",
             on_event=self._on_run_event,
             on_error=self._on_run_failed,
@@ -993,10 +1014,8 @@ class BatchWidget(QWidget):
         self._run_total, self._run_to_do = event.total, event.to_do
         self.overall_bar.setRange(0, max(1, event.total))
         warnings = f" Warning: {'; '.join(event.warnings)}" if event.warnings else ""
-        self.device_label.setText(
-            f"Runs on: {event.device_description} ({event.device}), "
-            f"{event.weights_format} weights.{warnings}"
-        )
+        where = event.where or f"{event.device_description} ({event.device})"
+        self.device_label.setText(f"Runs on: {where}, {event.weights_format} weights.{warnings}")
         done_before = event.total - event.to_do
         self.status_label.setText(
             f"Running: {event.to_do} file(s) to do"

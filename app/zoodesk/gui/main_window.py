@@ -259,6 +259,7 @@ class MainWindow(QMainWindow):
             return
         self.statusBar().showMessage(f"Settings saved to {path}", 8000)
         self.library_page.refresh()
+        self.batch_page.fill_cluster_choices()
 
     def _on_open_logs_triggered(self) -> None:
         folder = self.services.settings.logs_dir

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from zoodesk.errors import ZooDeskError
 from zoodesk.settings import Settings, load_settings, save_settings
 
 if TYPE_CHECKING:
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     from zoodesk.batch.preview import InputInfo
     from zoodesk.batch.record import RunRecord
     from zoodesk.batch.runner import Event, PredictionRequest
+    from zoodesk.cluster.address import ClusterAddress
     from zoodesk.export.study import StudyMetadata
     from zoodesk.images import ImageData
     from zoodesk.inference.checks import TestStatus
@@ -292,11 +294,45 @@ class Services:
             cancelled=cancel,
         )
 
-    def run_prediction(self, request: PredictionRequest, cancel: CancelCheck) -> Iterator[Event]:
-        """A batch run, as the runner's generator of events."""
-        from zoodesk.batch.runner import run_prediction
+    def run_prediction(
+        self, request: PredictionRequest, cancel: CancelCheck, cluster: str = ""
+    ) -> Iterator[Event]:
+        """A batch run, as the runner's generator of events; with ``cluster``
+        (``local:N`` or a scheduler's address), on that Dask cluster's workers."""
+        from zoodesk.cluster.address import cluster_choice
 
-        return run_prediction(request, cancelled=cancel)
+        where = cluster_choice(cluster)
+        if where is None:
+            from zoodesk.batch.runner import run_prediction
+
+            return run_prediction(request, cancelled=cancel)
+        return _run_on_cluster(where, request, cancel)
+
+    def cluster_choices(self) -> list[tuple[str, str]]:
+        """Where a batch can run: ``(label, value)``, the setting's choice first."""
+        import os
+
+        from zoodesk.cluster.address import cluster_choice
+
+        choices = [("This computer", "")]
+        cores = os.cpu_count() or 1
+        if cores > 1:
+            choices.append((f"{cores} worker processes here (local:{cores})", f"local:{cores}"))
+        setting = self.settings.cluster.strip()
+        try:
+            chosen = cluster_choice(setting)
+        except ZooDeskError:
+            chosen = None
+        if chosen is not None and str(chosen) not in [v for _l, v in choices]:
+            label = (
+                f"{chosen.workers} worker processes here ({chosen})"
+                if chosen.is_local
+                else f"Cluster {chosen}"
+            )
+            choices.append((label, str(chosen)))
+        if chosen is not None:
+            choices.sort(key=lambda c: c[1] != str(chosen))
+        return choices
 
     def prediction_request(self, **fields: Any) -> PredictionRequest:
         """Build the runner's request (threads from the settings)."""
@@ -431,3 +467,12 @@ class Services:
             overwrite=overwrite,
         )
         return export_run(request, cancelled=cancel)
+
+
+def _run_on_cluster(
+    where: ClusterAddress, request: PredictionRequest, cancel: CancelCheck
+) -> Iterator[Event]:
+    from zoodesk.cluster import run_elsewhere
+
+    with run_elsewhere(where)(request, cancel) as events:
+        yield from events

@@ -77,6 +77,13 @@ class SettingsDialog(QDialog):
         self.threads_spin.setRange(0, 256)
         self.threads_spin.setSpecialValueText("automatic")
         self.threads_spin.setValue(settings.threads)
+        self.cluster_edit = QLineEdit(settings.cluster)
+        self.cluster_edit.setObjectName("clusterEdit")
+        self.cluster_edit.setPlaceholderText("this computer (or local:4, tcp://scheduler:8786)")
+        self.cluster_edit.setToolTip(
+            "Where batch runs go by default: empty for this computer, local:N for N worker "
+            "processes here, or the address of a Dask scheduler"
+        )
 
         form = QFormLayout()
         form.addRow("Data folder:", QLabel(str(settings.home)))
@@ -86,6 +93,7 @@ class SettingsDialog(QDialog):
         form.addRow("CA bundle:", ca_row)
         form.addRow("Default device:", self.device_combo)
         form.addRow("Threads:", self.threads_spin)
+        form.addRow("Run batches on:", self.cluster_edit)
         note = QLabel(
             "The data folder is set with the ZOODESK_HOME environment variable. "
             "Settings given as ZOODESK_* environment variables override these."
@@ -121,6 +129,13 @@ class SettingsDialog(QDialog):
         if path:
             self.ca_edit.setText(path)
 
+    def _cluster(self) -> str:
+        """The cluster as typed, checked (raises ZooDeskError with the accepted forms)."""
+        from zoodesk.cluster.address import cluster_choice
+
+        chosen = cluster_choice(self.cluster_edit.text().strip())
+        return str(chosen) if chosen is not None else ""
+
     def settings(self) -> Settings:
         """The settings as edited (validated by the settings model)."""
         cache = self.cache_edit.text().strip()
@@ -132,5 +147,6 @@ class SettingsDialog(QDialog):
                 "ca_bundle": self.ca_edit.text().strip() or None,
                 "device": self.device_combo.currentData(),
                 "threads": self.threads_spin.value(),
+                "cluster": self._cluster(),
             }
         )

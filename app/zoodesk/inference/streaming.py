@@ -470,9 +470,7 @@ def predict_streaming(
 
         plan = predictor.plan({tensor.id: frame.shape})
         blocks = [
-            blk
-            for number, blk in enumerate(plan.blocks())
-            if select is None or select(f, number)
+            blk for number, blk in enumerate(plan.blocks()) if select is None or select(f, number)
         ]
         if not blocks:
             continue
