@@ -157,3 +157,30 @@ def test_the_gpu_benchmark_says_when_there_is_no_gpu(capsys: pytest.CaptureFixtu
     spec.loader.exec_module(bench)
     assert bench.main([]) == 0
     assert "no GPU execution provider in this installation" in capsys.readouterr().out
+
+
+def test_the_gpu_is_chosen_by_zoodesk_gpu_device(monkeypatch) -> None:
+    from zoodesk.inference.providers import provider_setup
+
+    monkeypatch.delenv("ZOODESK_GPU_DEVICE", raising=False)
+    assert (
+        provider_setup("CUDAExecutionProvider", fixed_shapes=False).provider_options["device_id"]
+        == "0"
+    )
+    monkeypatch.setenv("ZOODESK_GPU_DEVICE", "3")
+    for provider in ("CUDAExecutionProvider", "DmlExecutionProvider"):
+        setup = provider_setup(provider, fixed_shapes=False)
+        assert setup.provider_options["device_id"] == "3"
+    monkeypatch.setenv("ZOODESK_GPU_DEVICE", "first")  # not an index: the default
+    assert (
+        provider_setup("CUDAExecutionProvider", fixed_shapes=False).provider_options["device_id"]
+        == "0"
+    )
+
+
+def test_cluster_workers_on_one_computer_share_its_gpus_in_turn() -> None:
+    pytest.importorskip("distributed")
+    from zoodesk.cluster.worker import gpu_for_worker
+
+    assert [gpu_for_worker(rank, 2) for rank in range(5)] == [0, 1, 0, 1, 0]
+    assert gpu_for_worker(0, 0) is None

@@ -8,6 +8,7 @@ share with the client.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import threading
@@ -77,6 +78,9 @@ class SessionCache(WorkerPlugin):
         with self._lock:
             found = self._predictors.get(model)
             if found is None:
+                if model.device != "cpu":
+                    with contextlib.suppress(ValueError):
+                        _choose_gpu(get_worker())
                 found = _load(model, threads)
                 self._predictors[model] = found
             return found
@@ -163,6 +167,38 @@ def _cancel_check(name: str) -> Callable[[], bool]:
     return cancelled
 
 
+def gpu_for_worker(rank: int, gpus: int) -> int | None:
+    """The GPU a worker takes: workers on one computer share its GPUs in turn (the
+    ``rank``-th worker there takes GPU ``rank mod gpus``); None without GPUs."""
+    return rank % gpus if gpus > 0 else None
+
+
+def _choose_gpu(worker: Any) -> None:
+    """Give this worker its own GPU where its computer has several, as
+    ``ZOODESK_GPU_DEVICE`` (unless set already, e.g. by dask-cuda's
+    ``CUDA_VISIBLE_DEVICES`` or by hand)."""
+    from zoodesk.inference.providers import GPU_DEVICE_VARIABLE, cuda_device_count
+
+    if GPU_DEVICE_VARIABLE in os.environ or "CUDA_VISIBLE_DEVICES" in os.environ:
+        return
+    gpus = cuda_device_count()
+    if gpus < 2:
+        return
+    host = worker.address.split("://")[-1].rsplit(":", 1)[0]
+    try:
+        peers = sorted(
+            address
+            for address, info in worker.client.scheduler_info(n_workers=-1)["workers"].items()
+            if info.get("host") == host
+        )
+        rank = peers.index(worker.address)
+    except (ValueError, KeyError, OSError):
+        return
+    chosen = gpu_for_worker(rank, gpus)
+    if chosen is not None:
+        os.environ[GPU_DEVICE_VARIABLE] = str(chosen)
+
+
 def run_input(task: InputTask) -> FileEntry:
     """Process one input on this worker and return its record entry, with where it ran."""
     worker = get_worker()
@@ -178,6 +214,9 @@ def run_input(task: InputTask) -> FileEntry:
         "device": predictor.session.device.name,
         "device_description": predictor.session.device.description,
     }
+    if predictor.session.device.is_gpu:
+        options = predictor.session.setup.provider_options
+        entry.worker["device_id"] = str(options.get("device_id", "0"))
     record = RunRecord(path=Path(task.out_dir) / ".unused", run_id=task.run_id)
     record.software = dict(task.software)
     input_tensor = next(t for t in predictor.spec.inputs if not t.optional)

@@ -70,12 +70,35 @@ def cuda_graphs_wanted() -> bool:
     return os.environ.get("ZOODESK_CUDA_GRAPHS", "").strip().lower() in ("1", "true", "yes")
 
 
+#: Environment variable choosing the GPU (its index) where a computer has several.
+GPU_DEVICE_VARIABLE = "ZOODESK_GPU_DEVICE"
+
+
+def gpu_device_id() -> str:
+    """The index of the GPU to run on: ``ZOODESK_GPU_DEVICE``, or 0."""
+    value = os.environ.get(GPU_DEVICE_VARIABLE, "").strip()
+    return value if value.isdigit() else "0"
+
+
+def cuda_device_count() -> int:
+    """How many CUDA devices this computer has (0 where CUDA is not there)."""
+    runtime = _cuda_runtime()
+    if runtime is None:
+        return 0
+    count = ctypes.c_int()
+    try:
+        status = runtime.cudaGetDeviceCount(ctypes.byref(count))
+    except (AttributeError, OSError):
+        return 0
+    return int(count.value) if status == 0 else 0
+
+
 def provider_setup(provider: str, *, fixed_shapes: bool) -> ProviderSetup:
     """The setup for ``provider``; ``fixed_shapes``: every call has the same shapes."""
     if provider == "DmlExecutionProvider":
         return ProviderSetup(
             provider,
-            provider_options={"device_id": "0"},
+            provider_options={"device_id": gpu_device_id()},
             session_options={"enable_mem_pattern": False, "execution_mode": "sequential"},
             one_run_at_a_time=True,
         )
@@ -84,7 +107,7 @@ def provider_setup(provider: str, *, fixed_shapes: bool) -> ProviderSetup:
         return ProviderSetup(
             provider,
             provider_options={
-                "device_id": "0",
+                "device_id": gpu_device_id(),
                 "cudnn_conv_algo_search": "EXHAUSTIVE" if fixed_shapes else "HEURISTIC",
                 "arena_extend_strategy": "kSameAsRequested",
                 "do_copy_in_default_stream": "1",
@@ -133,7 +156,9 @@ def _cuda_runtime() -> Any | None:
 
 
 def free_device_memory(provider: str) -> int | None:
-    """Free memory of device 0 in bytes, where it can be asked (CUDA); else None."""
+    """Free memory of the current device in bytes, where it can be asked (CUDA); else
+    None.  (The runtime's current device is the one the session runs on: ONNX Runtime
+    sets it for the thread that creates the session.)"""
     if provider != "CUDAExecutionProvider":
         return None
     runtime = _cuda_runtime()
