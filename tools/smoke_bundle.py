@@ -472,6 +472,32 @@ class BundleSmoke:
             problem, data["objects"] = _objects_problem(run_dir, "threshold")
         return self._check("measure --instances threshold", done, args, problem, **data)
 
+    def check_cluster(self, model: Path | str = NUCLEI_MODEL) -> Check:
+        """``predict --cluster local:2``: two worker processes of the frozen application
+        (started through multiprocessing's spawn) each run inputs and are recorded."""
+        source = Path(model) / "test_input.npy"
+        if not source.is_file():
+            return Check("cluster", "skipped", 0.0, f"no {source}")
+        inputs = self.workdir / "cluster-input"
+        inputs.mkdir(exist_ok=True)
+        for i in range(4):
+            plane_from_npy(source, inputs / f"nuclei{i}.npy")
+        out = self.workdir / "cluster-output"
+        args = ["predict", "--model", str(model), "--input", str(inputs), "--output", str(out),
+                "--cluster", "local:2", "--device", "cpu", "--json"]  # fmt: skip
+        done = self.run(args)
+        problem = None
+        data: dict[str, Any] = {}
+        if done.returncode == 0:
+            problem, data = _run_record_problem(out, expected_files=4)
+        if problem is None and done.returncode == 0:
+            record = json.loads((out / "zoodesk-run.json").read_text(encoding="utf-8"))
+            workers = {str((f.get("worker") or {}).get("address")) for f in record["files"]}
+            data["workers"] = len(workers)
+            if None in workers or "None" in workers:
+                problem = "an input has no worker in the run record"
+        return self._check("predict --cluster local:2", done, args, problem, **data)
+
     def carries_torch(self) -> bool:
         """True for a bundle of the full variant (torch inside)."""
         return (self.bundle / CONTENTS_DIR / "torch").is_dir()
@@ -799,6 +825,7 @@ def run_all(
     if NUCLEI_MODEL.is_dir():
         checks.append(smoke.check_instances(NUCLEI_MODEL))
         checks.append(smoke.check_measure())
+        checks.append(smoke.check_cluster(NUCLEI_MODEL))
     else:
         checks.append(Check("instances", "skipped", 0.0, f"no {NUCLEI_MODEL}"))
     packages, why_not = conversion_packages(workdir, packages_python or sys.executable)
