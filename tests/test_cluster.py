@@ -337,3 +337,34 @@ def test_dask_is_not_imported_without_a_cluster() -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO / "app")}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert out.stdout.strip() == "[]", out.stderr
+
+
+def test_objects_made_on_the_workers_match_a_local_run(
+    cluster: distributed.Client, nuclei_dir: Path, images: Path, tmp_path
+) -> None:
+    from zoodesk.instances import InstanceSettings
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(4):
+        shutil.copy(images / f"img{i:02d}.tif", folder / f"img{i:02d}.tif")
+    settings = InstanceSettings(method="threshold", threshold=0.5, min_size=20)
+    _events, local = run(request(nuclei_dir, [folder], tmp_path / "local", instances=settings))
+    _events, finished = on_cluster(
+        cluster, request(nuclei_dir, [folder], tmp_path / "cluster", instances=settings)
+    )
+    assert [f.status for f in finished.record.files] == ["ok"] * 4
+    ours = {f.key: f.instances for f in finished.record.files}
+    theirs = {f.key: f.instances for f in local.record.files}
+    assert {k: v["count"] for k, v in ours.items()} == {k: v["count"] for k, v in theirs.items()}
+    assert sum(v["count"] for v in ours.values()) > 0
+    for entry in finished.record.files:
+        labels = [o for o in entry.outputs if o.kind == "instance-labels"]
+        assert len(labels) == 1
+        np.testing.assert_array_equal(
+            output_array(tmp_path / "cluster", labels[0].path),
+            output_array(tmp_path / "local", labels[0].path),
+        )
+    assert (tmp_path / "cluster" / "summary.csv").read_text() == (
+        tmp_path / "local" / "summary.csv"
+    ).read_text()

@@ -39,6 +39,7 @@ from zoodesk.batch.runner import RunPlan, run_prediction
 from zoodesk.cluster.address import ClusterAddress
 from zoodesk.cluster.blocks import predict_by_blocks, wants_blocks
 from zoodesk.cluster.worker import (
+    PLUGIN_NAME,
     TOPIC,
     InputTask,
     ModelOnWorker,
@@ -95,6 +96,17 @@ def connect(cluster: ClusterAddress) -> Iterator[Client]:
         if not client.scheduler_info().get("workers"):
             raise ZooDeskError(f"--cluster {cluster}: the scheduler has no workers")
         yield client
+
+
+def _has_plugin(dask_worker: Any) -> bool:
+    return PLUGIN_NAME in dask_worker.plugins
+
+
+def _ensure_plugin(client: Client) -> None:
+    """Register the session cache unless every worker has it: registering again would
+    replace it, and the workers would load their models again."""
+    if not all(client.run(_has_plugin).values()):
+        client.register_plugin(SessionCache())
 
 
 def _workers(client: Client) -> dict[str, dict[str, Any]]:
@@ -172,6 +184,7 @@ class _Tracking:
     index: int
     future: Future
     started_on: list[str] = field(default_factory=list)
+    finished: bool = False
 
 
 class ClusterExecutor:
@@ -193,7 +206,7 @@ class ClusterExecutor:
         client = self.client
         request = plan.request
         record = plan.record
-        client.register_plugin(SessionCache())
+        _ensure_plugin(client)
         workers = _workers(client)
         model = ModelOnWorker(
             description=str(self.package.description_path),
@@ -281,6 +294,11 @@ class ClusterExecutor:
                 for future in done:
                     pending.discard(future)
                     track = tracking[future.key]
+                    track.finished = True
+                    if not track.started_on:
+                        # Its start was not heard of yet: say it before its end.
+                        entry = plan.entries[track.index]
+                        yield FileStarted(plan.offset + track.index, Path(entry.input), entry.scene)
                     entry = self._settle(plan, track, future)
                     lost.update((entry.worker or {}).get("lost_workers", []))
                     problem = plan.keeper.save()
@@ -316,7 +334,7 @@ class ClusterExecutor:
             except queue.Empty:
                 return
             track = by_index.get(int(event.get("index", -1)))
-            if track is None or event.get("event") != "started":
+            if track is None or track.finished or event.get("event") != "started":
                 continue
             first = not track.started_on
             track.started_on.append(str(event.get("worker")))
