@@ -165,11 +165,22 @@ def network_isolation() -> tuple[list[str], str]:
     Returns
     -------
     tuple
-        ``(["/usr/bin/unshare", "-rn"], "...")`` where an unprivileged network
-        namespace can be made (Linux), else ``([], "...")``.
+        ``(["/usr/bin/unshare", "-rn", ...], "...")`` where an unprivileged network
+        namespace can be made (Linux; its loopback brought up where ``ip`` can), else
+        ``([], "...")``.
     """
     unshare = shutil.which("unshare")
     if unshare and sys.platform.startswith("linux"):
+        # Loopback stays: offline computers have it, and cluster runs on this
+        # computer (--cluster local:N) talk to their workers over it.
+        shell, ip = shutil.which("sh"), shutil.which("ip")
+        loopback = [unshare, "-rn", str(shell), "-c", f'"{ip}" link set lo up && exec "$@"', "sh"]
+        probe = subprocess.run([*loopback, "true"], capture_output=True, timeout=30, check=False)
+        if shell and ip and probe.returncode == 0:
+            return (
+                loopback,
+                "no network but loopback: each command runs in a network namespace of its own",
+            )
         probe = subprocess.run(
             [unshare, "-rn", "true"], capture_output=True, timeout=30, check=False
         )
