@@ -222,12 +222,16 @@ class ClusterExecutor:
             request, model=str(self.package.description_path), inputs=(), lists=()
         )
         cancel = Event(f"zoodesk-cancel-{uuid.uuid4().hex}", client=client)
+        # The run's own topic: other runs on the same cluster send their own events.
+        topic = f"{TOPIC}-{record.run_id}"
         started: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
-        client.subscribe_topic(TOPIC, lambda event: started.put(event[1]))
+        client.subscribe_topic(topic, lambda event: started.put(event[1]))
         tracking: dict[Any, _Tracking] = {}
         by_blocks = [i for i in plan.to_do if wants_blocks(plan, plan.entries[i])]
+        spread = set(by_blocks)
+        per_host = _workers_per_host(workers)
         for index in plan.to_do:
-            if index in by_blocks:
+            if index in spread:
                 continue
             entry = plan.entries[index]
             task = InputTask(
@@ -239,7 +243,8 @@ class ClusterExecutor:
                 entry=entry,
                 index=index,
                 cancel_event=cancel.name,
-                workers_per_host=_workers_per_host(workers),
+                topic=topic,
+                workers_per_host=per_host,
             )
             future = client.submit(
                 run_input, task, key=f"zoodesk-{record.run_id}-{index}", pure=False
@@ -311,7 +316,7 @@ class ClusterExecutor:
             raise
         finally:
             with contextlib.suppress(Exception):
-                client.unsubscribe_topic(TOPIC)
+                client.unsubscribe_topic(topic)
         if lost:
             yield RunWarning(
                 f"worker(s) {', '.join(sorted(lost))} died during the run; their inputs were "

@@ -30,7 +30,7 @@ from zoodesk.inference.predict import Predictor
 
 #: Name of the worker plugin that keeps the loaded models.
 PLUGIN_NAME = "zoodesk-sessions"
-#: Topic of the events tasks send to the client (``started``).
+#: Prefix of the topics of the events tasks send to the client (``started``).
 TOPIC = "zoodesk"
 #: Least seconds between two looks at the run's cancel flag (each asks the scheduler).
 CANCEL_CHECK_SECONDS = 0.5
@@ -137,6 +137,8 @@ class InputTask:
     index: int
     #: Name of the run's :class:`distributed.Event` that says "cancel".
     cancel_event: str
+    #: Where the task tells the client it started (the run's own topic).
+    topic: str = TOPIC
     #: Worker processes per host: each worker's share of the host's cores when the
     #: run does not set ``threads``.
     workers_per_host: Mapping[str, int] = field(default_factory=dict)
@@ -202,7 +204,9 @@ def _choose_gpu(worker: Any) -> None:
 def run_input(task: InputTask) -> FileEntry:
     """Process one input on this worker and return its record entry, with where it ran."""
     worker = get_worker()
-    worker.log_event(TOPIC, {"event": "started", "index": task.index, "worker": worker.address})
+    worker.log_event(
+        task.topic, {"event": "started", "index": task.index, "worker": worker.address}
+    )
     entry = task.entry
     cache = worker.plugins.get(PLUGIN_NAME, _FALLBACK)
     assert isinstance(cache, SessionCache)
