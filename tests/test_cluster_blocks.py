@@ -36,7 +36,7 @@ def cluster() -> Iterator[distributed.Client]:
             threads_per_worker=1,
             processes=True,
             host="127.0.0.1",
-            dashboard_address=None,
+            dashboard_address="127.0.0.1:0",
         ) as local,
         distributed.Client(local) as client,
     ):

@@ -21,13 +21,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import queue
+import time
 import uuid
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from distributed import Client, Event, Future, LocalCluster, wait
+from distributed import Client, Event, Future, LocalCluster, as_completed
 from distributed.client import FutureCancelledError
 
 from zoodesk.batch.events import Event as RunEvent
@@ -44,6 +45,7 @@ from zoodesk.cluster.worker import (
     InputTask,
     ModelOnWorker,
     SessionCache,
+    address_host,
     check_access,
     run_input,
 )
@@ -56,8 +58,9 @@ log = logging.getLogger(__name__)
 
 #: Seconds to wait for a scheduler to answer before giving up.
 CONNECT_TIMEOUT = 15.0
-#: Seconds between looks at finished tasks, events and the cancel flag.
-POLL_SECONDS = 0.2
+#: Seconds between looks at finished tasks, events and the cancel flag when none
+#: has finished.
+POLL_SECONDS = 0.05
 
 
 @contextlib.contextmanager
@@ -71,7 +74,9 @@ def connect(cluster: ClusterAddress) -> Iterator[Client]:
                 threads_per_worker=1,
                 processes=True,
                 host="127.0.0.1",
-                dashboard_address=None,
+                # The scheduler's web server on a free port: another run's cluster
+                # (or any program) may hold the default 8787.
+                dashboard_address="127.0.0.1:0",
                 silence_logs=logging.ERROR,
             )
         except Exception as exc:
@@ -114,9 +119,10 @@ def _workers(client: Client) -> dict[str, dict[str, Any]]:
 
 
 def _workers_per_host(workers: dict[str, dict[str, Any]]) -> dict[str, int]:
+    # Keyed as the workers see themselves (the host part of their address).
     counts: dict[str, int] = {}
-    for info in workers.values():
-        host = str(info.get("host", ""))
+    for address in workers:
+        host = address_host(address)
         counts[host] = counts.get(host, 0) + 1
     return counts
 
@@ -274,6 +280,7 @@ class ClusterExecutor:
                 cancel.set()
                 client.cancel(list(pending))
                 pending.clear()
+            finishing = as_completed(list(pending))
             while pending:
                 if not cancelled_run and is_cancelled():
                     cancelled_run = True
@@ -289,14 +296,16 @@ class ClusterExecutor:
                     pending.difference_update(not_started)
                     continue
                 yield from self._drain_started(plan, started, by_index)
-                try:
-                    done, _ = wait(
-                        list(pending), timeout=POLL_SECONDS, return_when="FIRST_COMPLETED"
-                    )
-                except TimeoutError:
+                # A batch of finished tasks, without waiting on every pending one (a
+                # run's cost per task stays the same however many inputs it has).
+                done = finishing.next_batch(block=False)
+                if not done:
+                    time.sleep(POLL_SECONDS)
                     continue
                 yield from self._drain_started(plan, started, by_index)
                 for future in done:
+                    if future not in pending:
+                        continue  # cancelled before it started
                     pending.discard(future)
                     track = tracking[future.key]
                     track.finished = True

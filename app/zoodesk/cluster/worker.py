@@ -144,18 +144,33 @@ class InputTask:
     workers_per_host: Mapping[str, int] = field(default_factory=dict)
 
 
+def address_host(address: str) -> str:
+    """The host part of a worker's address (``tcp://10.0.0.2:40000`` -> ``10.0.0.2``)."""
+    return address.split("://")[-1].rsplit(":", 1)[0]
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity: a SLURM job's, a cgroup's)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def _cores_for(workers_per_host: Mapping[str, int]) -> int | None:
     try:
-        host = get_worker().address.split("://")[-1].rsplit(":", 1)[0]
+        host = address_host(get_worker().address)
     except ValueError:
         return None
     sharing = workers_per_host.get(host, 1)
-    return max(1, (os.cpu_count() or 1) // max(1, sharing))
+    return max(1, usable_cores() // max(1, sharing))
 
 
 def _cancel_check(name: str) -> Callable[[], bool]:
     event = Event(name)
-    last = 0.0
+    # The first look comes after CANCEL_CHECK_SECONDS: most inputs take less, and
+    # each look asks the scheduler.
+    last = time.monotonic()
     seen = False
 
     def cancelled() -> bool:
@@ -186,12 +201,12 @@ def _choose_gpu(worker: Any) -> None:
     gpus = cuda_device_count()
     if gpus < 2:
         return
-    host = worker.address.split("://")[-1].rsplit(":", 1)[0]
+    host = address_host(worker.address)
     try:
         peers = sorted(
             address
-            for address, info in worker.client.scheduler_info(n_workers=-1)["workers"].items()
-            if info.get("host") == host
+            for address in worker.client.scheduler_info(n_workers=-1)["workers"]
+            if address_host(address) == host
         )
         rank = peers.index(worker.address)
     except (ValueError, KeyError, OSError):
@@ -221,8 +236,11 @@ def run_input(task: InputTask) -> FileEntry:
     if predictor.session.device.is_gpu:
         options = predictor.session.setup.provider_options
         entry.worker["device_id"] = str(options.get("device_id", "0"))
-    record = RunRecord(path=Path(task.out_dir) / ".unused", run_id=task.run_id)
-    record.software = dict(task.software)
+    # Only the run id and software versions are read (for provenance); given here,
+    # the record does not look its software versions up again.
+    record = RunRecord(
+        path=Path(task.out_dir) / ".unused", run_id=task.run_id, software=dict(task.software)
+    )
     input_tensor = next(t for t in predictor.spec.inputs if not t.optional)
     result = process_input(
         task.request,
