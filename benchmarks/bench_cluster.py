@@ -34,8 +34,8 @@ Definitions (cluster runs; N tasks, one per file, on ``w`` workers):
   worker, same clock as this process here):
 
   - *in task*: compute interval minus busy: what :func:`zoodesk.cluster.worker.run_input`
-    does around the steps (the event to the client, the session lookup, a throwaway
-    ``RunRecord``), the first task on each worker also loading the model;
+    does around the steps (the event to the client, the session lookup), the first
+    task on each worker also loading the model;
   - *between tasks*: the gaps between one task's end and the next one's start on a
     worker (reporting the result, getting the next task from the scheduler);
   - *start* and *tail*: a worker's idle time from ``RunStarted`` to its first task
