@@ -309,6 +309,62 @@ def test_a_streamed_run_finds_the_same_objects(identity: ModelPackage, tmp_path:
     ).read_text()
 
 
+def test_objects_of_a_streamed_image_are_made_in_memory_bounded_by_the_block(
+    identity: ModelPackage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Labelling, measuring and writing a streamed image never hold an image-sized
+    array: not the output read back (16 MiB decoded here), nor the labels, nor the
+    objects' masks or table; the objects are those of the image measured whole.  The
+    sizes that bound the memory (caches, batches, the frames labelled without the
+    scratch store) are made small, so that the image is large beside them."""
+    import tracemalloc
+
+    from zoodesk.batch.objects import measure_run
+    from zoodesk.images import tiles as tiles_module
+    from zoodesk.images import writers as writers_module
+    from zoodesk.instances import measure as measure_module
+    from zoodesk.instances import step as step_module
+
+    shape = (2048, 2048)
+    centres = [(y, x, 6 + (y + x) % 5) for y in range(16, 2048, 32) for x in range(16, 2048, 32)]
+    tifffile.imwrite(tmp_path / "a.tif", disc_map(shape, centres))
+    for mode in ("never", "always"):
+        run(
+            request(
+                identity,
+                [tmp_path / "a.tif"],
+                tmp_path / mode,
+                streaming=StreamingPolicy(mode=mode),
+            )
+        )
+    list(measure_run(tmp_path / "never", "threshold", {"block": 128}))
+    monkeypatch.setattr(segment_module, "IN_MEMORY_PIXELS", 0)
+    monkeypatch.setattr(segment_module, "TILE_CACHE_BYTES", 1 << 20)
+    monkeypatch.setattr(tiles_module, "TILE_CACHE_BYTES", 1 << 20)
+    monkeypatch.setattr(step_module, "STREAMED_BATCH_PIXELS", 1 << 14)
+    monkeypatch.setattr(measure_module, "SPILL_ROWS", 256)
+    monkeypatch.setattr(writers_module, "_ENCODE_BUFFER_BYTES", 1 << 20)
+    list(measure_run(tmp_path / "always", "threshold", {"block": 128}))  # imports done
+    tracemalloc.start()
+    try:
+        list(measure_run(tmp_path / "always", "threshold", {"block": 128}))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    record = record_of(tmp_path / "always")
+    assert entry_of(record, "a.tif")["streamed"] is True
+    assert entry_of(record, "a.tif")["instances"]["count"] == len(centres)
+    output_bytes = shape[0] * shape[1] * 4
+    assert peak < output_bytes / 2, f"{peak / 2**20:.1f} MiB"
+    np.testing.assert_array_equal(
+        tifffile.imread(tmp_path / "always" / "a_instances.ome.tif"),
+        tifffile.imread(tmp_path / "never" / "a_instances.ome.tif"),
+    )
+    assert (tmp_path / "always" / "a_objects.csv").read_text() == (
+        tmp_path / "never" / "a_objects.csv"
+    ).read_text()
+
+
 # ------------------------------------------------------------ measure, re-run, resume
 
 

@@ -85,6 +85,7 @@ def add_instances(
     the files); ``image`` is the input, for intensities.
     """
     from zoodesk.images import read_image
+    from zoodesk.images.tiles import TiffTiles
 
     source = next((o for o in written if o.tensor == settings.source), None)
     if source is None:
@@ -93,29 +94,34 @@ def add_instances(
         array, axes = arrays[source.tensor]
         sizes = dict(pixel_sizes or {})
     else:
-        # Read back from the file: a large output comes as a map, paged from disk.
-        written_image = read_image(out_dir / source.path)
+        # Read back from the file: a large output comes as a map, paged from disk, or
+        # (compressed tiles) decoded tile by tile as the blocks are read.
+        written_image = read_image(out_dir / source.path, tiles=not whole_frames)
         array, axes, sizes = written_image.array, written_image.axes, written_image.pixel_sizes
     from zoodesk.instances.step import find_instances
 
-    result = find_instances(
-        array,
-        axes,
-        settings,
-        out_dir=out_dir,
-        key=entry.key,
-        pixel_sizes=sizes,
-        output_format=output_format,
-        zarr_store=source.path if output_format == "ome-zarr" else None,
-        tensor=_source_tensor(spec, settings),
-        image=image.array if image is not None else None,
-        image_axes=image.axes if image is not None else None,
-        image_channel_names=image.channel_names if image is not None else None,
-        provenance=provenance,
-        whole_frames=whole_frames,
-        compression=compression,
-        cancelled=cancelled,
-    )
+    try:
+        result = find_instances(
+            array,
+            axes,
+            settings,
+            out_dir=out_dir,
+            key=entry.key,
+            pixel_sizes=sizes,
+            output_format=output_format,
+            zarr_store=source.path if output_format == "ome-zarr" else None,
+            tensor=_source_tensor(spec, settings),
+            image=image.array if image is not None else None,
+            image_axes=image.axes if image is not None else None,
+            image_channel_names=image.channel_names if image is not None else None,
+            provenance=provenance,
+            whole_frames=whole_frames,
+            compression=compression,
+            cancelled=cancelled,
+        )
+    finally:
+        if isinstance(array, TiffTiles):
+            array.close()
     outputs = [o for o in written if o.kind not in INSTANCE_KINDS]
     if output_format == "ome-zarr":
         source.sha256 = sha256_input(out_dir / source.path)
@@ -423,6 +429,7 @@ def measure_run(
     """
     from zoodesk.batch.messages import describe_error
     from zoodesk.images import read_image
+    from zoodesk.images.tiles import TiffTiles
 
     run_dir = Path(run_dir).expanduser().resolve()
     record_path = run_dir / RECORD_NAME
@@ -448,16 +455,17 @@ def measure_run(
             earlier = (entry.instances, list(entry.outputs))
             image = None
             warnings: list[str] = []
+            streamed = entry.streamed or block
             try:
                 input_path = Path(entry.input)
                 if input_path.exists() and sha256_input(input_path) == entry.input_sha256:
-                    image = read_image(input_path, series=entry.series or 0)
+                    # A streamed image's input is read where its objects lie, never whole.
+                    image = read_image(input_path, series=entry.series or 0, tiles=streamed)
                 else:
                     warnings.append(f"{input_path}: gone or changed, intensities not measured")
                 written = [o for o in entry.outputs if o.kind not in INSTANCE_KINDS]
                 for o in written:
                     path_inside(run_dir, o.path)
-                streamed = entry.streamed or block
                 entry.outputs = add_instances(
                     run_dir,
                     entry,
@@ -494,6 +502,9 @@ def measure_run(
                 entry.instances = {"settings": settings.as_dict(), "error": message}
                 _drop_stale_objects(run_dir, entry, output_format)
                 yield ImageMeasured(n, entry, error=message)
+            finally:
+                if image is not None and isinstance(image.array, TiffTiles):
+                    image.array.close()
             record.save()
         if not stopped:
             record.parameters["instances"] = settings.as_dict()

@@ -164,7 +164,12 @@ class ImageData:
 
 
 def read_image(
-    path: Path, *, series: int = 0, axes: str | None = None, lazy: bool = False
+    path: Path,
+    *,
+    series: int = 0,
+    axes: str | None = None,
+    lazy: bool = False,
+    tiles: bool = False,
 ) -> ImageData:
     """Read an image file with its axes, pixel sizes and channel names.
 
@@ -194,11 +199,18 @@ def read_image(
         For OME-Zarr stores: the pixels as a Dask array over the stored chunks, read
         only where used, rather than decoded (other formats are memory-mapped or
         read as usual).
+    tiles
+        For TIFF data that cannot be memory-mapped (compressed tiles or strips): the
+        pixels as a :class:`~zoodesk.images.tiles.TiffTiles`, which decodes only the
+        tiles that an index touches, for reading an image block by block in bounded
+        memory (other data as usual).
     """
     path = Path(path)
     reader = _choose_reader(path)
     if lazy and reader is _read_ome_zarr:
         reader = functools.partial(_read_ome_zarr, lazy=True)
+    if tiles and reader is _read_tiff:
+        reader = functools.partial(_read_tiff, tiles=True)
     if series < 0:
         raise ImageReadError(f"{path}: series {series} does not exist")
     try:
@@ -567,10 +579,10 @@ def _tiff_problem(message: str) -> str:
     return re.sub(r"^(<[^>]*>\s*)+", "", message).strip()
 
 
-def _read_tiff(path: Path, series: int) -> ImageData:
+def _read_tiff(path: Path, series: int, *, tiles: bool = False) -> ImageData:
     with _TIFFFILE_LOG.collect(path) as warnings:
         try:
-            image = _read_tiff_series(path, series)
+            image = _read_tiff_series(path, series, tiles=tiles)
         except (struct.error, EOFError, tifffile.TiffFileError) as exc:
             # Raised while parsing headers and directories that end too early.
             raise ImageReadError(f"{path}: truncated or corrupt TIFF: {_reason(exc)}") from exc
@@ -582,7 +594,7 @@ def _read_tiff(path: Path, series: int) -> ImageData:
     return image
 
 
-def _read_tiff_series(path: Path, series: int) -> ImageData:
+def _read_tiff_series(path: Path, series: int, *, tiles: bool = False) -> ImageData:
     with tifffile.TiffFile(path) as tif:
         count = len(tif.series)
         if count == 0:
@@ -595,7 +607,9 @@ def _read_tiff_series(path: Path, series: int) -> ImageData:
         shape = tuple(int(n) for n in tseries.shape)
         dtype = _check_dtype(path, tseries.dtype)
         _check_shape(path, shape)
-        array = _tiff_pixels(path, tif, tseries, shape, dtype)
+        array = _tiff_pixels(
+            path, tif, tseries, shape, dtype, tiles=tiles and dtype != np.bool_, series=series
+        )
         keyframe = tseries.keyframe
         colour = int(keyframe.photometric) in _COLOUR_PHOTOMETRIC
         axes = _normalize_tiff_axes(tseries.axes, shape, colour=colour)
@@ -650,7 +664,10 @@ def _tiff_pixels(
     tseries: tifffile.TiffPageSeries,
     shape: tuple[int, ...],
     dtype: np.dtype,
-) -> np.ndarray:
+    *,
+    tiles: bool = False,
+    series: int = 0,
+) -> Any:
     nbytes = math.prod(shape) * dtype.itemsize
     file_size = path.stat().st_size
     offset = tseries.dataoffset
@@ -676,8 +693,15 @@ def _tiff_pixels(
             f"{path}: truncated or corrupt: the header declares {_human_bytes(nbytes)} of "
             f"uncompressed pixel data but the file is only {_human_bytes(file_size)}"
         )
-    _check_decoded_size(path, nbytes)
     _check_segments(path, tseries)
+    if tiles:
+        from zoodesk.images.tiles import TiffTiles
+
+        found = TiffTiles(path, series)
+        if found.shape == shape:
+            return found
+        found.close()
+    _check_decoded_size(path, nbytes)
     try:
         return np.asarray(tseries.asarray())
     except MemoryError:

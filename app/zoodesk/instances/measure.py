@@ -16,9 +16,11 @@ import csv
 import math
 import os
 import re
+import shutil
+import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
@@ -228,6 +230,7 @@ def measure_objects(
     *,
     first_label: int = 1,
     cancelled: Callable[[], bool] = lambda: False,
+    batch_pixels: int = BATCH_PIXELS,
 ) -> dict[str, np.ndarray]:
     """The ``objects.csv`` columns of one frame's objects (``first_label``, ``+1``, ...).
 
@@ -235,14 +238,15 @@ def measure_objects(
     ``intensities`` gives the input channels: a function reading them over a region,
     or the channels over the whole frame.  Integer columns are int64, the others
     float64 with NaN where a value is unknown (an empty cell).  The figures are those
-    of :func:`measure_object`, computed for all objects at once.
+    of :func:`measure_object`, computed for all objects at once (in batches of
+    about ``batch_pixels`` bounding-box pixels; the figures do not depend on it).
     """
     names = [c["name"] for c in object_columns(spatial, channels)]
     parts: list[dict[str, np.ndarray]] = []
     start = 0
     while start < len(objects):
         stop, pixels = start, 0
-        while stop < len(objects) and (stop == start or pixels < BATCH_PIXELS):
+        while stop < len(objects) and (stop == start or pixels < batch_pixels):
             pixels += int(objects[stop][1].size)
             stop += 1
         if cancelled():
@@ -545,39 +549,92 @@ def _python(value: Any) -> Any:
     return None if isinstance(item, float) and math.isnan(item) else item
 
 
-class ObjectTable:
-    """The rows of one image's ``objects.csv``, kept as columns (one array each)."""
+#: Rows an :class:`ObjectTable` keeps as numbers; beyond, older rows wait as CSV text
+#: in a temporary file, so that a frame with very many objects keeps only the columns
+#: of its summary in memory.
+SPILL_ROWS = 1 << 14
 
-    def __init__(self, spatial: str, channels: Sequence[str]):
+
+class ObjectTable:
+    """The rows of one image's ``objects.csv``, kept as columns (one array each).
+
+    Past ``spill_rows`` rows, the rows added so far are written out as CSV text to a
+    temporary file (deleted on :meth:`close` or with the table); the summary's
+    columns stay in memory, the others can then no longer be read back by
+    :meth:`column`.
+    """
+
+    def __init__(self, spatial: str, channels: Sequence[str], spill_rows: int | None = None):
         self.spatial = spatial
         self.channels = list(channels)
         self.names = [c["name"] for c in object_columns(spatial, channels)]
+        self._kept: dict[str, list[np.ndarray]] = {
+            n: [] for n in _summary_inputs(spatial, self.channels)
+        }
         self._parts: list[Mapping[str, np.ndarray]] = []
+        self._pending = 0
         self._count = 0
+        self._spill_rows = SPILL_ROWS if spill_rows is None else spill_rows
+        self._spill: IO[str] | None = None
 
     def add(self, columns: Mapping[str, np.ndarray]) -> None:
         """Append rows given as columns (from :func:`measure_objects`)."""
+        rows = len(columns["label"])
         self._parts.append(columns)
-        self._count += len(columns["label"])
+        for name, kept in self._kept.items():
+            kept.append(columns[name])
+        self._pending += rows
+        self._count += rows
+        if self._pending >= self._spill_rows:
+            if self._spill is None:
+                self._spill = tempfile.TemporaryFile(  # noqa: SIM115 (closed by close())
+                    "w+", encoding="utf-8", newline="", prefix="zoodesk-objects-"
+                )
+            csv.writer(self._spill, lineterminator="\n").writerows(self._lines())
+            self._parts, self._pending = [], 0
+            for kept in self._kept.values():
+                kept[:] = [np.concatenate(kept)]
+
+    def _lines(self) -> Iterator[Sequence[str]]:
+        for part in self._parts:
+            cells = [_cells(part[name]) for name in self.names]
+            yield from zip(*cells, strict=True)
 
     def __len__(self) -> int:
         return self._count
 
+    def close(self) -> None:
+        """Delete the temporary file of the rows written out, if any."""
+        if self._spill is not None:
+            self._spill.close()
+            self._spill = None
+
     def column(self, name: str) -> np.ndarray:
-        """All values of one column."""
-        if not self._parts:
+        """All values of one column (those of the summary, once rows are written out)."""
+        if name in self._kept:
+            parts = self._kept[name]
+        elif self._spill is not None:
+            raise KeyError(f"column {name!r}: its rows are written out")
+        else:
+            parts = [p[name] for p in self._parts]
+        if not parts:
             return np.zeros(0, dtype=_dtype_of(name))
-        return np.concatenate([p[name] for p in self._parts])
+        return np.concatenate(parts)
 
     def write(self, path: Path) -> None:
         """Write the table as CSV, as :func:`write_table` writes the same rows."""
-
-        def lines() -> Iterator[Sequence[str]]:
-            for part in self._parts:
-                cells = [_cells(part[name]) for name in self.names]
-                yield from zip(*cells, strict=True)
-
-        _write_csv(path, self.names, lines())
+        spilled = self._spill
+        with atomic_path(path) as tmp, tmp.open("w", encoding="utf-8") as fh:
+            writer = csv.writer(fh, lineterminator="\n")
+            writer.writerow(self.names)
+            if spilled is not None:
+                spilled.flush()
+                spilled.seek(0)
+                shutil.copyfileobj(spilled, fh, 1 << 20)
+                spilled.seek(0, os.SEEK_END)
+            writer.writerows(self._lines())
+            fh.flush()
+            os.fsync(fh.fileno())
 
     def summary(self) -> dict[str, Any]:
         """:func:`summarize` of the table's rows."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ import numpy as np
 from zoodesk.errors import CancelledError
 from zoodesk.images.readers import release_mapped_pages
 from zoodesk.instances.measure import (
+    BATCH_PIXELS,
     IntensitySource,
     ObjectTable,
     channel_labels,
@@ -28,7 +29,7 @@ from zoodesk.instances.measure import (
     micrometres,
 )
 from zoodesk.instances.segment import (
-    FoundObject,
+    FrameObjects,
     MapReader,
     block_shape,
     label_dtype,
@@ -181,6 +182,24 @@ def _intensity(
 #: Objects measured between two releases of memory-mapped pages (large images).
 _MEASURE_BATCH = 4096
 
+#: Pixels of the objects measured at once in a large image: its per-pixel arrays
+#: (coordinates, moments, intensities) stay a few tens of megabytes.
+STREAMED_BATCH_PIXELS = 1 << 18
+
+
+def _batches(sizes: np.ndarray, count: int, pixels: int) -> Iterator[tuple[int, int]]:
+    """Consecutive ranges of objects: at most ``count`` objects, and bounding boxes of
+    about ``pixels`` pixels in all (a larger object alone)."""
+    start = 0
+    listed = sizes.tolist()
+    while start < len(listed):
+        stop, total = start, 0
+        while stop < len(listed) and stop - start < count and (stop == start or total < pixels):
+            total += listed[stop]
+            stop += 1
+        yield start, stop
+        start = stop
+
 
 def _released(view: _View, frame: int, channel: int, whole_frames: bool) -> MapReader:
     """A reader of one channel of a frame; for a large image, each block is copied and
@@ -275,7 +294,7 @@ def find_instances(
     frame_block = (
         view.frame_shape if whole_frames else block_shape(view.frame_shape, settings.block)
     )
-    per_frame: list[list[FoundObject]] = []
+    per_frame: list[FrameObjects] = []
     for t in range(view.frames):
         boundary: MapReader | None = None
         if settings.method == "boundary" and settings.boundary_channel is not None:
@@ -305,14 +324,19 @@ def find_instances(
                 intensity.read(t, whole) if whole_frames else functools.partial(intensity.read, t)
             )
         # In batches, after each of which the pages of memory-mapped files read so far
-        # are let go: they would otherwise all count as this process's memory.
-        step = len(objects) if whole_frames else _MEASURE_BATCH
-        for first in range(0, len(objects), max(step, 1)):
-            batch = objects[first : first + step]
+        # are let go: they would otherwise all count as this process's memory.  A large
+        # image's objects are unpacked batch by batch, each of a bounded size.
+        batches = (
+            [(0, len(objects))]
+            if whole_frames
+            else _batches(objects.box_pixels(), _MEASURE_BATCH, STREAMED_BATCH_PIXELS)
+        )
+        for first, stop in batches:
             table.add(
                 measure_objects(
-                    [(o.bbox, o.mask) for o in batch], t, spatial, um, channels, source,
-                    first_label=first + 1, cancelled=cancelled,
+                    [(o.bbox, o.mask) for o in objects[first:stop]], t, spatial, um, channels,
+                    source, first_label=first + 1, cancelled=cancelled,
+                    batch_pixels=BATCH_PIXELS if whole_frames else STREAMED_BATCH_PIXELS,
                 )
             )  # fmt: skip
             if not whole_frames:
@@ -389,8 +413,11 @@ def find_instances(
             writer.abort()
         raise
     objects_rel = f"{key}_objects.csv"
-    table.write(out_dir / objects_rel)
-    summary = table.summary()
+    try:
+        table.write(out_dir / objects_rel)
+        summary = table.summary()
+    finally:
+        table.close()
     return InstanceResult(
         labels=labels_rel,
         objects=objects_rel,
