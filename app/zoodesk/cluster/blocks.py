@@ -444,6 +444,10 @@ def _predict_by_blocks(
         }
         entry.seconds = result.seconds
         entry.inference_seconds = round(inference, 4)
+    except GeneratorExit:
+        # The consumer stopped iterating: stop the input's tasks, drop its stores.
+        _stop(client, cancel, futures, streamed)
+        raise
     except (CancelledError, KeyboardInterrupt):
         _stop(client, cancel, futures, streamed)
         entry.status, entry.error = "not done", "cancelled"
