@@ -58,7 +58,14 @@ from zoodesk.batch.steps import (
     sink_opener,
     write_and_measure,
 )
-from zoodesk.cluster.worker import PLUGIN_NAME, ModelOnWorker, SessionCache, _cancel_check
+from zoodesk.cluster.worker import (
+    PLUGIN_NAME,
+    ModelOnWorker,
+    SessionCache,
+    _cancel_check,
+    cores_for,
+    workers_per_host,
+)
 from zoodesk.errors import CancelledError, ImageReadError
 from zoodesk.fileutils import sha256_input
 from zoodesk.images.axes import AxisMapping, map_image_to_tensor
@@ -161,12 +168,12 @@ def _open(plan: RunPlan, entry: FileEntry) -> tuple[Any, AxisMapping]:
 # ------------------------------------------------------------------- worker tasks
 
 
-def _predictor(model: ModelOnWorker) -> Any:
+def _predictor(model: ModelOnWorker, workers_per_host: Mapping[str, int]) -> Any:
     worker = get_worker()
     cache = worker.plugins.get(PLUGIN_NAME)
     if not isinstance(cache, SessionCache):
         raise RuntimeError("the worker lacks the ZooDesk session plugin")
-    return cache.predictor(model, None)
+    return cache.predictor(model, cores_for(workers_per_host))
 
 
 def _statistics_task(
@@ -245,9 +252,10 @@ def _band_task(
     stats: Mapping[StatRequest, np.ndarray],
     targets: Mapping[str, Any],
     cancel_event: str,
+    workers_per_host: Mapping[str, int],
 ) -> float:
     """Run one band's blocks on this worker into the stores; return the runtime's time."""
-    predictor = _predictor(model)
+    predictor = _predictor(model, workers_per_host)
     chosen = set(band.blocks)
 
     def open_sink(tensor: TensorSpec, *_: Any) -> _BandSink:
@@ -404,6 +412,7 @@ def _predict_by_blocks(
         )
         targets = {tid: writer.level_zero() for tid, (_rel, writer) in streamed.writers.items()}
         bands = plan_bands(predictor.spec, probe.plan, probe, len(frames))
+        per_host = workers_per_host(client)
         inference = 0.0
         band_futures = [
             client.submit(
@@ -414,6 +423,7 @@ def _predict_by_blocks(
                 frame_stats[band.frame],
                 targets,
                 cancel.name,
+                per_host,
                 pure=False,
             )
             for band in bands

@@ -45,9 +45,9 @@ from zoodesk.cluster.worker import (
     InputTask,
     ModelOnWorker,
     SessionCache,
-    address_host,
     check_access,
     run_input,
+    workers_per_host,
 )
 from zoodesk.errors import ZooDeskError
 from zoodesk.fileutils import sha256_file
@@ -116,15 +116,6 @@ def _ensure_plugin(client: Client) -> None:
 
 def _workers(client: Client) -> dict[str, dict[str, Any]]:
     return dict(client.scheduler_info(n_workers=-1).get("workers", {}))
-
-
-def _workers_per_host(workers: dict[str, dict[str, Any]]) -> dict[str, int]:
-    # Keyed as the workers see themselves (the host part of their address).
-    counts: dict[str, int] = {}
-    for address in workers:
-        host = address_host(address)
-        counts[host] = counts.get(host, 0) + 1
-    return counts
 
 
 def check_workers_see(
@@ -235,7 +226,7 @@ class ClusterExecutor:
         tracking: dict[Any, _Tracking] = {}
         by_blocks = [i for i in plan.to_do if wants_blocks(plan, plan.entries[i])]
         spread = set(by_blocks)
-        per_host = _workers_per_host(workers)
+        per_host = workers_per_host(client)
         for index in plan.to_do:
             if index in spread:
                 continue

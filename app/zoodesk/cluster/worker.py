@@ -157,7 +157,18 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-def _cores_for(workers_per_host: Mapping[str, int]) -> int | None:
+def workers_per_host(client: Any) -> dict[str, int]:
+    """How many workers each host runs, keyed as workers see themselves (the host
+    part of their address)."""
+    counts: dict[str, int] = {}
+    for address in client.scheduler_info(n_workers=-1).get("workers", {}):
+        host = address_host(address)
+        counts[host] = counts.get(host, 0) + 1
+    return counts
+
+
+def cores_for(workers_per_host: Mapping[str, int]) -> int | None:
+    """This worker's share of its host's cores (None off a worker)."""
     try:
         host = address_host(get_worker().address)
     except ValueError:
@@ -225,7 +236,7 @@ def run_input(task: InputTask) -> FileEntry:
     entry = task.entry
     cache = worker.plugins.get(PLUGIN_NAME, _FALLBACK)
     assert isinstance(cache, SessionCache)
-    predictor = cache.predictor(task.model, _cores_for(task.workers_per_host))
+    predictor = cache.predictor(task.model, cores_for(task.workers_per_host))
     entry.worker = {
         "address": worker.address,
         "host": socket.gethostname(),
