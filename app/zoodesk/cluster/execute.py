@@ -314,6 +314,12 @@ class ClusterExecutor:
             cancel.set()
             client.cancel(list(pending))
             raise
+        except KeyboardInterrupt:
+            # A second Ctrl-C: stop at once, but leave a consistent record behind
+            # (inputs still running are "not done"; a rerun redoes them).
+            cancel.set()
+            client.cancel(list(pending))
+            cancelled_run = True
         finally:
             with contextlib.suppress(Exception):
                 client.unsubscribe_topic(topic)
