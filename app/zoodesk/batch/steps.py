@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -37,6 +37,8 @@ from zoodesk.inference.streaming import (
 from zoodesk.models.spec import ModelSpec, TensorSpec
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 #: Tile shape of outputs written block by block.
 STREAMED_TILE = (512, 512)
@@ -602,6 +604,16 @@ def settle_outputs(
     return cancelled
 
 
+def run_to_end(steps: Generator[Any, None, T]) -> T:
+    """Run a generator of progress events to its end, ignoring them; its return value."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as stop:
+            result: T = stop.value
+            return result
+
+
 def process_input(
     request: PredictionRequest,
     predictor: Predictor,
@@ -623,16 +635,20 @@ def process_input(
         loaded = read_input(
             Path(entry.input), request.axes, entry.series or 0, request.settle_seconds
         )
-        steps = compute_input(
-            request, predictor, input_tensor, loaded, entry, record, out_dir, streamed, 0,
-            cancelled,
-        )  # fmt: skip
-        while True:
-            try:
-                next(steps)
-            except StopIteration as stop:
-                job, objects = stop.value
-                break
+        job, objects = run_to_end(
+            compute_input(
+                request,
+                predictor,
+                input_tensor,
+                loaded,
+                entry,
+                record,
+                out_dir,
+                streamed,
+                0,
+                cancelled,
+            )
+        )
     except CancelledError:
         streamed.abort()
         entry.status = "not done"

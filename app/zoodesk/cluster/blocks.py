@@ -54,6 +54,7 @@ from zoodesk.batch.steps import (
     StreamedFile,
     close_streamed,
     objects_step,
+    run_to_end,
     settle_outputs,
     sink_opener,
     write_and_measure,
@@ -186,26 +187,15 @@ def _statistics_task(
 ) -> StatsAccumulator | None:
     """One band's statistics (None when only checking values), after checking them."""
     with _synchronous():
-        return _band_statistics(source, frame_number, index, stage, requests, stats)
-
-
-def _band_statistics(
-    source: ImageSource,
-    frame_number: int,
-    index: tuple[slice, ...],
-    stage: int,
-    requests: frozenset[StatRequest],
-    stats: Mapping[StatRequest, np.ndarray],
-) -> StatsAccumulator | None:
-    frame = source.frame(frame_number)
-    tensor = source.mapping.tensor
-    band = np.asarray(frame[index])
-    if np.issubdtype(band.dtype, np.floating) and not np.isfinite(band).all():
-        raise ImageReadError(f"{source.path}: the image contains NaN or infinite values")
-    if not requests:
-        return None
-    pre = Processing(tensor.preprocessing, tensor)
-    return band_statistics(frame, index, tensor, pre, stage, requests, stats)
+        frame = source.frame(frame_number)
+        tensor = source.mapping.tensor
+        band = np.asarray(frame[index])
+        if np.issubdtype(band.dtype, np.floating) and not np.isfinite(band).all():
+            raise ImageReadError(f"{source.path}: the image contains NaN or infinite values")
+        if not requests:
+            return None
+        pre = Processing(tensor.preprocessing, tensor)
+        return band_statistics(frame, index, tensor, pre, stage, requests, stats)
 
 
 def _merge_task(*parts: StatsAccumulator) -> StatsAccumulator:
@@ -263,7 +253,7 @@ def _band_task(
         return _BandSink(targets[tensor.id], axis, start, stop)
 
     with _synchronous():
-        result = _drive(
+        result = run_to_end(
             predict_streaming(
                 predictor,
                 source.mapping,
@@ -400,7 +390,7 @@ def _predict_by_blocks(
             predictor, image, out_dir, entry, plan.record, streamed,
             request.compression, request.output_format,
         )  # fmt: skip
-        probe = _drive(
+        probe = run_to_end(
             predict_streaming(
                 predictor,
                 mapping,
@@ -577,11 +567,3 @@ def _stop(
     cancel.set()
     client.cancel([f for f in futures if not f.done()])
     streamed.abort()
-
-
-def _drive(steps: Generator[Any, None, StreamResult]) -> StreamResult:
-    while True:
-        try:
-            next(steps)
-        except StopIteration as stop:
-            return stop.value
