@@ -71,12 +71,21 @@ def _unlock_file(handle: IO[str]) -> None:
         fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
+def probe_writable(folder: Path, tag: str) -> None:
+    """Create and delete an empty file in ``folder``; raises OSError where it cannot.
+
+    The probe is named as :func:`clean_leftovers` recognises it
+    (``.zoodesk-write-test-TAG.part``), should the process die in between.
+    """
+    probe = folder / f".zoodesk-write-test-{tag}.part"
+    probe.write_bytes(b"")
+    probe.unlink()
+
+
 def prepare_output_folder(out_dir: Path) -> None:
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        probe = out_dir / f".zoodesk-write-test-{os.getpid()}.part"
-        probe.write_bytes(b"")
-        probe.unlink()
+        probe_writable(out_dir, str(os.getpid()))
     except OSError as exc:
         reason = exc.strerror or str(exc)
         if exc.errno == errno.EROFS:

@@ -21,6 +21,7 @@ from typing import Any
 
 from distributed import Event, WorkerPlugin, get_worker
 
+from zoodesk.batch.outfolder import probe_writable
 from zoodesk.batch.record import FileEntry, RunRecord
 from zoodesk.batch.request import PredictionRequest
 from zoodesk.batch.steps import process_input
@@ -280,10 +281,9 @@ def check_access(model: str, out_dir: str, inputs: Sequence[str]) -> list[str]:
     folder = Path(out_dir)
     while not folder.exists() and folder.parent != folder:
         folder = folder.parent
-    probe = folder / f".zoodesk-write-test-{uuid.uuid4().hex}.part"
     try:
-        probe.write_bytes(b"")
-        probe.unlink()
+        # Workers on different machines may share a process id: a random tag.
+        probe_writable(folder, uuid.uuid4().hex)
     except OSError as exc:
         problems.append(f"the output folder {out_dir} (cannot write in {folder}: {exc.strerror})")
     problems.extend(f"the input {path}" for path in inputs if not Path(path).exists())
