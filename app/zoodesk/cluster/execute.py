@@ -82,7 +82,7 @@ def connect(cluster: ClusterAddress) -> Iterator[Client]:
         except Exception as exc:
             raise ZooDeskError(
                 f"--cluster {cluster}: could not start {cluster.workers} local worker "
-                f"processes ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+                f"processes ({_first_line(exc)})"
             ) from exc
         try:
             with Client(local) as client:
@@ -94,13 +94,18 @@ def connect(cluster: ClusterAddress) -> Iterator[Client]:
         client = Client(cluster.address, timeout=CONNECT_TIMEOUT)
     except (OSError, TimeoutError) as exc:
         raise ZooDeskError(
-            f"--cluster {cluster}: cannot reach the Dask scheduler there "
-            f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+            f"--cluster {cluster}: cannot reach the Dask scheduler there ({_first_line(exc)})"
         ) from exc
     with client:
         if not client.scheduler_info().get("workers"):
             raise ZooDeskError(f"--cluster {cluster}: the scheduler has no workers")
         yield client
+
+
+def _first_line(exc: BaseException) -> str:
+    """An exception's message for a one-line report (its type's name when it has none)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _has_plugin(dask_worker: Any) -> bool:
@@ -369,7 +374,7 @@ class ClusterExecutor:
                     "tries; out of memory?)"
                 )
             else:
-                first = str(exc).splitlines()[0] if str(exc) else name
+                first = _first_line(exc)
                 entry.error = first if str(entry.input) in first else f"{entry.input}: {first}"
             entry.status = "failed"
             entry.worker = {"lost_workers": sorted(set(track.started_on))}
