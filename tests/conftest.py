@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -36,3 +37,21 @@ def nuclei_dir() -> Path:
     if not (NUCLEI / "bioimageio.yaml").is_file():
         pytest.fail(f"test data missing: {NUCLEI} (the shared folder must sit beside the repo)")
     return NUCLEI
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Any]:
+    """A real Dask cluster for one test module: 2 worker processes on loopback (the
+    scheduler's web server on a free port); its client."""
+    distributed = pytest.importorskip("distributed")
+    with (
+        distributed.LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address="127.0.0.1:0",
+        ) as local,
+        distributed.Client(local) as client,
+    ):
+        yield client

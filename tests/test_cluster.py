@@ -15,7 +15,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -52,21 +51,6 @@ SAME_FIELDS = (
     "channel_names",
     "streamed",
 )
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[distributed.Client]:
-    with (
-        distributed.LocalCluster(
-            n_workers=2,
-            threads_per_worker=1,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address="127.0.0.1:0",
-        ) as local,
-        distributed.Client(local) as client,
-    ):
-        yield client
 
 
 @pytest.fixture(scope="module")

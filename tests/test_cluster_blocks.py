@@ -8,7 +8,6 @@ expected output of any image is also computed here with NumPy and SciPy.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -26,21 +25,6 @@ pytestmark = pytest.mark.slow
 PERCENTILES = (1.0, 99.5)
 STREAM = StreamingPolicy(mode="always")
 TILE = {"y": 512, "x": 512}
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[distributed.Client]:
-    with (
-        distributed.LocalCluster(
-            n_workers=2,
-            threads_per_worker=1,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address="127.0.0.1:0",
-        ) as local,
-        distributed.Client(local) as client,
-    ):
-        yield client
 
 
 @pytest.fixture(scope="module")
