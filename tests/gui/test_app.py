@@ -93,9 +93,7 @@ def test_settings_dialog_saves_the_settings(
 def test_network_off_means_the_catalogue_is_not_refreshed(
     window: MainWindow, qtbot: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    window.services.settings = window.services.settings.model_copy(
-        update={"network_enabled": False}
-    )
+    window.services.settings = window.services.settings.with_changes(network_enabled=False)
     told: list[str] = []
     monkeypatch.setattr(
         QMessageBox, "information", staticmethod(lambda _p, title, text: told.append(title))

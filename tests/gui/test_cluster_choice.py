@@ -19,7 +19,7 @@ pytest.importorskip("distributed")
 
 def test_the_cluster_setting_is_offered_first(window: MainWindow) -> None:
     services = window.batch_page.services
-    services.settings = services.settings.model_copy(update={"cluster": "tcp://scheduler"})
+    services.settings = services.settings.with_changes(cluster="tcp://scheduler")
     window.batch_page.fill_cluster_choices()
     combo = window.batch_page.cluster_combo
     assert combo.currentData() == "tcp://scheduler:8786"
@@ -47,7 +47,7 @@ def test_a_batch_runs_on_two_local_worker_processes(
     output = tmp_path / "out"
     batch.output_edit.setText(str(output))
     services = batch.services
-    services.settings = services.settings.model_copy(update={"cluster": "local:2"})
+    services.settings = services.settings.with_changes(cluster="local:2")
     batch.fill_cluster_choices()
     assert batch.cluster_combo.currentData() == "local:2"
     with qtbot.waitSignal(batch.run_finished, timeout=240000) as finished:

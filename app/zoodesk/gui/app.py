@@ -133,7 +133,7 @@ def run_gui(argv: list[str] | None = None) -> int:
         settings = load_settings()
     except ZooDeskError as exc:
         settings_problem = exc
-        settings = Settings.model_validate({})
+        settings = Settings()
     log_file = setup_logging(settings.logs_dir)
     services = Services(settings, log_file=log_file)
     window = create_main_window(services)

@@ -137,16 +137,14 @@ class SettingsDialog(QDialog):
         return str(chosen) if chosen is not None else ""
 
     def settings(self) -> Settings:
-        """The settings as edited (validated by the settings model)."""
+        """The settings as edited (checked by the settings)."""
         cache = self.cache_edit.text().strip()
-        return self._original.model_copy(
-            update={
-                "cache_dir": str(Path(cache).expanduser()) if cache else None,
-                "network_enabled": self.network_check.isChecked(),
-                "proxy": self.proxy_edit.text().strip() or None,
-                "ca_bundle": self.ca_edit.text().strip() or None,
-                "device": self.device_combo.currentData(),
-                "threads": self.threads_spin.value(),
-                "cluster": self._cluster(),
-            }
+        return self._original.with_changes(
+            cache_dir=str(Path(cache).expanduser()) if cache else None,
+            network_enabled=self.network_check.isChecked(),
+            proxy=self.proxy_edit.text().strip() or None,
+            ca_bundle=self.ca_edit.text().strip() or None,
+            device=self.device_combo.currentData(),
+            threads=self.threads_spin.value(),
+            cluster=self._cluster(),
         )
