@@ -102,20 +102,10 @@ class _ProgressView:
     """
 
     def __init__(self, console: Any, quiet: bool) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
         self.console = console
         self.quiet = quiet
         self.live = not quiet and bool(console.err.is_terminal)
-        self.progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[detail]}"),
-            console=console.err,
-            disable=not self.live,
-            transient=True,
-        )
+        self.progress: Any = _live_progress(console.err) if self.live else _NoProgress(console.err)
         self.files_task: Any = None
         self.blocks_task: Any = None
         self.total = 0
@@ -245,6 +235,46 @@ def _duration(value: float) -> str:
         return f"{minutes} min {seconds:02d} s"
     hours, minutes = divmod(minutes, 60)
     return f"{hours} h {minutes:02d} min"
+
+
+def _live_progress(err_console: Any) -> Any:
+    """rich's progress bars on the terminal's error stream."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[detail]}"),
+        console=err_console,
+        transient=True,
+    )
+
+
+class _NoProgress:
+    """What the view calls on its progress bars, for runs without a terminal (logs,
+    schedulers, scripts): nothing is drawn, and rich's progress module, a noticeable
+    part of a short run's start-up, is never imported."""
+
+    def __init__(self, err_console: Any) -> None:
+        self.console = err_console
+        self._tasks = 0
+
+    def __enter__(self) -> _NoProgress:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        return None
+
+    def add_task(self, *_args: Any, **_kwargs: Any) -> int:
+        self._tasks += 1
+        return self._tasks
+
+    def update(self, *_args: Any, **_kwargs: Any) -> None:
+        return None
+
+    def reset(self, *_args: Any, **_kwargs: Any) -> None:
+        return None
 
 
 def drive_events(events: Iterator[Event], console: Any, quiet: bool) -> RunFinished:

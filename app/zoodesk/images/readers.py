@@ -316,19 +316,20 @@ def release_mapped_pages(array: np.ndarray) -> None:
 def available_memory() -> int | None:
     """Bytes of memory available to new allocations without swapping, if known.
 
-    From psutil when installed, else ``MemAvailable`` of ``/proc/meminfo`` (Linux),
-    else the free physical pages (other POSIX systems); None when none works.
+    ``MemAvailable`` of ``/proc/meminfo`` on Linux (read directly: importing psutil
+    costs more than a one-image prediction's start-up can spare), else psutil when
+    installed, else the free physical pages (other POSIX systems); None when none works.
     """
+    with contextlib.suppress(OSError, ValueError), Path("/proc/meminfo").open() as fh:
+        for line in fh:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
     try:
         import psutil
 
         return int(psutil.virtual_memory().available)
     except ImportError:
         pass
-    with contextlib.suppress(OSError, ValueError), Path("/proc/meminfo").open() as fh:
-        for line in fh:
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
     with contextlib.suppress(AttributeError, OSError, ValueError):
         return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
     return None
