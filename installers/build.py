@@ -21,6 +21,12 @@ One script for every platform and variant::
 
 4. With ``--smoke``: run ``tools/smoke_bundle.py`` on the bundle.
 
+On Linux the bundle carries the X11 (xcb) libraries that Qt's xcb platform plugin
+needs and a bare desktop lacks (``tools/desktop_sandbox.py``): PyInstaller copies
+them from the build machine, so the build stops, before PyInstaller runs, when the
+build machine lacks them, and checks afterwards that they are in the bundle.  The
+.deb also declares them as dependencies.
+
 Variants: ``cpu`` (everywhere; CoreML is part of it on macOS), ``directml``
 (Windows GPUs), ``cuda`` (Linux NVIDIA GPUs; CUDA 12 and cuDNN 9 come from the
 workstation's NVIDIA installation, they are not bundled), and ``full``: the CPU
@@ -32,6 +38,7 @@ The other variants run ONNX weights only.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
 import platform
 import re
@@ -65,6 +72,10 @@ VARIANT_VARIABLE = "ZOODESK_BUNDLE_VARIANT"
 RUNTIMES = tuple(dict.fromkeys(dist for dist, _ in VARIANTS.values()))
 #: Used when pyproject.toml has no ``packaging`` extra yet.
 FALLBACK_PACKAGING_REQUIREMENTS = ("pyinstaller==6.22.3",)
+#: Packages the .deb needs from the system besides the xcb libraries of
+#: :func:`bare_desktop_lacks` (the bundle does not carry these: libxcb, OpenGL and EGL
+#: must be the system's own, to match its graphics drivers).
+DEB_BASE_DEPENDS = ("libc6 (>= 2.28)", "libgl1", "libegl1", "libxcb1", "libfontconfig1")
 
 
 class BuildError(Exception):
@@ -143,6 +154,68 @@ def project_extras() -> list[str]:
     """The extras of the project that a bundle build installs (those that exist)."""
     extras = _pyproject()["project"].get("optional-dependencies", {})
     return [name for name in ("gui", "packaging") if name in extras]
+
+
+# ------------------------------------------------------------ xcb libraries (Linux)
+
+
+def bare_desktop_lacks() -> dict[str, str]:
+    """The xcb libraries (file name: Debian package) that the Linux bundle must carry.
+
+    The list is ``tools/desktop_sandbox.py``'s, which the smoke test hides.
+    """
+    try:
+        from tools.desktop_sandbox import BARE_DESKTOP_LACKS
+    except ImportError:
+        # Run as a script (python installers/build.py): the root is not on the path.
+        sys.path.insert(0, str(ROOT / "tools"))
+        from desktop_sandbox import BARE_DESKTOP_LACKS
+    return dict(BARE_DESKTOP_LACKS)
+
+
+def deb_depends() -> str:
+    """The .deb's ``Depends`` field: the system basics and the xcb libraries."""
+    return ", ".join([*DEB_BASE_DEPENDS, *dict.fromkeys(bare_desktop_lacks().values())])
+
+
+def missing_build_libraries() -> dict[str, str]:
+    """The xcb libraries this build machine cannot load (file name: package)."""
+    missing = {}
+    for name, package in bare_desktop_lacks().items():
+        try:
+            ctypes.CDLL(name)
+        except OSError:
+            missing[name] = package
+    return missing
+
+
+def missing_bundled_libraries(bundle: Path) -> list[str]:
+    """The xcb libraries that are not in the bundle folder."""
+    present = {p.name for p in bundle.rglob("*.so*")}
+    return [name for name in bare_desktop_lacks() if name not in present]
+
+
+def check_build_libraries() -> None:
+    """Refuse a Linux build whose bundle would lack the xcb libraries."""
+    missing = missing_build_libraries()
+    if missing:
+        raise BuildError(
+            "the Linux bundle carries the X11 libraries that Qt's xcb platform needs, "
+            f"but this machine lacks {', '.join(missing)}: install them with "
+            f"`sudo apt install {' '.join(dict.fromkeys(missing.values()))}`, or pass "
+            "--without-xcb-libraries for a bundle that needs them on the workstation"
+        )
+
+
+def check_bundled_libraries(bundle: Path) -> None:
+    """Refuse a Linux bundle that PyInstaller made without the xcb libraries."""
+    missing = missing_bundled_libraries(bundle)
+    if missing:
+        raise BuildError(
+            f"{bundle} lacks {', '.join(missing)}, although this machine has them: "
+            "PyInstaller did not collect them with Qt's xcb platform plugin "
+            "(see installers/hooks/hook-PySide6.QtGui.py)"
+        )
 
 
 # ------------------------------------------------------------------ build environment
@@ -321,7 +394,7 @@ def linux_deb(version: str, variant: str) -> Path:
         f"Architecture: {arch}\n"
         "Maintainer: ZooDesk developers <zoodesk@users.noreply.github.com>\n"
         f"Installed-Size: {installed_kb}\n"
-        "Depends: libc6 (>= 2.28), libgl1, libegl1, libxcb1, libfontconfig1\n"
+        f"Depends: {deb_depends()}\n"
         f"Conflicts: {', '.join(others)}\n"
         f"Replaces: {', '.join(others)}\n"
         f"Description: Run BioImage Model Zoo models offline ({description})\n"
@@ -404,11 +477,16 @@ def build(args: argparse.Namespace) -> list[Path]:
         )
     version = checked_version(args.version)
     log(f"ZooDesk {version}, {variant} variant, {sys.platform} {machine()}")
+    xcb_libraries = sys.platform.startswith("linux") and not args.without_xcb_libraries
+    if xcb_libraries:
+        check_build_libraries()
     python = prepare_venv(args.venv.resolve(), variant) if args.venv else Path(sys.executable)
     check_runtime(python, variant)
 
     started = time.perf_counter()
     build_bundle(python, variant, clean=args.clean)
+    if xcb_libraries:
+        check_bundled_libraries(BUNDLE)
     size = folder_size(BUNDLE)
     log(f"bundle {BUNDLE}: {size / 1e6:.0f} MB unpacked ({time.perf_counter() - started:.0f} s)")
 
@@ -445,6 +523,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--clean", action="store_true", help="empty PyInstaller's cache first")
     parser.add_argument("--bundle-only", action="store_true", help="stop after PyInstaller")
     parser.add_argument("--deb", action="store_true", help="Linux: also make a .deb")
+    parser.add_argument("--without-xcb-libraries", action="store_true",
+                        help="Linux: build even where this machine lacks the X11 "
+                        "libraries that the bundle should carry (the workstation then "
+                        "needs them)")  # fmt: skip
     parser.add_argument("--smoke", action="store_true",
                         help="run tools/smoke_bundle.py on the bundle at the end")  # fmt: skip
     args = parser.parse_args(argv)

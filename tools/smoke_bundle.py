@@ -33,7 +33,13 @@ the proxies are removed, and the report says so).  The checks:
    names another); without it the step is skipped;
 8. the desktop entry ``zoodesk`` starts with ``QT_QPA_PLATFORM=offscreen``, shows
    its main window, reports it and quits with exit code 0 (timed: launch to window
-   shown).  A bundle without the desktop application reports this step as skipped.
+   shown).  A bundle without the desktop application reports this step as skipped;
+9. Linux: the desktop entry shows its main window on the xcb platform too, on a
+   virtual X server (Xvfb), with the system's copies of the X11 libraries that a
+   bare desktop lacks hidden in a private mount namespace
+   (``tools/desktop_sandbox.py``): the bundle's own copies must load.  Skipped where
+   Xvfb or a mount namespace is not available.  The layout check (1) also expects
+   those libraries in the bundle.
 
 The desktop step uses the application's own hook: with
 ``ZOODESK_EXIT_AFTER_SHOWN=1`` it prints ``zoodesk-gui-shown <seconds since the
@@ -73,6 +79,12 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
+
+try:
+    from tools.desktop_sandbox import BARE_DESKTOP_LACKS, XvfbDisplay, hiding_prefix
+except ImportError:
+    # Run as a script (python tools/smoke_bundle.py): this folder is on the path.
+    from desktop_sandbox import BARE_DESKTOP_LACKS, XvfbDisplay, hiding_prefix
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_BUNDLE = ROOT / "dist" / "zoodesk"
@@ -306,6 +318,10 @@ class BundleSmoke:
             data["qt_platform_plugins"] = found
             if not any("offscreen" in name for name in found):
                 missing.append("Qt offscreen platform plugin")
+            if "libqxcb.so" in found:
+                # The xcb plugin's libraries that a bare desktop lacks travel with it.
+                present = {p.name for p in internal.rglob("*.so*")}
+                missing += [name for name in BARE_DESKTOP_LACKS if name not in present]
         cpu_only = not self.carries_torch() and not any(internal.rglob("*providers_cuda*"))
         if data["bundle_bytes"] > MAX_RUNTIME_BUNDLE_BYTES and cpu_only:
             missing.append(
@@ -584,8 +600,34 @@ class BundleSmoke:
 
     def check_gui(self, timeout: float = GUI_TIMEOUT) -> Check:
         """The desktop entry shows its main window offscreen and quits with exit code 0."""
-        command = [*self.prefix, str(self.gui_exe)]
-        env = self.environment(QT_QPA_PLATFORM="offscreen", **{EXIT_AFTER_SHOWN_VARIABLE: "1"})
+        return self._gui_check("gui", {"QT_QPA_PLATFORM": "offscreen"}, [], timeout)
+
+    def check_gui_xcb(self, timeout: float = GUI_TIMEOUT) -> Check:
+        """The desktop entry shows its main window on the xcb platform (Xvfb) where
+        the system lacks the X11 libraries that Qt's xcb plugin needs: the bundle's
+        own copies load."""
+        name = "gui on xcb, system xcb libraries hidden"
+        if not sys.platform.startswith("linux"):
+            return Check(name, "skipped", 0.0, "the xcb platform is Linux's")
+        hide, note = hiding_prefix(list(BARE_DESKTOP_LACKS))
+        if hide is None:
+            return Check(name, "skipped", 0.0, note)
+        try:
+            with XvfbDisplay() as display:
+                env = {"QT_QPA_PLATFORM": "xcb", "DISPLAY": display.name}
+                check = self._gui_check(name, env, hide, timeout)
+        except RuntimeError as exc:
+            return Check(name, "skipped", 0.0, str(exc))
+        check.data["hidden"] = note
+        return check
+
+    def _gui_check(
+        self, name: str, env_extra: dict[str, str], outer: list[str], timeout: float
+    ) -> Check:
+        """Start the desktop entry (inside the ``outer`` command prefix) until it
+        reports its main window shown; the check of that run."""
+        command = [*outer, *self.prefix, str(self.gui_exe)]
+        env = self.environment(**env_extra, **{EXIT_AFTER_SHOWN_VARIABLE: "1"})
         start = time.perf_counter()
         proc = subprocess.Popen(
             command,
@@ -619,7 +661,7 @@ class BundleSmoke:
         done = Completed(returncode, "".join(line for _, line in stdout),
                          "".join(line for _, line in stderr), seconds)  # fmt: skip
         if returncode != 0 and NO_GUI_MESSAGE in text + _gui_log(self.home):
-            return Check("gui", "skipped", round(seconds, 3),
+            return Check(name, "skipped", round(seconds, 3),
                          "this bundle has no desktop application")  # fmt: skip
         arrived, reported = _shown_line(stdout)
         if reported is None:
@@ -637,7 +679,7 @@ class BundleSmoke:
         if reported is not None:
             data["cold_start_seconds"] = round(arrived if arrived is not None else reported, 3)
             data["reported_seconds"] = reported
-        return self._check("gui", done, ["(no arguments)"], problem, **data)
+        return self._check(name, done, ["(no arguments)"], problem, **data)
 
 
 def _collect(stream: IO[str] | None, lines: list[tuple[float, str]], start: float) -> None:
@@ -847,6 +889,7 @@ def run_all(
         checks.append(smoke.check_conversion(package, trust, samples))
     if gui:
         checks.append(smoke.check_gui())
+        checks.append(smoke.check_gui_xcb())
     return checks, smoke.network_note
 
 

@@ -29,6 +29,8 @@ Handler = Callable[[argparse.Namespace], int]
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+#: ``zoodesk gui`` where the desktop window cannot open (no display, missing libraries).
+EXIT_NO_DESKTOP = 3
 
 
 class _Console:
@@ -1107,6 +1109,13 @@ def _register_export_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_gui(args: argparse.Namespace) -> int:
+    # Asked before Qt starts: Qt would print several lines and abort the process.
+    from zoodesk.desktop_check import desktop_problem
+
+    problem = desktop_problem()
+    if problem is not None:
+        _Console().error(problem)
+        return EXIT_NO_DESKTOP
     try:
         from zoodesk.gui.app import run_gui
     except ImportError as exc:
