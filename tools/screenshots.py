@@ -6,7 +6,10 @@ nuclei model from ``../shared`` (when present), drives it as a user would, and s
 - ``docs/screenshots/main_window.png``: the model library with a model selected;
 - ``docs/screenshots/batch_running.png``: the batch page during a run, with a preview;
 - ``docs/screenshots/results.png``: the results of that run: its objects over the
-  input, one of them clicked, and the histogram of their areas.
+  input, one of them clicked, and the histogram of their areas;
+- ``docs/screenshots/viewer.png``: the viewer zoomed in on one of those results, with
+  the probability over the input, the scale bar, the plane's histogram with its
+  contrast limits and the readout of the pixel under the cursor.
 
 Usage::
 
@@ -120,7 +123,8 @@ def _click_an_object(results: Any) -> None:
     from PySide6.QtCore import QPointF, Qt
     from PySide6.QtTest import QTest
 
-    labels = results._outputs.get("objects", (None, ""))[0]
+    content = results.viewer.content
+    labels = content.outputs.get("objects", (None, ""))[0] if content else None
     if labels is None:
         return
     values, counts = np.unique(labels[labels > 0], return_counts=True)
@@ -131,6 +135,36 @@ def _click_an_object(results: Any) -> None:
     y, x = where[len(where) // 2]
     point = results.view.mapFromScene(QPointF(float(x) + 0.5, float(y) + 0.5))
     QTest.mouseClick(results.view.viewport(), Qt.MouseButton.LeftButton, pos=point)
+
+
+def _show_viewer(app: Any, results: Any) -> None:
+    """Zoom in on the probability over the input and point at a nucleus, as a user
+    checking the model's output would."""
+    import numpy as np
+    from PySide6.QtCore import QPointF
+    from PySide6.QtTest import QTest
+
+    results.objects_panel.unpin()
+    results.viewer.set_highlight("objects", None)
+    combo = results.output_combo
+    combo.setCurrentIndex(max(combo.findData("probability"), 0))
+    results.opacity_slider.setValue(40)
+    content = results.viewer.content
+    if content is None:
+        return
+    results.view.actual_size()
+    results.view.zoom_in()
+    results.view.zoom_in()
+    # Point at the brightest pixel of the middle of the picture: a nucleus.
+    height, width = content.input.shape[:2]
+    middle = content.input[height // 3 : 2 * height // 3, width // 3 : 2 * width // 3]
+    y, x = np.unravel_index(int(np.argmax(middle)), middle.shape)
+    y, x = int(y) + height // 3, int(x) + width // 3
+    results.view.centerOn(QPointF(x, y))
+    _settle(app)
+    point = results.view.mapFromScene(QPointF(x + 0.5, y + 0.5))
+    QTest.mouseMove(results.view.viewport(), point)
+    _settle(app)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -226,8 +260,10 @@ def _shoot(out: Path, work: Path, dark: bool) -> int:
     _click_an_object(results)
     _settle(app)
     window.grab().save(str(out / "results.png"))
+    _show_viewer(app, results)
+    window.grab().save(str(out / "viewer.png"))
     window.close()
-    for name in ("main_window.png", "batch_running.png", "results.png"):
+    for name in ("main_window.png", "batch_running.png", "results.png", "viewer.png"):
         print(out / name)
     return 0
 

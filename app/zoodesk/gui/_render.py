@@ -6,8 +6,10 @@ contrast limits, a colour per label, and how an output is laid over its input.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -21,27 +23,31 @@ HIGHLIGHT_RGB = (255, 255, 255)
 LABEL_KINDS = ("labels", "instance-labels")
 
 
-def plane(array: np.ndarray, axes: str, index: Mapping[str, int] | None = None) -> np.ndarray:
+def plane(array: Any, axes: str, index: Mapping[str, int] | None = None) -> np.ndarray:
     """The Y-X plane to show: ``(H, W)``, or ``(H, W, 3)`` for RGB samples.
 
     Other axes are taken at ``index[letter]`` (default: the middle); a channel axis
-    (``C``) defaults to the first channel.
+    (``C``) defaults to the first channel.  ``array`` may be anything indexed like a
+    NumPy array (a memory map, tiles decoded on demand, a Dask array): only the plane
+    is read.
     """
     axes = axes.upper()
     index = dict(index or {})
-    data = np.asarray(array)
+    shape = tuple(int(n) for n in array.shape)
     keep = [a for a in axes if a in "YX"]
-    rgb = "S" in axes and data.shape[axes.index("S")] in (3, 4)
+    rgb = "S" in axes and shape[axes.index("S")] in (3, 4)
     if rgb:
         keep.append("S")
     selection: list[int | slice] = []
-    for letter, n in zip(axes, data.shape, strict=True):
+    for letter, n in zip(axes, shape, strict=True):
         if letter in keep:
             selection.append(slice(None))
         else:
             default = 0 if letter in "CS" else n // 2
             selection.append(int(min(max(index.get(letter, default), 0), n - 1)))
-    picked = data[tuple(selection)]
+    # Index before converting: a memory-mapped, tiled or chunked array then reads
+    # only the plane shown, not the whole stack.
+    picked = np.asarray(array[tuple(selection)])
     remaining = [a for a in axes if a in keep]
     order = [remaining.index(a) for a in ("Y", "X", "S") if a in remaining]
     picked = np.transpose(picked, order)
@@ -58,6 +64,131 @@ def shown_index(axes: str, shape: tuple[int, ...], letter: str) -> int:
     if letter not in axes:
         return 0
     return 0 if letter in "CS" else int(shape[axes.index(letter)]) // 2
+
+
+def follow(
+    position: Mapping[str, int], sizes: Mapping[str, int], axes: str, shape: tuple[int, ...]
+) -> dict[str, int]:
+    """Where an image of ``axes`` and ``shape`` (an output) is at the Z and T of
+    ``position`` in an image of ``sizes`` (its input).
+
+    The same index when both have the axis at the same length; the index scaled to
+    the other length when the model changed it; axes it lacks are left out.
+    """
+    own = dict(zip(axes.upper(), (int(n) for n in shape), strict=True))
+    found: dict[str, int] = {}
+    for letter in "ZT":
+        if letter not in position or letter not in own:
+            continue
+        index, length = int(position[letter]), own[letter]
+        source = int(sizes.get(letter, length)) or 1
+        if source != length:
+            index = index * length // source
+        found[letter] = min(max(index, 0), length - 1)
+    return found
+
+
+#: Metres per length unit, for the units a scale bar can use (OME spellings).
+_METRES = {"pm": 1e-12, "Å": 1e-10, "nm": 1e-9, "µm": 1e-6, "mm": 1e-3, "cm": 1e-2, "m": 1.0}
+#: The units a scale bar's label uses, largest first.
+_LABEL_UNITS = ("m", "mm", "µm", "nm", "pm")
+
+
+def length_text(metres: float) -> str:
+    """A length in the largest unit that keeps it at 1 or more: ``"20 µm"``, ``"1.5 mm"``."""
+    for unit in _LABEL_UNITS:
+        factor = _METRES[unit]
+        if metres >= factor * (1 - 1e-9) or unit == _LABEL_UNITS[-1]:
+            return f"{round(metres / factor, 6):g} {unit}"
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def physical_text(pixels: float, pixel_size: tuple[float, str] | None) -> str:
+    """``pixels`` times a pixel size, with its unit (``"12.3 µm"``); "" when unknown."""
+    if pixel_size is None:
+        return ""
+    size, unit = pixel_size
+    return f"{pixels * size:.4g} {unit}"
+
+
+def nice_length(value: float) -> float:
+    """The largest 1, 2 or 5 times a power of ten that is at most ``value``."""
+    base = 10.0 ** math.floor(math.log10(value))
+    return max(m * base for m in (1, 2, 5) if m * base <= value * (1 + 1e-9))
+
+
+def scale_bar(
+    pixel_size: tuple[float, str] | None, zoom: float, target: float = 100.0
+) -> tuple[float, str] | None:
+    """A scale bar of a round length close to ``target`` screen pixels long.
+
+    Parameters
+    ----------
+    pixel_size
+        The image's X pixel size and its unit (``(0.65, "µm")``), or None.
+    zoom
+        Screen pixels per image pixel.
+    target
+        The longest the bar may be on screen.
+
+    Returns
+    -------
+    tuple or None
+        The bar's length in image pixels and its label (``"50 µm"``); None when the
+        pixel size is unknown or not a length.
+    """
+    if pixel_size is None or zoom <= 0:
+        return None
+    size, unit = pixel_size
+    metres = _METRES.get(unit)
+    if metres is None or not (math.isfinite(size) and size > 0):
+        return None
+    length = nice_length(target / zoom * size * metres)
+    return length / (size * metres), length_text(length)
+
+
+def plane_histogram(data: np.ndarray, bins: int = 128) -> tuple[np.ndarray, np.ndarray]:
+    """Counts of a plane's finite values over ``bins`` bins from its minimum to its
+    maximum (a sample of big planes), and the bins' edges."""
+    flat = np.asarray(data).ravel()
+    if flat.size > 4_000_000:
+        flat = flat[:: flat.size // 4_000_000]
+    if np.issubdtype(flat.dtype, np.floating):
+        flat = flat[np.isfinite(flat)]
+    if flat.size == 0:
+        return np.zeros(bins, np.int64), np.linspace(0.0, 1.0, bins + 1)
+    lo, hi = float(flat.min()), float(flat.max())
+    if hi <= lo:
+        hi = lo + 1.0
+    counts, edges = np.histogram(flat, bins=bins, range=(lo, hi))
+    return counts.astype(np.int64), edges
+
+
+def value_at(data: np.ndarray, picture_shape: tuple[int, ...], y: int, x: int) -> Any:
+    """The value of ``data`` under pixel (y, x) of a picture of ``picture_shape`` that
+    it is drawn over (resized as :func:`overlay` does): a number, or an array of the
+    samples of an RGB plane; None outside the picture."""
+    height, width = int(picture_shape[0]), int(picture_shape[1])
+    if not (0 <= y < height and 0 <= x < width):
+        return None
+    values = np.asarray(data)
+    row = min(y * values.shape[0] // max(height, 1), values.shape[0] - 1)
+    col = min(x * values.shape[1] // max(width, 1), values.shape[1] - 1)
+    found = values[row, col]
+    return found if np.ndim(found) else found.item()
+
+
+def number_text(value: Any) -> str:
+    """A pixel value for the readout: whole numbers as they are, others to 4 digits."""
+    if value is None:
+        return ""
+    if np.ndim(value):
+        return "(" + ", ".join(number_text(v) for v in np.asarray(value).tolist()) + ")"
+    if isinstance(value, (bool, np.bool_)):
+        return str(int(value))
+    if isinstance(value, (int, np.integer)) or float(value).is_integer():
+        return str(int(value))
+    return f"{float(value):.4g}"
 
 
 def auto_limits(data: np.ndarray, low: float = 0.5, high: float = 99.5) -> tuple[float, float]:
@@ -199,15 +330,11 @@ def highlight(picture: np.ndarray, labels: np.ndarray, label: int) -> np.ndarray
 def label_at(labels: np.ndarray, picture_shape: tuple[int, ...], y: int, x: int) -> int:
     """The label under pixel (y, x) of a picture of ``picture_shape`` that ``labels`` is
     drawn over (resized as :func:`overlay` does); 0 outside the picture."""
-    height, width = int(picture_shape[0]), int(picture_shape[1])
-    if not (0 <= y < height and 0 <= x < width):
-        return 0
     data = np.asarray(labels)
     if data.ndim == 3:
         data = data[..., 0]
-    row = min(y * data.shape[0] // max(height, 1), data.shape[0] - 1)
-    col = min(x * data.shape[1] // max(width, 1), data.shape[1] - 1)
-    return int(data[row, col])
+    found = value_at(data, picture_shape, y, x)
+    return 0 if found is None else int(found)
 
 
 def _fit(data: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:

@@ -160,6 +160,15 @@ class MainWindow(QMainWindow):
         view_menu.addAction(results.action_next)
 
         help_menu = self.menuBar().addMenu("&Help")
+        self.action_user_guide = QAction("&User guide", self)
+        self.action_user_guide.setShortcut(QKeySequence.StandardKey.HelpContents)
+        self.action_user_guide.triggered.connect(self._on_user_guide_triggered)
+        help_menu.addAction(self.action_user_guide)
+        self.action_shortcuts = QAction("&Keyboard shortcuts", self)
+        self.action_shortcuts.setShortcut(QKeySequence("Ctrl+/"))
+        self.action_shortcuts.triggered.connect(self._on_shortcuts_triggered)
+        help_menu.addAction(self.action_shortcuts)
+        help_menu.addSeparator()
         logs = QAction("Open the &log folder", self)
         logs.triggered.connect(self._on_open_logs_triggered)
         help_menu.addAction(logs)
@@ -265,6 +274,32 @@ class MainWindow(QMainWindow):
         folder = self.services.settings.logs_dir
         folder.mkdir(parents=True, exist_ok=True)
         QDesktopServices.openUrl(QUrl.fromLocalFile(str(folder)))
+
+    def _on_user_guide_triggered(self) -> None:
+        from zoodesk.gui.help_dialogs import UserGuideDialog, user_guide_path
+
+        dialog = UserGuideDialog(user_guide_path(), self)
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.open()
+
+    def shortcut_sections(self) -> list[tuple[str, list[QAction]]]:
+        """Every keyboard shortcut of the window: the menus', then the results viewer's."""
+        sections = []
+        for menu_action in self.menuBar().actions():
+            menu = menu_action.menu()
+            if menu is not None:
+                title = menu_action.text().replace("&", "")
+                sections.append((title, [a for a in menu.actions() if not a.isSeparator()]))
+        viewer = self.results_page.viewer
+        sections.append(("Results viewer", viewer.viewer_actions()))
+        return sections
+
+    def _on_shortcuts_triggered(self) -> None:
+        from zoodesk.gui.help_dialogs import ShortcutsDialog
+
+        dialog = ShortcutsDialog(self.shortcut_sections(), self)
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.open()
 
     def _on_about_triggered(self) -> None:
         QMessageBox.about(

@@ -4,24 +4,22 @@ from __future__ import annotations
 
 import html
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PySide6.QtCore import Qt, QUrl, Signal
 from PySide6.QtGui import QAction, QDesktopServices, QKeySequence
 from PySide6.QtWidgets import (
     QAbstractItemView,
-    QCheckBox,
-    QComboBox,
-    QDoubleSpinBox,
     QFileDialog,
     QHBoxLayout,
     QHeaderView,
     QLabel,
     QPushButton,
-    QSlider,
+    QScrollArea,
     QSplitter,
     QTableWidget,
     QTableWidgetItem,
@@ -34,13 +32,14 @@ from zoodesk.gui import _render
 from zoodesk.gui._style import icon
 from zoodesk.gui._worker import TaskRunner
 from zoodesk.gui.errors import readable_message, report_error
-from zoodesk.gui.image_view import ImageViewWidget
 from zoodesk.gui.objects_panel import ObjectsPanelWidget
 from zoodesk.gui.services import Services
+from zoodesk.gui.viewer import STEP_AXES, ViewerContent, ViewerWidget
 
 if TYPE_CHECKING:
     from zoodesk.batch.objects import ObjectTable, RunMeasurements
     from zoodesk.batch.record import FileEntry, OutputEntry, RunRecord
+    from zoodesk.images import ImageData
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +47,19 @@ COLUMNS = ("Input", "Status", "Outputs", "Objects", "Time", "Problem")
 COL_INPUT, COL_STATUS, COL_OUTPUTS, COL_OBJECTS, COL_TIME, COL_PROBLEM = range(len(COLUMNS))
 #: The overlay entry of an image's objects (its label image).
 OBJECTS_KEY = "objects"
+#: An output with more channels than this is overlaid by its first ones only.
+MAX_OVERLAY_CHANNELS = 8
+
+
+def local_time(stamp: str | None) -> str:
+    """A run record's ISO 8601 time (UTC) as this computer's local time, to the minute."""
+    if not stamp:
+        return ""
+    try:
+        moment = datetime.fromisoformat(stamp)
+    except ValueError:
+        return stamp
+    return moment.astimezone().strftime("%Y-%m-%d %H:%M")
 
 
 def _output_key(output: OutputEntry) -> str | None:
@@ -70,17 +82,38 @@ def _objects_cell(entry: FileEntry) -> tuple[str, str]:
     return str(found.get("count", "")), f"objects made by {method}" if method else ""
 
 
+def _step_sizes(opened: _Opened) -> dict[str, int]:
+    """The lengths of the axes the viewer steps through (C, Z, T) of a row's input, or
+    of its first output when the input cannot be read."""
+    image = opened.input if opened.input is not None else None
+    if image is None and opened.outputs:
+        image = opened.outputs[0][1]
+    if image is None:
+        return {}
+    return {a: n for a, n in image.sizes.items() if a in STEP_AXES}
+
+
 @dataclass
-class _Shown:
-    """What a pool thread read for one row: the planes to draw and the objects."""
+class _Opened:
+    """The images of one row, opened where they lie: planes are read as they are shown."""
 
     row: int
-    input_plane: np.ndarray | None
-    described: str
-    planes: dict[str, tuple[np.ndarray, str]]
-    problems: list[str]
+    input: ImageData | None
+    #: (overlay key, the output image, its kind) for every output that is a picture.
+    outputs: list[tuple[str, ImageData, str]] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    described: str = ""
     table: ObjectTable | None = None
+
+
+@dataclass
+class _Shown:
+    """What a pool thread read for one row at one position: the planes to draw."""
+
+    opened: _Opened
+    content: ViewerContent
     frame: int = 0
+    generation: int = 0
 
 
 class ResultsWidget(QWidget):
@@ -104,6 +137,8 @@ class ResultsWidget(QWidget):
     measurements_shown = Signal(object)
     #: The objects of the shown run were remade (the updated RunRecord).
     objects_remade = Signal(object)
+    #: Another channel, Z plane or time point of the same input is shown (its position).
+    plane_shown = Signal(object)
 
     def __init__(
         self, services: Services, runner: TaskRunner, parent: QWidget | None = None
@@ -113,9 +148,11 @@ class ResultsWidget(QWidget):
         self.services = services
         self.runner = runner
         self.record: RunRecord | None = None
-        self._input_plane: np.ndarray | None = None
-        self._outputs: dict[str, tuple[np.ndarray, str]] = {}
+        self._opened: _Opened | None = None
         self._table: ObjectTable | None = None
+        self._position_generation = 0
+        self._reading_position = False
+        self._pending_position: dict[str, int] | None = None
         self._frame = 0
         self._shown_row = -1
         self._keep_row = -1
@@ -174,10 +211,19 @@ class ResultsWidget(QWidget):
         header.setSectionResizeMode(len(COLUMNS) - 1, QHeaderView.ResizeMode.Stretch)
         self.table.itemSelectionChanged.connect(self._on_row_selected)
 
-        self.view = ImageViewWidget("Select an input to see it with its outputs.")
-        self.view.setObjectName("resultsView")
-        self.view.pixel_hovered.connect(self._on_pixel_hovered)
-        self.view.pixel_clicked.connect(self._on_pixel_clicked)
+        self.viewer = ViewerWidget("Select an input to see it with its outputs.")
+        self.viewer.pixel_hovered.connect(self._on_pixel_hovered)
+        self.viewer.pixel_clicked.connect(self._on_pixel_clicked)
+        self.viewer.position_changed.connect(self._on_position_changed)
+        # The viewer's parts, under the names the rest of the page and its tests use.
+        self.view = self.viewer.view
+        self.output_combo = self.viewer.output_combo
+        self.opacity_slider = self.viewer.opacity_slider
+        self.labels_check = self.viewer.labels_check
+        self.outlines_check = self.viewer.outlines_check
+        self.low_spin = self.viewer.low_spin
+        self.high_spin = self.viewer.high_spin
+        self.image_label = self.viewer.image_label
         self.objects_panel = ObjectsPanelWidget()
         self.objects_panel.remeasure_requested.connect(self._on_remeasure_requested)
         previous = QPushButton(icon("previous"), "")
@@ -186,67 +232,20 @@ class ResultsWidget(QWidget):
         following = QPushButton(icon("next"), "")
         following.setToolTip("Next image (Alt+Right)")
         following.clicked.connect(self.action_next.trigger)
-        self.output_combo = QComboBox()
-        self.output_combo.setObjectName("resultsOutput")
-        self.output_combo.setMinimumContentsLength(16)
-        self.output_combo.currentIndexChanged.connect(self._on_display_changed)
-        self.opacity_slider = QSlider(Qt.Orientation.Horizontal)
-        self.opacity_slider.setObjectName("opacitySlider")
-        self.opacity_slider.setRange(0, 100)
-        self.opacity_slider.setValue(50)
-        self.opacity_slider.setMinimumWidth(90)
-        self.opacity_slider.setMaximumWidth(140)
-        self.opacity_slider.valueChanged.connect(self._on_display_changed)
-        self.labels_check = QCheckBox("Colour labels")
-        self.labels_check.setChecked(True)
-        self.labels_check.setToolTip("One colour per label (off: one colour for every object)")
-        self.labels_check.toggled.connect(self._on_display_changed)
-        self.outlines_check = QCheckBox("Outlines")
-        self.outlines_check.setObjectName("outlinesCheck")
-        self.outlines_check.setToolTip("Labels and objects: draw only their edges")
-        self.outlines_check.toggled.connect(self._on_display_changed)
-        self.low_spin = QDoubleSpinBox()
-        self.high_spin = QDoubleSpinBox()
-        for spin in (self.low_spin, self.high_spin):
-            spin.setRange(-1e12, 1e12)
-            spin.setDecimals(2)
-            spin.setKeyboardTracking(False)
-            spin.setMaximumWidth(110)
-            spin.valueChanged.connect(self._on_display_changed)
-        auto = QPushButton("Auto")
-        auto.setToolTip("Contrast from the 0.5 and 99.5 percentiles of the input")
-        auto.clicked.connect(self._on_auto_contrast_clicked)
-        controls = QHBoxLayout()
-        controls.addWidget(previous)
-        controls.addWidget(following)
-        controls.addWidget(QLabel("Overlay:"))
-        controls.addWidget(self.output_combo)
-        controls.addWidget(QLabel("Opacity:"))
-        controls.addWidget(self.opacity_slider)
-        controls.addWidget(self.labels_check)
-        controls.addWidget(self.outlines_check)
-        controls.addStretch(1)
-        contrast = QHBoxLayout()
-        contrast.addWidget(QLabel("Contrast:"))
-        contrast.addWidget(self.low_spin)
-        contrast.addWidget(QLabel("–"))
-        contrast.addWidget(self.high_spin)
-        contrast.addWidget(auto)
-        self.image_label = QLabel("")
-        self.image_label.setObjectName("imageLabel")
-        self.image_label.setWordWrap(True)
-        contrast.addWidget(self.image_label, 1)
-        viewer = QWidget()
-        viewer_layout = QVBoxLayout(viewer)
-        viewer_layout.setContentsMargins(0, 0, 0, 0)
-        viewer_layout.addWidget(self.view, 1)
-        viewer_layout.addLayout(controls)
-        viewer_layout.addLayout(contrast)
+        self.viewer.navigation_layout.insertWidget(0, previous)
+        self.viewer.navigation_layout.insertWidget(1, following)
+        viewer = self.viewer
 
-        self.table.setMinimumWidth(360)
+        self.table.setMinimumWidth(260)
         left = QSplitter(Qt.Orientation.Vertical)
         left.addWidget(self.table)
-        left.addWidget(self.objects_panel)
+        # On a small screen the objects' measurements scroll rather than being squeezed.
+        objects_area = QScrollArea()
+        objects_area.setObjectName("objectsArea")
+        objects_area.setWidgetResizable(True)
+        objects_area.setFrameShape(QScrollArea.Shape.NoFrame)
+        objects_area.setWidget(self.objects_panel)
+        left.addWidget(objects_area)
         left.setStretchFactor(0, 1)
         left.setStretchFactor(1, 3)
         left.setSizes([190, 520])
@@ -302,7 +301,7 @@ class ResultsWidget(QWidget):
             f"{html.escape(str(model.get('version') or ''))} · run {record.status} · "
             f"{counts['total']} input(s): {html.escape(parts or 'none')}{objects} · "
             f"device {html.escape(str(device.get('used', '?')))} · "
-            f"started {html.escape(record.started[:16].replace('T', ' '))}<br>"
+            f"started {html.escape(local_time(record.started))}<br>"
             f"<span>{html.escape(str(record.path.parent))}</span>"
         )
         self.table.setRowCount(0)
@@ -391,146 +390,177 @@ class ResultsWidget(QWidget):
         entry = record.files[row]
         run_dir = record.path.parent
         outputs = [
-            (key, run_dir / o.path, o.kind, o.axes, tuple(o.shape))
+            (key, run_dir / o.path, o.kind)
             for o in entry.outputs
             if (key := _output_key(o)) is not None
         ]
+        # Moving to an image of the same channels, depth and length keeps the plane.
+        shown = self.viewer.content
+        before = (dict(shown.sizes), self.viewer.position()) if shown is not None else None
+        self._position_generation += 1
+        generation = self._position_generation
         self.image_label.setText(f"Loading {input_name(Path(entry.input), entry.scene)}…")
         self.runner.start(
-            lambda _cancel: self._load_planes(
-                row, record, Path(entry.input), entry.series or 0, entry.scene, outputs
+            lambda _cancel: self._open_row(
+                row, record, Path(entry.input), entry.series or 0, entry.scene, outputs, before
             ),
             "show result",
-            on_result=self._on_planes_loaded,
+            on_result=lambda shown: self._on_planes_loaded(shown, generation),
             on_error=self._on_planes_failed,
         )
 
-    def _load_planes(
+    def _open_row(
         self,
         row: int,
         record: RunRecord,
         source: Path,
         series: int,
         scene: str | None,
-        outputs: list[tuple[str, Path, str, str, tuple[int, ...]]],
+        outputs: list[tuple[str, Path, str]],
+        before: tuple[dict[str, int], dict[str, int]] | None,
     ) -> _Shown:
-        """Runs on a pool thread: read the input, outputs and objects table of a row."""
-        problems = []
-        input_plane = None
+        """Runs on a pool thread: open the input and outputs of a row (nothing is read
+        but the planes shown) and the row's objects table."""
         name = input_name(source, scene)
+        opened = _Opened(row, None)
         try:
-            image = self.services.read_image(source, series)
-            input_plane = np.array(_render.plane(image.array, image.axes))
-            described = f"{name}: {image.axes} {' × '.join(map(str, image.shape))}"
+            opened.input = self.services.read_image(source, series, lazy=True)
+            shape = " × ".join(map(str, opened.input.shape))
+            opened.described = f"{name}: {opened.input.axes} {shape}"
         except Exception as exc:
-            problems.append(readable_message(exc))
-            described = f"{name}: input not readable"
-        shown = _Shown(row, input_plane, described, {}, problems)
-        for key, path, kind, axes, shape in outputs:
+            opened.problems.append(readable_message(exc))
+            opened.described = f"{name}: input not readable"
+        for key, path, kind in outputs:
             try:
-                out = self.services.read_image(path)
-                shown.planes[key] = (np.array(_render.plane(out.array, out.axes)), kind)
+                opened.outputs.append((key, self.services.read_image(path, lazy=True), kind))
             except Exception as exc:
-                problems.append(readable_message(exc))
-                continue
+                opened.problems.append(readable_message(exc))
+        if any(key == OBJECTS_KEY for key, _image, _kind in opened.outputs):
+            try:
+                opened.table = self.services.object_table(record, row)
+            except Exception as exc:
+                opened.problems.append(readable_message(exc))
+        sizes = _step_sizes(opened)
+        # The first channel, the middle of a stack and of a time series.
+        position = {letter: 0 if letter == "C" else n // 2 for letter, n in sizes.items()}
+        if before is not None:
+            old_sizes, old_position = before
+            for letter in sizes:
+                if old_sizes.get(letter) == sizes[letter] and letter in old_position:
+                    position[letter] = old_position[letter]
+        return self._read_planes(opened, position)
+
+    def _read_planes(self, opened: _Opened, position: dict[str, int]) -> _Shown:
+        """Runs on a pool thread: the planes of an opened row at ``position``."""
+        sizes = _step_sizes(opened)
+        image = opened.input
+        names: dict[str, str] = {}
+        planes: dict[str, tuple[np.ndarray, str]] = {}
+        frame = 0
+        for key, out, kind in opened.outputs:
+            at = _render.follow(position, sizes, out.axes, out.shape)
             if key == OBJECTS_KEY:
                 # Objects are numbered per time point: the plane shown is of this one.
-                shown.frame = _render.shown_index(axes, shape, "T")
-        if OBJECTS_KEY in shown.planes:
-            try:
-                shown.table = self.services.object_table(record, row)
-            except Exception as exc:
-                problems.append(readable_message(exc))
-        return shown
+                frame = at.get("T", 0)
+            channels = out.sizes.get("C", 1)
+            if channels == 1 or kind in _render.LABEL_KINDS:
+                planes[key] = (np.array(_render.plane(out.array, out.axes, at)), kind)
+                names[key] = "objects (label image)" if key == OBJECTS_KEY else f"{key} ({kind})"
+                continue
+            for c in range(min(channels, MAX_OVERLAY_CHANNELS)):
+                label = out.channel_names[c] if out.channel_names else f"channel {c + 1}"
+                entry = f"{key} · {label}"
+                planes[entry] = (np.array(_render.plane(out.array, out.axes, {**at, "C": c})), kind)
+                names[entry] = f"{key} ({kind}) · {label}"
+        if image is not None:
+            input_plane = np.array(_render.plane(image.array, image.axes, position))
+        else:
+            first = next(iter(planes.values()))[0] if planes else np.zeros((1, 1))
+            input_plane = np.zeros(first.shape[:2], np.uint8)
+        content = ViewerContent(
+            input=input_plane,
+            outputs=planes,
+            names=names,
+            sizes=sizes,
+            position={k: v for k, v in position.items() if k in sizes},
+            channel_names=image.channel_names if image is not None else None,
+            pixel_sizes=dict(image.pixel_sizes) if image is not None else {},
+            # Objects, when the run made them, are what the user came for.
+            preferred=OBJECTS_KEY if OBJECTS_KEY in planes else None,
+        )
+        return _Shown(opened, content, frame)
 
-    def _on_planes_loaded(self, shown: _Shown) -> None:
-        row, input_plane, planes = shown.row, shown.input_plane, shown.planes
-        if row != self.current_row():
+    def _on_planes_loaded(self, shown: _Shown, generation: int) -> None:
+        row = shown.opened.row
+        if row != self.current_row() or generation != self._position_generation:
             return
         self._shown_row = row
-        if input_plane is None and planes:
-            first = next(iter(planes.values()))[0]
-            input_plane = np.zeros(first.shape[:2], np.uint8)
-        self._input_plane = input_plane
-        self._outputs = planes
-        self._table, self._frame = shown.table, shown.frame
+        self._opened = shown.opened
+        self._table, self._frame = shown.opened.table, shown.frame
         self.objects_panel.unpin()
-        current = self.output_combo.currentData()
-        self.output_combo.blockSignals(True)
-        self.output_combo.clear()
-        self.output_combo.addItem("none (input only)", "")
-        for key, (_plane, kind) in planes.items():
-            text = "objects (label image)" if key == OBJECTS_KEY else f"{key} ({kind})"
-            self.output_combo.addItem(text, key)
-        index = self.output_combo.findData(current) if current else -1
-        if index < 0:
-            # Objects, when the run made them, are what the user came for.
-            index = self.output_combo.findData(OBJECTS_KEY)
-        self.output_combo.setCurrentIndex(index if index >= 0 else min(1, len(planes)))
-        self.output_combo.blockSignals(False)
-        self._set_auto_contrast()
+        self.viewer.show_content(shown.content, new_image=True)
         entry = self.record.files[row] if self.record else None
-        text = shown.described
-        problems = shown.problems
+        text = shown.opened.described
         if entry is not None and entry.error:
             text += f" · {entry.error}"
-        if problems:
-            text += " · " + "; ".join(problems)
+        if shown.opened.problems:
+            text += " · " + "; ".join(shown.opened.problems)
         self.image_label.setText(text)
-        self._draw()
         self.image_shown.emit(row)
 
     def _on_planes_failed(self, exc: BaseException) -> None:
         self.image_label.setText(readable_message(exc))
 
-    # ---------------------------------------------------------------- drawing
-
-    def _set_auto_contrast(self) -> None:
-        if self._input_plane is None:
+    def _on_position_changed(self, position: dict[str, int]) -> None:
+        """Read the planes at another channel, Z or T (one read at a time: a slider
+        dragged over many planes reads the last one it rests on)."""
+        if self._opened is None:
             return
-        lo, hi = _render.auto_limits(self._input_plane)
-        for spin, value in ((self.low_spin, lo), (self.high_spin, hi)):
-            spin.blockSignals(True)
-            spin.setValue(value)
-            spin.blockSignals(False)
-
-    def _on_auto_contrast_clicked(self) -> None:
-        self._set_auto_contrast()
-        self._draw()
-
-    def _on_display_changed(self, *_args: Any) -> None:
-        self._draw()
-
-    def _draw(self) -> None:
-        if self._input_plane is None:
-            self.view.set_picture(None)
+        if self._reading_position:
+            self._pending_position = position
             return
-        limits = (self.low_spin.value(), self.high_spin.value())
-        if limits[1] <= limits[0]:
-            limits = (limits[0], limits[0] + 1)
-        picture = _render.to_rgb(self._input_plane, limits)
-        chosen = self.output_combo.currentData()
-        if chosen and chosen in self._outputs:
-            plane, kind = self._outputs[chosen]
-            style = _render.OverlayStyle(
-                opacity=self.opacity_slider.value() / 100,
-                colour_labels=self.labels_check.isChecked(),
-                outlines=self.outlines_check.isChecked(),
-            )
-            picture = _render.overlay(picture, plane, kind, style)
-        pinned = self.objects_panel.pinned
-        if pinned is not None and OBJECTS_KEY in self._outputs:
-            picture = _render.highlight(picture, self._outputs[OBJECTS_KEY][0], pinned[0])
-        self.view.set_picture(picture)
+        self._reading_position = True
+        opened, generation = self._opened, self._position_generation
+        self.runner.start(
+            lambda _cancel: self._read_planes(opened, position),
+            "show plane",
+            on_result=lambda shown: self._on_plane_read(shown, generation),
+            on_error=self._on_plane_failed,
+        )
+
+    def _on_plane_read(self, shown: _Shown, generation: int) -> None:
+        self._reading_position = False
+        current = generation == self._position_generation and shown.opened is self._opened
+        # A newer position waits: showing this one would only flicker.
+        if current and self._pending_position is None:
+            if shown.frame != self._frame:
+                # Objects are numbered per time point: the one kept is of another.
+                self._frame = shown.frame
+                self.objects_panel.unpin()
+                self.viewer.set_highlight(OBJECTS_KEY, None)
+            self.viewer.show_content(shown.content, new_image=False)
+            self.plane_shown.emit(dict(shown.content.position))
+        self._next_position()
+
+    def _on_plane_failed(self, exc: BaseException) -> None:
+        self._reading_position = False
+        self.image_label.setText(readable_message(exc))
+        self._next_position()
+
+    def _next_position(self) -> None:
+        pending, self._pending_position = self._pending_position, None
+        if pending is not None:
+            self._on_position_changed(pending)
 
     # ---------------------------------------------------------------- objects
 
     def object_at(self, y: int, x: int) -> int:
         """The object (its label) under picture pixel (y, x); 0 for none."""
-        if OBJECTS_KEY not in self._outputs or self._input_plane is None:
+        content = self.viewer.content
+        if content is None or OBJECTS_KEY not in content.outputs:
             return 0
-        labels = self._outputs[OBJECTS_KEY][0]
-        return _render.label_at(labels, self._input_plane.shape, y, x)
+        labels = content.outputs[OBJECTS_KEY][0]
+        return _render.label_at(labels, content.input.shape, y, x)
 
     def _show_object_at(self, y: int, x: int, *, pinned: bool) -> None:
         label = self.object_at(y, x) if y >= 0 else 0
@@ -544,10 +574,15 @@ class ResultsWidget(QWidget):
         if self.object_at(y, x) == 0:
             if self.objects_panel.pinned is not None:
                 self.objects_panel.unpin()
-                self._draw()
+                self._show_pinned()
             return
         self._show_object_at(y, x, pinned=True)
-        self._draw()
+        self._show_pinned()
+
+    def _show_pinned(self) -> None:
+        """Outline the object clicked (the one the objects panel keeps) on the picture."""
+        pinned = self.objects_panel.pinned
+        self.viewer.set_highlight(OBJECTS_KEY, None if pinned is None else int(pinned[0]))
 
     def _on_remeasure_requested(self) -> None:
         from zoodesk.gui.remeasure_dialog import RemeasureDialog

@@ -352,11 +352,14 @@ class Services:
             path = path / RECORD_NAME
         return RunRecord.load(path)
 
-    def read_image(self, path: Path, series: int = 0) -> ImageData:
-        """Read an image (one series of a multi-series file) with its axes and metadata."""
+    def read_image(self, path: Path, series: int = 0, *, lazy: bool = False) -> ImageData:
+        """Read an image (one series of a multi-series file) with its axes and metadata;
+        ``lazy`` opens it to be read plane by plane (compressed TIFF tile by tile,
+        OME-Zarr chunk by chunk) rather than decoded whole."""
         from zoodesk.images import fold_colour_samples, read_image
 
-        return fold_colour_samples(read_image(Path(path), series=series))
+        image = read_image(Path(path), series=series, lazy=lazy, tiles=lazy)
+        return fold_colour_samples(image)
 
     # ------------------------------------------------------------------- objects
 
