@@ -7,9 +7,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
-from PySide6.QtGui import QDropEvent
-from PySide6.QtWidgets import QMessageBox
+from PySide6.QtCore import QPoint, QRect, Qt
+from PySide6.QtWidgets import (
+    QAbstractButton,
+    QAbstractScrollArea,
+    QComboBox,
+    QLabel,
+    QLineEdit,
+    QMessageBox,
+    QWidget,
+)
 
 from tests.gui.helpers import import_nuclei
 from zoodesk.gui.errors import ErrorDialog
@@ -117,22 +124,6 @@ def test_import_of_a_folder_that_is_no_model_shows_a_readable_error(
     assert window.isVisible()
 
 
-def test_drop_a_model_folder_imports_it(window: MainWindow, qtbot: Any, nuclei_dir: Path) -> None:
-    library = window.library_page
-    mime = QMimeData()
-    mime.setUrls([QUrl.fromLocalFile(str(nuclei_dir))])
-    event = QDropEvent(
-        QPointF(10, 10),
-        Qt.DropAction.CopyAction,
-        mime,
-        Qt.MouseButton.LeftButton,
-        Qt.KeyboardModifier.NoModifier,
-    )
-    with qtbot.waitSignal(library.model_installed, timeout=60000):
-        library.dropEvent(event)
-    qtbot.waitUntil(lambda: ("UNet 2D Nuclei Broad", "installed", "runs") in _rows(window))
-
-
 def test_catalogue_search_and_filters(saved_catalogue: Path, qtbot: Any, services: Any) -> None:
     from zoodesk.gui.app import create_main_window
 
@@ -203,3 +194,80 @@ def test_bundle_opened_from_the_file_manager_is_imported(
         open_files(window, requested_files())
     qtbot.waitUntil(lambda: ("UNet 2D Nuclei Broad", "installed", "runs") in _rows(window))
     assert window.pages.currentWidget() is window.library_page
+
+
+# ------------------------------------------------------------------ small screens
+
+
+def _clipped(root: QWidget) -> list[str]:
+    """The visible controls under ``root`` that are cut off: narrower than their text
+    needs, or reaching past the visible part of their scroll area (or of ``root``)."""
+    found = []
+    for widget in root.findChildren(QWidget):
+        if not widget.isVisibleTo(root) or isinstance(widget, QAbstractScrollArea):
+            continue
+        name = widget.objectName() or type(widget).__name__
+        if isinstance(widget, QLabel) and widget.text():
+            label = widget.text()[:30]
+            if widget.wordWrap():
+                if widget.heightForWidth(widget.width()) > widget.height() + 1:
+                    found.append(f"label {label!r}: its wrapped text is taller than it")
+            elif widget.width() < widget.minimumSizeHint().width():
+                found.append(f"label {label!r}: {widget.width()} < {widget.minimumSizeHint()}")
+        elif isinstance(widget, QAbstractButton | QComboBox | QLineEdit):
+            if widget.width() < widget.minimumSizeHint().width():
+                found.append(f"{name}: {widget.width()} < {widget.minimumSizeHint()}")
+            if isinstance(widget, QAbstractButton) and widget.width() < widget.sizeHint().width():
+                found.append(f"button {widget.text()!r}: {widget.width()} < {widget.sizeHint()}")
+        else:
+            continue
+        # The part of the window it can be seen in: its scroll area's viewport, else root.
+        clip, parent = root, widget.parentWidget()
+        while parent is not None and parent is not root:
+            if isinstance(parent, QAbstractScrollArea):
+                clip = parent.viewport()
+                break
+            parent = parent.parentWidget()
+        where = QRect(widget.mapTo(clip, QPoint(0, 0)), widget.size())
+        if where.left() < 0 or where.right() > clip.width() - 1:
+            found.append(f"{name} {where} reaches outside {clip.objectName()} {clip.rect()}")
+    return found
+
+
+def test_the_library_fits_a_small_window(
+    window: MainWindow,
+    qtbot: Any,
+    nuclei_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    saved_catalogue: Path,
+) -> None:
+    window.resize(1024, 680)
+    library = window.library_page
+    with qtbot.waitSignal(library.library_changed, timeout=30000):
+        library.refresh()
+    import_nuclei(qtbot, window, nuclei_dir, monkeypatch)
+    qtbot.waitUntil(lambda: library.remove_button.isVisible(), timeout=30000)
+    assert window.width() == 1024 and window.height() == 680
+    assert _clipped(library) == []
+    # The model's title and the Remove button are whole and inside the details pane.
+    pane = library.details.viewport()
+    for widget in (library.name_label, library.remove_button):
+        where = QRect(widget.mapTo(pane, QPoint(0, 0)), widget.size())
+        assert pane.rect().contains(where), (widget.objectName(), where, pane.rect())
+    assert library.name_label.text() == "UNet 2D Nuclei Broad"
+    # A catalogue model shows other buttons: they fit too.
+    assert library.select_item("zoo:bioimage-io/nice-peacock")
+    qtbot.waitUntil(lambda: library.download_button.isVisible())
+    assert _clipped(library) == []
+
+
+def test_the_settings_dialog_fits_a_small_screen(window: MainWindow, qtbot: Any) -> None:
+    from zoodesk.gui.settings_dialog import SettingsDialog
+
+    dialog = SettingsDialog(window.services.settings, window)
+    qtbot.addWidget(dialog)
+    dialog.show()
+    qtbot.waitExposed(dialog)
+    hint = dialog.sizeHint()
+    assert hint.width() <= 1024 and hint.height() <= 680 - 60  # room for a title bar
+    assert _clipped(dialog) == []

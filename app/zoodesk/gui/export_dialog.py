@@ -16,6 +16,7 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLineEdit,
+    QMessageBox,
     QPlainTextEdit,
     QProgressBar,
     QPushButton,
@@ -162,6 +163,12 @@ class ExportDialog(QDialog):
         self.status_label = QLabel("")
         self.status_label.setObjectName("exportStatus")
         self.status_label.setWordWrap(True)
+        self.details_button = QPushButton("Details…")
+        self.details_button.setObjectName("exportProblemDetails")
+        self.details_button.setToolTip("The problem as the export service words it")
+        self.details_button.setVisible(False)
+        self.details_button.clicked.connect(self._on_details_clicked)
+        self._details = ""
         self.export_button = QPushButton(icon("export"), "Export")
         self.export_button.setObjectName("exportStart")
         self.export_button.setDefault(True)
@@ -169,6 +176,7 @@ class ExportDialog(QDialog):
         self.close_button = QPushButton("Close")
         self.close_button.clicked.connect(self._on_close_clicked)
         buttons = QHBoxLayout()
+        buttons.addWidget(self.details_button)
         buttons.addStretch(1)
         buttons.addWidget(self.export_button)
         buttons.addWidget(self.close_button)
@@ -240,10 +248,13 @@ class ExportDialog(QDialog):
 
     def start_export(self) -> None:
         """Validate the form and write the package off the GUI thread."""
+        self._show_details("")
         try:
             study = self.services.study_from_form(self.form_data())
         except Exception as exc:
-            self.status_label.setText(readable_message(exc))
+            # The form is the "study form" the message starts with: it goes without saying.
+            self.status_label.setText(readable_message(exc).removeprefix("study form: "))
+            self._show_details(str(exc))
             return
         destination = Path(self.destination_edit.text().strip()).expanduser()
         include = self.include_radio.isChecked()
@@ -266,6 +277,19 @@ class ExportDialog(QDialog):
             on_error=self._on_export_failed,
             on_finished=self._on_export_ended,
         )
+
+    def _show_details(self, text: str) -> None:
+        self._details = text
+        self.details_button.setVisible(bool(text))
+
+    def _on_details_clicked(self) -> None:
+        box = QMessageBox(self)
+        box.setObjectName("exportProblemBox")
+        box.setIcon(QMessageBox.Icon.Information)
+        box.setWindowTitle("Export for deposition")
+        box.setText(self.status_label.text())
+        box.setDetailedText(self._details)
+        box.open()
 
     def _on_export_event(self, event: Any) -> None:
         kind = type(event).__name__
@@ -308,6 +332,7 @@ class ExportDialog(QDialog):
             self.status_label.setText("Export cancelled; nothing was left behind.")
         else:
             self.status_label.setText(f"Export failed: {readable_message(exc)}")
+            self._show_details(str(exc))
             report_error(self, "Export failed", exc, self.services.log_file)
         self.export_finished.emit(None)
 

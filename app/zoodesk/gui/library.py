@@ -7,52 +7,49 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from PySide6.QtCore import QSize, Qt, Signal
-from PySide6.QtGui import QAction, QDragEnterEvent, QDropEvent, QKeySequence, QPixmap
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QAction, QDragEnterEvent, QDropEvent, QKeySequence
 from PySide6.QtWidgets import (
-    QCheckBox,
-    QComboBox,
     QFileDialog,
-    QFormLayout,
-    QFrame,
     QHBoxLayout,
-    QHeaderView,
     QLabel,
-    QLineEdit,
     QMessageBox,
     QProgressBar,
     QPushButton,
-    QScrollArea,
+    QSizePolicy,
     QSplitter,
-    QToolButton,
-    QTreeWidget,
-    QTreeWidgetItem,
     QVBoxLayout,
     QWidget,
 )
 
+from zoodesk.gui._flow_layout import flow_widget
 from zoodesk.gui._style import icon
 from zoodesk.gui._worker import TaskRunner, Worker
-from zoodesk.gui.errors import report_error
+from zoodesk.gui.errors import NO_CONNECTION, readable_message, report_error
+from zoodesk.gui.library_details import ModelDetailsWidget
+from zoodesk.gui.library_list import ModelListWidget
 from zoodesk.gui.services import Services
+from zoodesk.gui.wording import in_gui_words, rich_tooltip
 
 if TYPE_CHECKING:
     from zoodesk.inference.checks import TestStatus
+    from zoodesk.models.authors import Author
+    from zoodesk.models.import_kind import ImportKind
     from zoodesk.models.library import Library, LibraryItem
     from zoodesk.models.package import ModelPackage
 
 log = logging.getLogger(__name__)
 
-_SHOW_FILTERS = (("All models", "all"), ("Installed", "installed"), ("Zoo catalogue", "catalogue"))
 _BUNDLE_SUFFIX = ".zdbundle"
 
-
-def _html_list(values: list[str] | tuple[str, ...]) -> str:
-    return ", ".join(html.escape(v) for v in values) if values else "<i>not stated</i>"
+DetailsResult = tuple[str, "ModelPackage", Any, "TestStatus | None", "tuple[Author, ...]"]
 
 
 class LibraryWidget(QWidget):
     """Built-in, cached and catalogue models with filters, details and actions.
+
+    Model zips, model folders and offline bundles dropped on the page are imported
+    one after the other.
 
     Parameters
     ----------
@@ -88,6 +85,10 @@ class LibraryWidget(QWidget):
         self._select_after_refresh: str | None = None
         self._task: Worker | None = None
         self._task_item: str | None = None
+        #: The item the task line speaks of (None: the library as a whole).
+        self._message_item: str | None = None
+        #: Dropped paths waiting for the running task to end.
+        self._pending: list[tuple[ImportKind, Path]] = []
         self._details_compatibility: Any = None
         self.setAcceptDrops(True)
         self._build_actions()
@@ -118,117 +119,38 @@ class LibraryWidget(QWidget):
         self.action_test.triggered.connect(self._on_test_triggered)
 
     def _build_ui(self) -> None:
-        # Left: search, filters and the list.
-        self.search_edit = QLineEdit()
-        self.search_edit.setObjectName("librarySearch")
-        self.search_edit.setPlaceholderText("Search name, tags, authors…")
-        self.search_edit.setClearButtonEnabled(True)
-        self.search_edit.textChanged.connect(self._on_filter_changed)
-        self.show_combo = QComboBox()
-        for label, value in _SHOW_FILTERS:
-            self.show_combo.addItem(label, value)
-        self.show_combo.currentIndexChanged.connect(self._on_filter_changed)
-        self.dims_combo = QComboBox()
-        for label, dims in (("2D and 3D", None), ("2D", 2), ("3D", 3)):
-            self.dims_combo.addItem(label, dims)
-        self.dims_combo.currentIndexChanged.connect(self._on_filter_changed)
-        self.runnable_check = QCheckBox("Runnable only")
-        self.runnable_check.setToolTip("Only models ZooDesk can run, possibly after conversion")
-        self.runnable_check.toggled.connect(self._on_filter_changed)
+        splitter = QSplitter(Qt.Orientation.Horizontal)
+        splitter.addWidget(self._build_list())
+        splitter.addWidget(self._build_details())
+        splitter.setChildrenCollapsible(False)
+        splitter.setStretchFactor(0, 2)
+        splitter.setStretchFactor(1, 3)
+        splitter.setSizes([520, 640])
+        layout = QVBoxLayout(self)
+        layout.addWidget(splitter)
 
-        self.tree = QTreeWidget()
-        self.tree.setObjectName("modelList")
-        self.tree.setHeaderLabels(["Model", "Source", "ZooDesk"])
-        self.tree.setRootIsDecorated(False)
-        self.tree.setUniformRowHeights(True)
-        self.tree.setAlternatingRowColors(True)
-        header = self.tree.header()
-        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
-        header.setSectionResizeMode(1, QHeaderView.ResizeMode.ResizeToContents)
-        header.setSectionResizeMode(2, QHeaderView.ResizeMode.ResizeToContents)
-        header.setStretchLastSection(False)
-        self.tree.currentItemChanged.connect(self._on_current_item_changed)
-        self.tree.itemDoubleClicked.connect(self._on_item_double_clicked)
+    def _build_list(self) -> QWidget:
+        """Search, filters and the list of models."""
+        self.model_list = ModelListWidget(
+            self.services,
+            (self.action_import_folder, self.action_import_zip, self.action_import_bundle),
+            self.action_refresh_catalogue,
+        )
+        self.model_list.filters_changed.connect(self._on_filter_changed)
+        self.model_list.current_changed.connect(self._on_current_item_changed)
+        self.model_list.item_activated.connect(self._on_item_double_clicked)
+        # The list's controls, by the names the rest of the application and its tests use.
+        self.search_edit = self.model_list.search_edit
+        self.show_combo = self.model_list.show_combo
+        self.dims_combo = self.model_list.dims_combo
+        self.runnable_check = self.model_list.runnable_check
+        self.tree = self.model_list.tree
+        self.catalogue_label = self.model_list.catalogue_label
+        self.count_label = self.model_list.count_label
+        return self.model_list
 
-        self.catalogue_label = QLabel("Loading the library…")
-        self.catalogue_label.setObjectName("catalogueNote")
-        self.catalogue_label.setWordWrap(True)
-        self.catalogue_label.setStyleSheet("color: palette(placeholder-text);")
-        self.count_label = QLabel("")
-
-        refresh_button = QToolButton()
-        refresh_button.setDefaultAction(self.action_refresh_catalogue)
-        refresh_button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
-        import_button = QToolButton()
-        import_button.setDefaultAction(self.action_import_folder)
-        import_button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
-        import_button.setText("Import…")
-        import_button.addAction(self.action_import_zip)
-        import_button.addAction(self.action_import_bundle)
-        import_button.setPopupMode(QToolButton.ToolButtonPopupMode.MenuButtonPopup)
-
-        filters = QHBoxLayout()
-        filters.addWidget(self.show_combo)
-        filters.addWidget(self.dims_combo)
-        filters.addWidget(self.runnable_check)
-        filters.addStretch(1)
-        top = QHBoxLayout()
-        top.addWidget(self.search_edit, 1)
-        top.addWidget(import_button)
-        left = QWidget()
-        left_layout = QVBoxLayout(left)
-        left_layout.setContentsMargins(0, 0, 0, 0)
-        left_layout.addLayout(top)
-        left_layout.addLayout(filters)
-        left_layout.addWidget(self.tree, 1)
-        bottom = QHBoxLayout()
-        bottom.addWidget(self.catalogue_label, 1)
-        bottom.addWidget(refresh_button)
-        left_layout.addWidget(self.count_label)
-        left_layout.addLayout(bottom)
-
-        # Right: the details of the selected model.
-        self.cover_label = QLabel()
-        self.cover_label.setObjectName("modelCover")
-        self.cover_label.setFixedSize(QSize(300, 180))
-        self.cover_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        self.cover_label.setFrameShape(QFrame.Shape.StyledPanel)
-        self.name_label = QLabel("Select a model")
-        self.name_label.setObjectName("modelName")
-        self.name_label.setWordWrap(True)
-        font = self.name_label.font()
-        font.setPointSizeF(font.pointSizeF() * 1.4)
-        font.setBold(True)
-        self.name_label.setFont(font)
-        self.subtitle_label = QLabel("")
-        self.subtitle_label.setWordWrap(True)
-        self.description_label = QLabel("")
-        self.description_label.setWordWrap(True)
-        self.description_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-
-        self.fields = QFormLayout()
-        self.fields.setLabelAlignment(Qt.AlignmentFlag.AlignRight)
-        self.field_labels: dict[str, QLabel] = {}
-        for key, label in (
-            ("can", "ZooDesk can"),
-            ("test", "Test"),
-            ("authors", "Authors"),
-            ("license", "Licence"),
-            ("cite", "Citation"),
-            ("inputs", "Inputs"),
-            ("outputs", "Outputs"),
-            ("weights", "Weights"),
-            ("where", "Location"),
-        ):
-            field_label = QLabel("")
-            field_label.setObjectName(f"field_{key}")
-            field_label.setWordWrap(True)
-            field_label.setTextFormat(Qt.TextFormat.RichText)
-            field_label.setOpenExternalLinks(True)
-            field_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextBrowserInteraction)
-            self.fields.addRow(f"{label}:", field_label)
-            self.field_labels[key] = field_label
-
+    def _build_details(self) -> QWidget:
+        """The details pane with the action buttons and the task line."""
         self.use_button = QPushButton(icon("batch"), "Use for a batch run")
         self.use_button.setObjectName("useButton")
         self.use_button.clicked.connect(self._on_use_clicked)
@@ -240,62 +162,48 @@ class LibraryWidget(QWidget):
         self.convert_button = QPushButton(icon("convert"), "Convert to ONNX")
         self.convert_button.clicked.connect(self._on_convert_clicked)
         self.remove_button = QPushButton(icon("remove"), "Remove")
+        self.remove_button.setObjectName("removeButton")
         self.remove_button.clicked.connect(self._on_remove_clicked)
         self.bundle_button = QPushButton(icon("bundle-export"), "Export bundle…")
         self.bundle_button.clicked.connect(self.action_export_bundle.trigger)
-        buttons = QHBoxLayout()
-        for b in (
-            self.use_button,
-            self.download_button,
-            self.test_button,
-            self.convert_button,
-            self.bundle_button,
-            self.remove_button,
-        ):
-            buttons.addWidget(b)
-        buttons.addStretch(1)
+        # The buttons wrap onto a second row in a narrow window rather than being cut off.
+        actions = flow_widget(
+            [
+                self.use_button,
+                self.download_button,
+                self.test_button,
+                self.convert_button,
+                self.bundle_button,
+                self.remove_button,
+            ]
+        )
 
         self.task_label = QLabel("")
         self.task_label.setObjectName("taskLabel")
+        self.task_label.setWordWrap(True)
+        self.task_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.task_progress = QProgressBar()
         self.task_progress.setVisible(False)
         self.task_cancel = QPushButton(icon("cancel"), "Cancel")
         self.task_cancel.setVisible(False)
         self.task_cancel.clicked.connect(self._on_task_cancel_clicked)
+        task_area = QWidget()
+        task_layout = QVBoxLayout(task_area)
+        task_layout.setContentsMargins(0, 0, 0, 0)
+        task_layout.addWidget(self.task_label)
         task_row = QHBoxLayout()
         task_row.addWidget(self.task_progress, 1)
         task_row.addWidget(self.task_cancel)
+        task_layout.addLayout(task_row)
 
-        detail = QWidget()
-        detail.setObjectName("modelDetails")
-        detail_layout = QVBoxLayout(detail)
-        head = QHBoxLayout()
-        head.addWidget(self.cover_label)
-        titles = QVBoxLayout()
-        titles.addWidget(self.name_label)
-        titles.addWidget(self.subtitle_label)
-        titles.addStretch(1)
-        head.addLayout(titles, 1)
-        detail_layout.addLayout(head)
-        detail_layout.addWidget(self.description_label)
-        detail_layout.addLayout(buttons)
-        detail_layout.addWidget(self.task_label)
-        detail_layout.addLayout(task_row)
-        detail_layout.addLayout(self.fields)
-        detail_layout.addStretch(1)
-        scroll = QScrollArea()
-        scroll.setWidgetResizable(True)
-        scroll.setWidget(detail)
-        scroll.setFrameShape(QFrame.Shape.NoFrame)
-
-        splitter = QSplitter(Qt.Orientation.Horizontal)
-        splitter.addWidget(left)
-        splitter.addWidget(scroll)
-        splitter.setStretchFactor(0, 2)
-        splitter.setStretchFactor(1, 3)
-        splitter.setSizes([520, 640])
-        layout = QVBoxLayout(self)
-        layout.addWidget(splitter)
+        self.details = ModelDetailsWidget(actions, task_area)
+        # The pane's labels, by the names the rest of the application and its tests use.
+        self.cover_label = self.details.cover_label
+        self.name_label = self.details.name_label
+        self.subtitle_label = self.details.subtitle_label
+        self.description_label = self.details.description_label
+        self.field_labels = self.details.field_labels
+        return self.details
 
     # ---------------------------------------------------------------- library
 
@@ -311,16 +219,12 @@ class LibraryWidget(QWidget):
 
     def _on_library_loaded(self, library: Library) -> None:
         self.library = library
-        self.catalogue_label.setText(
-            f"Zoo catalogue: {library.catalogue_note}"
-            if library.catalogue is not None
-            else "No zoo catalogue saved yet: refresh it when online, or import a bundle."
-        )
+        self.model_list.set_library(library)
         self._fill_list(reload=True)
         self.library_changed.emit(library)
 
     def _on_library_failed(self, exc: BaseException) -> None:
-        self.catalogue_label.setText("The library could not be read.")
+        self.model_list.show_failure()
         report_error(self, "Cannot read the model library", exc, self.services.log_file)
 
     def _on_filter_changed(self, *_args: Any) -> None:
@@ -328,14 +232,7 @@ class LibraryWidget(QWidget):
 
     def visible_items(self) -> list[LibraryItem]:
         """The items the list shows under the current search and filters."""
-        if self.library is None:
-            return []
-        return self.library.search(
-            self.search_edit.text(),
-            show=str(self.show_combo.currentData()),
-            runnable_only=self.runnable_check.isChecked(),
-            dims=self.dims_combo.currentData(),
-        )
+        return self.model_list.visible_items()
 
     def _fill_list(self, reload: bool = False) -> None:
         """Show the items matching the filters; keep the selection where possible.
@@ -345,29 +242,7 @@ class LibraryWidget(QWidget):
         """
         wanted = self._select_after_refresh or self._shown_id
         self._select_after_refresh = None
-        self.tree.blockSignals(True)
-        self.tree.clear()
-        current: QTreeWidgetItem | None = None
-        items = self.visible_items()
-        for item in items:
-            capability = self.services.capability(item.compatibility)
-            row = QTreeWidgetItem([item.name, item.origin_label, capability.label])
-            row.setData(0, Qt.ItemDataRole.UserRole, item.item_id)
-            row.setToolTip(0, item.description or item.name)
-            row.setToolTip(2, capability.reason)
-            row.setIcon(0, icon("library" if item.installed else "download"))
-            if not item.compatibility.runnable:
-                row.setForeground(2, self.palette().placeholderText())
-            self.tree.addTopLevelItem(row)
-            if item.item_id == wanted:
-                current = row
-        total = len(self.library.items) if self.library else 0
-        self.count_label.setText(f"{len(items)} of {total} models")
-        if current is None and self.tree.topLevelItemCount():
-            current = self.tree.topLevelItem(0)
-        if current is not None:
-            self.tree.setCurrentItem(current)
-        self.tree.blockSignals(False)
+        self.model_list.fill(wanted)
         chosen = self.current_item()
         if chosen is None:
             self._show_item(None)
@@ -376,19 +251,11 @@ class LibraryWidget(QWidget):
 
     def current_item(self) -> LibraryItem | None:
         """The selected library item."""
-        row = self.tree.currentItem()
-        if row is None or self.library is None:
-            return None
-        return self.library.get(str(row.data(0, Qt.ItemDataRole.UserRole)))
+        return self.model_list.current_item()
 
     def select_item(self, item_id: str) -> bool:
         """Select the item with this id if the list shows it."""
-        for i in range(self.tree.topLevelItemCount()):
-            row = self.tree.topLevelItem(i)
-            if row is not None and row.data(0, Qt.ItemDataRole.UserRole) == item_id:
-                self.tree.setCurrentItem(row)
-                return True
-        return False
+        return self.model_list.select_item(item_id)
 
     def _on_current_item_changed(self, *_args: Any) -> None:
         self._show_item(self.current_item())
@@ -403,36 +270,20 @@ class LibraryWidget(QWidget):
     def _show_item(self, item: LibraryItem | None) -> None:
         self._package = None
         self._details_compatibility = None
-        if self._task is None and (item.item_id if item else None) != self._shown_id:
+        new_id = item.item_id if item else None
+        if self._task is None and new_id != self._message_item:
             # What the last task said belongs to the model it ran on.
             self.task_label.setText("")
-        self._shown_id = item.item_id if item else None
-        self.cover_label.clear()
-        for value in self.field_labels.values():
-            value.setText("")
+            self._message_item = None
+        self._shown_id = new_id
         if item is None:
-            self.name_label.setText("Select a model")
-            self.subtitle_label.setText("")
-            self.description_label.setText("")
+            self.details.clear()
             self._update_buttons()
             return
-        self.name_label.setText(item.name)
-        ident = " · ".join(
-            part for part in (item.origin_label, item.model_id or "", item.version or "") if part
-        )
-        self.subtitle_label.setText(ident)
-        self.description_label.setText(item.description or "")
         compat = item.compatibility
         dims = f"{compat.spatial_dims}D model; " if compat.spatial_dims else ""
-        self.field_labels["can"].setText(html.escape(f"{dims}{compat.reason}"))
-        self.field_labels["authors"].setText(_html_list(item.authors))
-        self.field_labels["license"].setText(html.escape(item.license or "not stated"))
-        self.field_labels["weights"].setText(_html_list(item.weights_formats))
+        self.details.show_item(item, f"{dims}{in_gui_words(compat.reason)}")
         if item.installed:
-            where = item.cached.root if item.cached else item.description_path
-            self.field_labels["where"].setText(html.escape(str(where)))
-            self.field_labels["test"].setText("<i>checking…</i>")
-            self.cover_label.setText("…")
             shown = item
             self.runner.start(
                 lambda _cancel: self._load_details(shown),
@@ -441,37 +292,30 @@ class LibraryWidget(QWidget):
                 on_error=self._on_details_failed,
             )
         else:
-            entry = item.entry
-            self.cover_label.setText("Cover shown\nafter download")
-            self.field_labels["test"].setText("<i>available after download</i>")
-            versions = ", ".join(v.version for v in entry.versions) if entry else ""
-            self.field_labels["where"].setText(
-                html.escape(f"bioimage.io zoo, versions: {versions or 'unknown'}")
-            )
-            if entry is not None and entry.problems:
-                self.field_labels["can"].setText(
-                    html.escape(f"{compat.reason}") + "<br>" + _html_list(entry.problems[1:3])
-                    if len(entry.problems) > 1
-                    else html.escape(compat.reason)
-                )
             self.details_loaded.emit(item.item_id)
         self._update_buttons()
 
-    def _load_details(self, item: LibraryItem) -> tuple[str, ModelPackage, Any, TestStatus | None]:
-        """Runs on a pool thread: load the package and its test status."""
+    def _load_details(self, item: LibraryItem) -> DetailsResult:
+        """Runs on a pool thread: load the package, its test status and its authors."""
+        from zoodesk.errors import ZooDeskError
+        from zoodesk.models.authors import authors_of_description
+
         assert item.description_path is not None
         package = self.services.load_package(item.description_path)
         formats = item.cached.weights_formats if item.cached else None
         compat = self.services.compatibility(package, formats)
         status = self.services.test_status(package.description_path)
-        return item.item_id, package, compat, status
+        try:
+            authors = authors_of_description(package.description_path)
+        except (OSError, ZooDeskError):
+            authors = ()  # the validated names are shown instead
+        return item.item_id, package, compat, status, authors
 
-    def _on_details_loaded(self, result: tuple[str, ModelPackage, Any, TestStatus | None]) -> None:
-        item_id, package, compat, status = result
+    def _on_details_loaded(self, result: DetailsResult) -> None:
+        item_id, package, compat, status, authors = result
         if item_id != self._shown_id:
             return  # the user moved on
         self._package = package
-        spec = package.spec
         self._details_compatibility = compat
         capability = self.services.capability(compat)
         dims = f"{compat.spatial_dims}D model; " if compat.spatial_dims else ""
@@ -480,83 +324,25 @@ class LibraryWidget(QWidget):
             if capability.verdict.startswith("needs") and compat.weights_format
             else None
         )
-        self.field_labels["can"].setText(
-            html.escape(f"{capability.verdict}: {dims}{capability.reason}")
-            + (f"<br><i>{html.escape(problem)}</i>" if problem else "")
+        reason = in_gui_words(capability.reason)
+        can_html = html.escape(f"{capability.verdict}: {dims}{reason}") + (
+            f"<br><i>{html.escape(in_gui_words(problem))}</i>" if problem else ""
         )
-        self._update_buttons()
-        self.description_label.setText(spec.description)
-        self.field_labels["authors"].setText(_html_list(spec.authors))
-        self.field_labels["license"].setText(html.escape(spec.license or "not stated"))
-        cites = []
-        for c in spec.cite:
-            text = html.escape(c.get("text", ""))
-            link = c.get("url") or (f"https://doi.org/{c['doi']}" if c.get("doi") else "")
-            cites.append(
-                f'{text} <a href="{html.escape(link)}">{html.escape(link)}</a>' if link else text
-            )
-        self.field_labels["cite"].setText("<br>".join(cites) or "<i>none given</i>")
-        self.field_labels["inputs"].setText(
-            "<br>".join(
-                f"<b>{html.escape(t.id)}</b>: {t.axes_letters} ({html.escape(t.data_type)})"
-                for t in spec.inputs
-            )
-        )
-        self.field_labels["outputs"].setText(
-            "<br>".join(
-                f"<b>{html.escape(t.id)}</b>: {t.axes_letters} ({html.escape(t.data_type)})"
-                for t in spec.outputs
-            )
-        )
-        self.field_labels["weights"].setText(_html_list(tuple(spec.weights)))
-        self._show_test_status(status)
-        self._show_cover(package)
+        self.details.show_package(package.spec, can_html, authors)
+        self.details.show_test_status(status)
+        self.details.show_cover(package)
         self._update_buttons()
         self.details_loaded.emit(item_id)
 
     def _on_details_failed(self, exc: BaseException) -> None:
-        self.field_labels["test"].setText("")
-        self.cover_label.setText("")
-        from zoodesk.gui.errors import readable_message
-
-        self.field_labels["can"].setText(
-            f"<span style='color:#c0392b'>{html.escape(readable_message(exc))}</span>"
-        )
-        log.warning("cannot load model details: %s", readable_message(exc))
+        self.details.show_load_error(readable_message(exc))
+        log.warning("cannot load model details: %s", exc)
         self._update_buttons()
         self.details_loaded.emit(self._shown_id or "")
 
-    def _show_cover(self, package: ModelPackage) -> None:
-        for cover in package.spec.covers:
-            path = package.root / cover
-            pixmap = QPixmap(str(path)) if path.is_file() else QPixmap()
-            if not pixmap.isNull():
-                self.cover_label.setPixmap(
-                    pixmap.scaled(
-                        self.cover_label.size(),
-                        Qt.AspectRatioMode.KeepAspectRatio,
-                        Qt.TransformationMode.SmoothTransformation,
-                    )
-                )
-                return
-        self.cover_label.setText("No cover image")
-
-    def _show_test_status(self, status: TestStatus | None) -> None:
-        label = self.field_labels["test"]
-        if status is None:
-            label.setText("not tested yet: <i>Run test</i> checks the model on this computer")
-            return
-        colour = "#2e8b57" if status.passed else "#c0392b"
-        label.setText(
-            f"<span style='color:{colour}'><b>{html.escape(status.summary)}</b></span>"
-            f" <span>({html.escape(status.tested_at)})</span>"
-        )
-
     def test_status_text(self) -> str:
         """The test status as shown (plain text)."""
-        from PySide6.QtGui import QTextDocumentFragment
-
-        return QTextDocumentFragment.fromHtml(self.field_labels["test"].text()).toPlainText()
+        return self.details.test_status_text()
 
     def _update_buttons(self) -> None:
         item = self.current_item()
@@ -574,7 +360,7 @@ class LibraryWidget(QWidget):
             and item.compatibility.runnable
         )
         if item is not None and not item.installed and not item.compatibility.runnable:
-            self.download_button.setToolTip(item.compatibility.reason)
+            self.download_button.setToolTip(rich_tooltip(in_gui_words(item.compatibility.reason)))
         else:
             self.download_button.setToolTip("Download the model into the local cache")
         # The loaded package knows more than the manifest (e.g. missing architecture code).
@@ -593,9 +379,8 @@ class LibraryWidget(QWidget):
         # Enabled once the package is loaded: only then are its code and files known.
         loaded = self._details_compatibility is not None
         self.convert_button.setEnabled(needs_conversion and loaded and not busy and not problem)
-        self.convert_button.setToolTip(
-            problem or "Convert the weights to ONNX, then run the model's own test"
-        )
+        what = "Convert the weights to ONNX, then run the model's own test"
+        self.convert_button.setToolTip(rich_tooltip(in_gui_words(problem) or what))
         cached = item is not None and item.cached is not None
         self.remove_button.setVisible(cached)
         self.remove_button.setEnabled(cached and not busy)
@@ -614,7 +399,7 @@ class LibraryWidget(QWidget):
         **callbacks: Any,
     ) -> None:
         self._task_item = item_id
-        self.task_label.setText(f"{name}…")
+        self._tell(f"{name}…", item_id)
         self.task_progress.setVisible(True)
         self.task_progress.setRange(0, 0)
         self._task = self.runner.start(task, name, on_finished=self._on_task_finished, **callbacks)
@@ -626,11 +411,33 @@ class LibraryWidget(QWidget):
         self.task_progress.setVisible(False)
         self.task_cancel.setVisible(False)
         self._update_buttons()
+        if self._pending:
+            kind, path = self._pending.pop(0)
+            self._import_path(kind, path)
 
     def _on_task_cancel_clicked(self) -> None:
         if self._task is not None:
             self._task.cancel()
             self.task_label.setText("Cancelling…")
+
+    def _tell(self, text: str, item_id: str | None) -> None:
+        """Show what a task says about a model (``item_id``) or the library (None).
+
+        A line about a model other than the one shown goes to the status bar
+        instead, so that it never stands under an unrelated model.
+        """
+        if item_id is not None and item_id != self._shown_id:
+            self.status_message.emit(text)
+            if self._message_item == item_id:
+                self.task_label.setText("")
+                self._message_item = None
+            return
+        self.task_label.setText(text)
+        self._message_item = item_id
+
+    def _task_name(self) -> str:
+        item = self.library.get(self._task_item) if self.library and self._task_item else None
+        return item.name if item is not None else "the model"
 
     @property
     def busy(self) -> bool:
@@ -662,30 +469,59 @@ class LibraryWidget(QWidget):
         )
 
     def _on_model_imported(self, model: Any) -> None:
-        self.task_label.setText(f"Imported {model.name} as {model.key}.")
-        for note in model.notes:
-            self.task_label.setText(self.task_label.text() + f"\nNote: {note}")
-        self.status_message.emit(f"Imported {model.name}")
         item_id = f"cache:{model.key}"
+        self._select_after_refresh = item_id
+        lines = [f"Imported {model.name} as {model.key}."]
+        lines += [f"Note: {note}" for note in model.notes]
+        # The imported model is selected next: the line is about it.
+        self.task_label.setText("\n".join(lines))
+        self._message_item = item_id
+        self.status_message.emit(f"Imported {model.name}")
         self.refresh(select=item_id)
         self.model_installed.emit(item_id)
 
     def _on_import_failed(self, exc: BaseException) -> None:
-        self.task_label.setText("Import failed.")
+        self._tell("Import failed.", None)
         report_error(self, "Import failed", exc, self.services.log_file)
 
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:  # noqa: N802 - Qt override
+        # Local files only; what they are is told on the drop, with a message.
         if event.mimeData().hasUrls() and all(u.isLocalFile() for u in event.mimeData().urls()):
             event.acceptProposedAction()
 
     def dropEvent(self, event: QDropEvent) -> None:  # noqa: N802 - Qt override
         paths = [Path(u.toLocalFile()) for u in event.mimeData().urls() if u.isLocalFile()]
+        if not self.import_paths(paths):
+            event.ignore()
+            return
         event.acceptProposedAction()
-        for path in paths[:1]:  # one task at a time
-            if path.suffix.lower() == _BUNDLE_SUFFIX:
-                self.import_bundle(path)
+
+    def import_paths(self, paths: list[Path]) -> bool:
+        """Import model zips, model folders and bundles, one after the other.
+
+        Anything else is refused with a message naming it.  Returns False when
+        nothing could be imported.
+        """
+        from zoodesk.models.import_kind import IMPORTABLE, import_kind
+
+        wanted = [(kind, p) for p in paths if (kind := import_kind(p)) is not None]
+        refused = [p.name or str(p) for p in paths if import_kind(p) is None]
+        if refused:
+            text = f"Not imported: {', '.join(refused)}: the library takes {IMPORTABLE}."
+            self._tell(text, None)
+            self.status_message.emit(text)
+        for kind, path in wanted:
+            if self.busy:
+                self._pending.append((kind, path))
             else:
-                self.import_model(path)
+                self._import_path(kind, path)
+        return bool(wanted)
+
+    def _import_path(self, kind: ImportKind, path: Path) -> None:
+        if kind == "bundle":
+            self.import_bundle(path)
+        else:
+            self.import_model(path)
 
     # bundles
 
@@ -708,14 +544,16 @@ class LibraryWidget(QWidget):
 
     def _on_bundle_imported(self, result: Any) -> None:
         names = ", ".join(m.name for m in result.models) or "no models"
-        self.task_label.setText(f"Installed {names}. {result.catalogue_note}.")
         select = f"cache:{result.models[0].key}" if result.models else None
+        # The first model is selected next: the line stays with it.
+        self.task_label.setText(f"Installed {names}. {result.catalogue_note}.")
+        self._message_item = select
         self.refresh(select=select)
         if select:
             self.model_installed.emit(select)
 
     def _on_bundle_failed(self, exc: BaseException) -> None:
-        self.task_label.setText("Bundle task failed.")
+        self._tell("Bundle task failed.", None)
         report_error(self, "Bundle task failed", exc, self.services.log_file)
 
     def _on_export_bundle_triggered(self) -> None:
@@ -741,7 +579,7 @@ class LibraryWidget(QWidget):
 
     def _on_bundle_exported(self, result: Any) -> None:
         size = result.size / 1e6
-        self.task_label.setText(f"Wrote {result.path} ({size:.1f} MB).")
+        self._tell(f"Wrote {result.path} ({size:.1f} MB).", self._task_item)
         self.status_message.emit(f"Bundle written: {result.path}")
 
     # test
@@ -756,7 +594,7 @@ class LibraryWidget(QWidget):
         if item is None or package is None or self.busy:
             return
         device = self.services.settings.device
-        self.field_labels["test"].setText("<i>running…</i>")
+        self.details.show_test_running()
         self._start_task(
             lambda _cancel: (item.item_id, self.services.run_test(package, device)),
             f"Testing {item.name}",
@@ -767,16 +605,20 @@ class LibraryWidget(QWidget):
 
     def _on_test_done(self, result: tuple[str, TestStatus]) -> None:
         item_id, status = result
-        self.task_label.setText(f"Test {'passed' if status.passed else 'FAILED'}.")
         if item_id == self._shown_id:
-            self._show_test_status(status)
+            self._tell(f"Test {'passed' if status.passed else 'FAILED'}.", item_id)
+            self.details.show_test_status(status)
+        else:
+            self._tell(f"Test of {self._task_name()}: {status.summary}.", item_id)
         self.test_finished.emit(item_id, status.summary)
 
     def _on_test_failed(self, exc: BaseException) -> None:
-        self.task_label.setText("The test could not run.")
-        self.field_labels["test"].setText("<span style='color:#c0392b'>could not run</span>")
+        item_id = self._task_item
+        self._tell(f"The test of {self._task_name()} could not run.", item_id)
+        if item_id == self._shown_id:
+            self.details.show_test_failed_to_run()
         report_error(self, "The test could not run", exc, self.services.log_file)
-        self.test_finished.emit(self._task_item or "", "could not run")
+        self.test_finished.emit(item_id or "", "could not run")
 
     # download
 
@@ -796,6 +638,7 @@ class LibraryWidget(QWidget):
         )
 
     def _on_download_progress(self, event: Any) -> None:
+        # The line follows the task, whichever model is shown (it names what it fetches).
         self.task_label.setText(event.message)
         if event.total:
             scale = 1024 if event.unit == "bytes" else 1
@@ -806,18 +649,22 @@ class LibraryWidget(QWidget):
 
     def _on_download_done(self, _result: Any) -> None:
         # download_model returns None; its last event carries the installed model.
-        self.task_label.setText("Download complete.")
+        self._tell(f"Downloaded {self._task_name()}.", self._task_item)
         self.refresh()
         self.model_installed.emit(self._task_item or "")
 
     def _on_download_failed(self, exc: BaseException) -> None:
         from zoodesk.errors import CancelledError
 
+        name = self._task_name()
         if isinstance(exc, CancelledError):
-            self.task_label.setText("Download cancelled; it resumes where it stopped next time.")
+            self._tell(
+                f"Download of {name} cancelled; it resumes where it stopped next time.",
+                self._task_item,
+            )
             return
-        self.task_label.setText("Download failed.")
-        report_error(self, "Download failed", exc, self.services.log_file)
+        self._tell(f"Download of {name} failed: {readable_message(exc)}", self._task_item)
+        report_error(self, f"Download of {name} failed", exc, self.services.log_file)
 
     # catalogue
 
@@ -837,12 +684,29 @@ class LibraryWidget(QWidget):
             cancellable=True,
             on_event=self._on_download_progress,
             on_result=self._on_catalogue_refreshed,
-            on_error=self._on_download_failed,
+            on_error=self._on_catalogue_failed,
         )
 
     def _on_catalogue_refreshed(self, _result: Any) -> None:
-        self.task_label.setText("Catalogue refreshed.")
+        self._tell("Catalogue refreshed.", None)
         self.refresh()
+
+    def _on_catalogue_failed(self, exc: BaseException) -> None:
+        from zoodesk.errors import CancelledError
+
+        if isinstance(exc, CancelledError):
+            self._tell("Catalogue refresh cancelled; the saved catalogue is kept.", None)
+            return
+        message = readable_message(exc)
+        kept = " The saved catalogue is kept." if self.library and self.library.catalogue else ""
+        self._tell(f"{message}.{kept}" if message == NO_CONNECTION else message, None)
+        report_error(
+            self,
+            "Cannot refresh the zoo catalogue",
+            exc,
+            self.services.log_file,
+            message=f"{message}.{kept}" if message == NO_CONNECTION else None,
+        )
 
     # convert, remove, use
 
@@ -878,18 +742,19 @@ class LibraryWidget(QWidget):
         from zoodesk.errors import CancelledError
 
         if isinstance(exc, CancelledError):
-            self.task_label.setText("Conversion cancelled; the model is unchanged.")
+            self._tell("Conversion cancelled; the model is unchanged.", self._task_item)
             return
-        self.task_label.setText("Conversion failed; the model is unchanged.")
+        self._tell("Conversion failed; the model is unchanged.", self._task_item)
         report_error(self, "Conversion failed", exc, self.services.log_file)
 
     def _on_converted(self, result: Any) -> None:
         # The conversion ran the model's own test on the converted weights.
         test = result.test
         worst = max((o.max_abs_diff for o in test.outputs), default=0.0)
-        self.task_label.setText(
+        self._tell(
             f"Converted to ONNX; the model's test passed on {test.device} "
-            f"(max abs diff {worst:.2g})."
+            f"(max abs diff {worst:.2g}).",
+            self._task_item,
         )
         self.refresh()
 
@@ -914,8 +779,8 @@ class LibraryWidget(QWidget):
         )
 
     def _on_removed(self, model: Any) -> None:
-        self.task_label.setText(f"Removed {model.name}.")
         self._shown_id = None
+        self._tell(f"Removed {model.name}.", None)
         self.refresh()
 
     def _on_use_clicked(self) -> None:

@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
 
 from zoodesk.errors import ZooDeskError
 from zoodesk.gui.services import Services
+from zoodesk.gui.wording import in_gui_words
 
 if TYPE_CHECKING:
     from zoodesk.instances import InstanceSettings
@@ -227,7 +228,7 @@ class ObjectOptionsWidget(QGroupBox):
                 self._proposal, self._reason = self.services.propose_instances(spec)
             except Exception as exc:  # a proposal never stops the form from working
                 log.warning("no object method proposed: %s", exc)
-                self._reason = str(exc)
+                self._reason = in_gui_words(str(exc))
         self._filling = True
         current = self.output_combo.currentData()
         self.output_combo.clear()
@@ -440,7 +441,7 @@ class ObjectOptionsWidget(QGroupBox):
             except ZooDeskError as exc:
                 setting = getattr(exc, "setting", None)
                 name = CONTROL_NAMES.get(setting or "", "Objects")
-                problem = f"{name}: {exc}"
+                problem = f"{name}: {in_gui_words(str(exc))}"
         elif self.choice() is not None:
             problem = None  # no model yet: nothing to check against
         self._problem, self._problem_setting = problem, setting

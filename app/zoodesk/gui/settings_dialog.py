@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -20,7 +21,12 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from zoodesk.errors import ZooDeskError
+from zoodesk.gui.wording import in_gui_words
 from zoodesk.settings import Settings
+
+#: The command line's option for a setting, by the name of the setting's control here.
+_CONTROLS = {"--cluster": "Run batches on"}
 
 _DEVICES = (
     ("Automatic (GPU when available)", "auto"),
@@ -85,8 +91,12 @@ class SettingsDialog(QDialog):
             "processes here, or the address of a Dask scheduler"
         )
 
+        home = QLabel(str(settings.home))
+        home.setWordWrap(True)
+        home.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         form = QFormLayout()
-        form.addRow("Data folder:", QLabel(str(settings.home)))
+        form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapLongRows)
+        form.addRow("Data folder:", home)
         form.addRow("Model cache:", cache_row)
         form.addRow("", self.network_check)
         form.addRow("Proxy:", self.proxy_edit)
@@ -100,6 +110,11 @@ class SettingsDialog(QDialog):
         )
         note.setWordWrap(True)
         note.setStyleSheet("color: palette(placeholder-text);")
+        self.problem_label = QLabel("")
+        self.problem_label.setObjectName("settingsProblem")
+        self.problem_label.setWordWrap(True)
+        self.problem_label.setStyleSheet("color: #c0392b;")
+        self.problem_label.setVisible(False)
         buttons = QDialogButtonBox(
             QDialogButtonBox.StandardButton.Save | QDialogButtonBox.StandardButton.Cancel
         )
@@ -108,8 +123,21 @@ class SettingsDialog(QDialog):
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addWidget(note)
+        layout.addWidget(self.problem_label)
         layout.addWidget(buttons)
         self._on_network_toggled(settings.network_enabled)
+
+    def accept(self) -> None:
+        """Close with Save only when every value can be used; else say which is wrong,
+        in the dialog's own words, and stay open."""
+        try:
+            self.settings()
+        except ZooDeskError as exc:
+            self.problem_label.setText(in_gui_words(str(exc), _CONTROLS))
+            self.problem_label.setVisible(True)
+            return
+        self.problem_label.setVisible(False)
+        super().accept()
 
     def _on_network_toggled(self, enabled: bool) -> None:
         self.proxy_edit.setEnabled(enabled)

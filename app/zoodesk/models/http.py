@@ -72,6 +72,10 @@ class NetworkDisabledError(DownloadError):
     """The settings forbid any network access."""
 
 
+class NoConnectionError(DownloadError):
+    """No connection to the server could be made (offline, refused or unreachable)."""
+
+
 @dataclass(frozen=True)
 class NetworkOptions:
     """Timeouts, retries and limits of network access.
@@ -194,10 +198,13 @@ def _sleep(seconds: float, cancel: CancelCheck) -> None:
 class _TransientError(Exception):
     """A failure worth retrying; ``message`` is what the user sees if retries run out."""
 
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
+    def __init__(
+        self, message: str, retry_after: float | None = None, *, no_connection: bool = False
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.retry_after = retry_after
+        self.no_connection = no_connection
 
 
 class _Deadline:
@@ -329,9 +336,12 @@ class HttpClient:
     def _transport_failure(self, url: str, exc: httpx.TransportError) -> _TransientError:
         if isinstance(exc, httpx.TimeoutException):
             wait = f"{self.options.timeout:g} s"
-            return _TransientError(f"GET {url}: no answer within {wait} (timed out)")
+            return _TransientError(
+                f"GET {url}: no answer within {wait} (timed out)",
+                no_connection=isinstance(exc, httpx.ConnectTimeout),
+            )
         if isinstance(exc, httpx.ConnectError):
-            return _TransientError(f"GET {url}: cannot connect ({exc})")
+            return _TransientError(f"GET {url}: cannot connect ({exc})", no_connection=True)
         return _TransientError(f"GET {url}: connection lost ({exc or type(exc).__name__})")
 
     def _after_failure(
@@ -357,7 +367,8 @@ class HttpClient:
         """Wait before retry ``n`` or, when the attempts are used up, give up."""
         if n >= max(1, self.options.attempts):
             more = f" (gave up after {n} attempts)" if n > 1 else ""
-            raise DownloadError(failure.message + more) from None
+            error = NoConnectionError if failure.no_connection else DownloadError
+            raise error(failure.message + more) from None
         delay = self.options.delay(n)
         if failure.retry_after is not None:
             delay = min(max(delay, failure.retry_after), self.options.backoff_max)
