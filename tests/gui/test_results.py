@@ -12,6 +12,7 @@ from PySide6.QtWidgets import QFileDialog
 
 from tests.gui.helpers import table_column
 from zoodesk.gui.main_window import PAGE_RESULTS, MainWindow
+from zoodesk.gui.results import COL_PROBLEM
 
 
 @pytest.fixture
@@ -190,3 +191,29 @@ def test_ome_zarr_outputs_of_each_scene_are_viewed(
         results.action_next.trigger()
     assert shown.args[0] == 1
     assert results.view.picture_size == (64, 64)
+
+
+def test_a_failed_input_shows_its_problem_first_and_its_path_second(
+    window: MainWindow, qtbot: Any, tmp_path: Path, isolated_home: Path
+) -> None:
+    from zoodesk.batch.runner import PredictionRequest, run_prediction
+    from zoodesk.demo import demo_model_path
+
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    broken = inputs / "broken.tif"
+    broken.write_bytes(b"II*\x00" + b"\xff" * 64)  # a TIFF header and nothing readable
+    request = PredictionRequest(
+        model=demo_model_path(), inputs=[inputs], output_dir=tmp_path / "run", device="cpu"
+    )
+    for _event in run_prediction(request):
+        pass
+    results = window.results_page
+    window.show_page(PAGE_RESULTS)
+    results.open_record(tmp_path / "run" / "zoodesk-run.json")
+    qtbot.waitUntil(lambda: results.table.rowCount() == 1, timeout=30000)
+    cell = results.table.item(0, COL_PROBLEM)
+    assert table_column(results.table, 1) == ["failed"]
+    assert cell.text() and not cell.text().startswith(str(broken))
+    assert cell.text().endswith(str(broken))
+    assert str(broken) in cell.toolTip()

@@ -35,6 +35,7 @@ from zoodesk.gui.errors import readable_message, report_error
 from zoodesk.gui.objects_panel import ObjectsPanelWidget
 from zoodesk.gui.services import Services
 from zoodesk.gui.viewer import STEP_AXES, ViewerContent, ViewerWidget
+from zoodesk.gui.wording import problem_cell
 
 if TYPE_CHECKING:
     from zoodesk.batch.objects import ObjectTable, RunMeasurements
@@ -313,13 +314,16 @@ class ResultsWidget(QWidget):
             seconds = f"{entry.seconds:.1f} s" if entry.seconds is not None else ""
             name = input_name(Path(entry.input), entry.scene)
             objects_text, objects_tip = _objects_cell(entry)
-            cells = (name, entry.status, outputs, objects_text, seconds, entry.error or "")
+            problem_text, problem_tip = (
+                problem_cell(entry.error, entry.input) if entry.error else ("", "")
+            )
+            cells = (name, entry.status, outputs, objects_text, seconds, problem_text)
             for col, text in enumerate(cells):
                 cell = QTableWidgetItem(text)
                 if col == COL_INPUT:
                     cell.setToolTip(entry.input)
                 if col == COL_PROBLEM and entry.error:
-                    cell.setToolTip(entry.error)
+                    cell.setToolTip(problem_tip)
                 if col == COL_STATUS and entry.status == "failed":
                     cell.setForeground(Qt.GlobalColor.red)
                 if col == COL_OBJECTS:
