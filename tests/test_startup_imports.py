@@ -27,6 +27,8 @@ NOT_FOR_A_PLAIN_RUN = (
     "skimage",
     "distributed",  # no cluster
     "zarr",  # OME-TIFF output
+    "logging.handlers",  # the log file rotates by itself
+    "importlib.metadata",  # versions come from the dist-info folders' names
 )
 
 
@@ -88,3 +90,19 @@ def test_available_memory_matches_psutil() -> None:
     theirs = psutil.virtual_memory().available
     assert ours is not None
     assert abs(ours - theirs) <= 0.1 * theirs
+
+
+def test_installed_versions_agree_with_importlib_metadata() -> None:
+    from importlib import metadata
+
+    from zoodesk.versions import installed_versions
+
+    names = ["numpy", "onnxruntime", "tifffile", "bioimageio.spec", "no-such-distribution"]
+    expected = {}
+    for name in names:
+        try:
+            expected[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    assert "numpy" in expected and "no-such-distribution" not in expected
+    assert installed_versions(names) == expected

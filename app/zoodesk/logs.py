@@ -11,7 +11,7 @@ every record on the console.
 from __future__ import annotations
 
 import logging
-import logging.handlers
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,14 +23,60 @@ LOG_FILE_NAME = "zoodesk.log"
 _FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
+#: Size at which the log file is renamed to ``zoodesk.log.1`` and a new one started.
+LOG_MAX_BYTES = 2_000_000
+#: Earlier log files kept (``zoodesk.log.1`` .. ``zoodesk.log.3``).
+LOG_BACKUPS = 3
+
+
+class RotatingLogFile(logging.FileHandler):
+    """A log file that moves aside (``.1``, ``.2``, ...) once it reaches ``max_bytes``.
+
+    What ``logging.handlers.RotatingFileHandler`` does, as a plain ``FileHandler``:
+    that module imports sockets, pickling and queues, a noticeable part of every
+    short command's start-up, for the one handler used here.  The file is opened on
+    the first record, so a command that logs nothing never touches it.
+    """
+
+    def __init__(self, path: Path, max_bytes: int = LOG_MAX_BYTES, backups: int = LOG_BACKUPS):
+        super().__init__(path, encoding="utf-8", delay=True)
+        self.max_bytes = max_bytes
+        self.backups = backups
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            if self.stream is None:
+                self.stream = self._open()
+            if self.stream.tell() >= self.max_bytes:
+                self._rotate()
+        except (OSError, ValueError):
+            return  # the log is a help, not a duty: a file that cannot be written is skipped
+        super().emit(record)
+
+    def _rotate(self) -> None:
+        if self.stream is not None:
+            self.stream.close()
+            self.stream = None
+        base = Path(self.baseFilename)
+        try:
+            for index in range(self.backups - 1, 0, -1):
+                older = base.with_name(f"{base.name}.{index}")
+                if older.exists():
+                    older.replace(base.with_name(f"{base.name}.{index + 1}"))
+            base.replace(base.with_name(f"{base.name}.1"))
+        except OSError:
+            pass  # another process rotated it first
+        self.stream = self._open()
+
+
 def log_file_handler(logs_dir: Path) -> logging.Handler | None:
     """A rotating handler on ``logs_dir/zoodesk.log`` (INFO and up), or None when the
     folder cannot be written."""
     try:
         logs_dir.mkdir(parents=True, exist_ok=True)
-        handler = logging.handlers.RotatingFileHandler(
-            logs_dir / LOG_FILE_NAME, maxBytes=2_000_000, backupCount=3, encoding="utf-8"
-        )
+        if not os.access(logs_dir, os.W_OK):
+            return None
+        handler = RotatingLogFile(logs_dir / LOG_FILE_NAME)
     except OSError:
         return None
     handler.setFormatter(logging.Formatter(_FORMAT))

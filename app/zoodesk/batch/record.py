@@ -14,13 +14,13 @@ import sys
 import uuid
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Literal
 
 from zoodesk import __version__
 from zoodesk.errors import ZooDeskError
 from zoodesk.fileutils import UnsafePathError, atomic_write_text, parse_json, path_inside
+from zoodesk.versions import installed_versions
 
 RECORD_NAME = "zoodesk-run.json"
 RECORD_SCHEMA = "zoodesk-run/1"
@@ -47,11 +47,8 @@ def now_iso() -> str:
 def software_versions() -> dict[str, str]:
     """Versions of ZooDesk, Python and the libraries that shape the results."""
     versions = {"zoodesk": __version__, "python": platform.python_version()}
-    for name in _VERSIONED_PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
+    installed = installed_versions(_VERSIONED_PACKAGES)
+    versions.update((n, installed[n]) for n in _VERSIONED_PACKAGES if n in installed)
     versions["platform"] = f"{platform.system()} {platform.release()} {platform.machine()}"
     if getattr(sys, "frozen", False):
         versions["frozen"] = "yes"

@@ -21,7 +21,6 @@ import logging
 import typing
 from collections.abc import Mapping
 from functools import cache
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,7 @@ from zoodesk import __version__
 from zoodesk.fileutils import atomic_write_text
 from zoodesk.models import spec as spec_module
 from zoodesk.models.spec import ModelSpec
+from zoodesk.versions import installed_versions
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +39,7 @@ _TUPLE = "__tuple__"
 
 @cache
 def _versions() -> dict[str, str]:
-    try:
-        spec_version = metadata.version("bioimageio.spec")
-    except metadata.PackageNotFoundError:
-        spec_version = ""
+    spec_version = installed_versions(["bioimageio.spec"]).get("bioimageio.spec", "")
     return {"zoodesk": __version__, "bioimageio.spec": spec_version}
 
 
