@@ -34,12 +34,12 @@ class RotatingLogFile(logging.FileHandler):
 
     What ``logging.handlers.RotatingFileHandler`` does, as a plain ``FileHandler``:
     that module imports sockets, pickling and queues, a noticeable part of every
-    short command's start-up, for the one handler used here.  The file is opened on
-    the first record, so a command that logs nothing never touches it.
+    short command's start-up, for the one handler used here.  Opening the file raises
+    ``OSError`` as ``FileHandler`` does; later write problems are skipped.
     """
 
     def __init__(self, path: Path, max_bytes: int = LOG_MAX_BYTES, backups: int = LOG_BACKUPS):
-        super().__init__(path, encoding="utf-8", delay=True)
+        super().__init__(path, encoding="utf-8")
         self.max_bytes = max_bytes
         self.backups = backups
 
