@@ -238,6 +238,8 @@ def _shoot(out: Path, work: Path, dark: bool) -> int:
     # Objects as the model's outputs suggest, so that the results show them.
     batch.objects_box.set_choice("auto")
     batch.start_run()
+    # The run starts once the output folder is checked.
+    _wait(app, batch.running_changed, until=lambda: batch._run is not None)
     assert batch._run is not None
     batch._run.signals.yielded.connect(count)
     _wait(app, batch._run.signals.yielded, until=lambda: done["files"] >= 2)

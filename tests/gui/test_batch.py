@@ -45,7 +45,7 @@ def test_sample_images_run_with_the_demo_model(
     ]
     assert table_column(batch.table, COL_AXES) == ["YX", "YX", "YX"]
     assert table_column(batch.table, COL_SHAPE) == ["700 × 500", "250 × 330", "300 × 400"]
-    assert table_column(batch.table, COL_FIT) == ["YX -> bcyx"] * 3
+    assert table_column(batch.table, COL_FIT) == ["Y, X → model's y, x"] * 3
     assert "3 file(s) found, 3 fit the model" in batch.files_label.text()
     assert "channel: 1 channel (raw_intensity)" in batch.expect_label.text()
     assert batch.start_button.isEnabled()
@@ -128,12 +128,13 @@ def test_preview_shows_the_output_over_the_input(
     assert not (tmp_path / "out").exists()
 
 
-def _cancel_after_first_file(batch: Any) -> None:
+def _cancel_after_first_file(qtbot: Any, batch: Any) -> None:
     def on_event(event: Any) -> None:
         if type(event).__name__ == "FileFinished":
             batch.cancel_button.click()
 
-    assert batch._run is not None
+    # The run starts once the output folder is checked.
+    qtbot.waitUntil(lambda: batch._run is not None, timeout=30000)
     batch._run.signals.yielded.connect(on_event)
 
 
@@ -156,7 +157,7 @@ def test_cancel_then_resume(
 
     with qtbot.waitSignal(batch.run_finished, timeout=120000) as finished:
         qtbot.mouseClick(batch.start_button, Qt.MouseButton.LeftButton)
-        _cancel_after_first_file(batch)
+        _cancel_after_first_file(qtbot, batch)
     record = finished.args[0]
     assert record.status == "cancelled"
     statuses = [f.status for f in record.files]
@@ -168,6 +169,10 @@ def test_cancel_then_resume(
     assert [f["status"] for f in on_disk["files"]] == statuses
     assert batch.status_label.text().startswith("Cancelled:")
     assert "not done" in batch.status_label.text()
+    # The bar and the status line count the same files.
+    done = statuses.count("ok")
+    assert f"{done} done" in batch.status_label.text()
+    assert batch.overall_bar.text() == f"{done} of 6 files"
     assert "not done" in table_column(batch.table, COL_STATUS)
     qtbot.waitUntil(lambda: not batch.running)
     assert batch.resume_button.isEnabled()

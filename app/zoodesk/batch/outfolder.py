@@ -127,3 +127,16 @@ def clean_leftovers(out_dir: Path, names: set[str]) -> list[str]:
                     candidate.unlink()
                 removed.append(str(candidate.relative_to(out_dir)))
     return sorted(removed)
+
+
+def default_output_folder(
+    first_input: Path, *, samples: Path | None, home: Path, stamp: str
+) -> Path:
+    """Where a run's results go unless the user says otherwise: a new folder beside
+    the first input, ``NAME-zoodesk-STAMP``; the built-in samples' results go under
+    ``home/results`` (the samples sit inside the installation, which may be
+    read-only)."""
+    if samples is not None and first_input.resolve() == samples.resolve():
+        return home / "results" / f"samples-{stamp}"
+    folder = first_input if first_input.is_dir() else first_input.parent
+    return folder.parent / f"{folder.name}-zoodesk-{stamp}"

@@ -44,6 +44,8 @@ class InputInfo:
     mapping
         How the image feeds the model input (e.g. ``"YX -> bcyx"``), when a model
         input was given and the image fits it.
+    mapping_words
+        The same for people (e.g. ``"Y, X → model's y, x"``).
     problem
         Why the file cannot be used (unreadable, axes that do not fit the model).
     series, scene
@@ -63,6 +65,7 @@ class InputInfo:
     pixel_sizes: dict[str, tuple[float, str]] = field(default_factory=dict)
     mapping: str | None = None
     problem: str | None = None
+    mapping_words: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -172,7 +175,7 @@ def scan_inputs(
         if tensor is not None:
             try:
                 mapping = map_image_to_tensor(image.axes, image.shape, tensor, channels=channels)
-                info = replace(info, mapping=mapping.describe())
+                info = replace(info, mapping=mapping.describe(), mapping_words=mapping.in_words())
             except ZooDeskError as exc:
                 info = replace(info, problem=f"{path}: {exc}")
         yield info

@@ -14,6 +14,7 @@ from zoodesk.inference.predict import Predictor
 from zoodesk.inference.streaming import StreamingPolicy
 from zoodesk.instances import InstanceSettings
 from zoodesk.models.package import ModelPackage
+from zoodesk.models.spec import WeightsSpec
 
 #: Default seconds a recently modified input is watched for changes before reading.
 DEFAULT_SETTLE_SECONDS = 2.0
@@ -77,6 +78,10 @@ class PredictionRequest:
     #: Objects to make from an output after each image (label image, ``objects.csv``,
     #: and the run's ``summary.csv``); None makes none.
     instances: InstanceSettings | None = None
+    #: Add to the run already in ``output_dir``: its inputs that this run does not
+    #: process stay in the record, as done earlier.  Without it the record lists this
+    #: run's inputs only (the earlier run is summarised in its history).
+    add_to_earlier: bool = False
 
     def parameters(self) -> dict[str, Any]:
         """The request as recorded in the run record."""
@@ -113,7 +118,18 @@ def run_signature(
     that change the pixels of the outputs: axes, channels, series, tile size and
     padding.  The device, threads and input list are not part of it.
     """
-    weights = predictor.weights
+    return _signature(package, predictor.weights, request)
+
+
+def planned_signature(package: ModelPackage, request: PredictionRequest) -> dict[str, Any]:
+    """The :func:`run_signature` a run of ``request`` will have, known before the model
+    is loaded (the weights are those the run will choose)."""
+    return _signature(package, package.executable_weights(request.weights_format), request)
+
+
+def _signature(
+    package: ModelPackage, weights: WeightsSpec, request: PredictionRequest
+) -> dict[str, Any]:
     return {
         "description_sha256": sha256_file(package.description_path),
         "weights_format": weights.format,
@@ -140,18 +156,22 @@ _SIGNATURE_NAMES = {
 }
 
 
-def check_same_setup(old: RunRecord, signature: Mapping[str, Any], out_dir: Path) -> None:
-    """Refuse to mix results of another model or other parameters into a folder."""
+def setup_differences(old: RunRecord, signature: Mapping[str, Any]) -> list[str]:
+    """The keys of ``signature`` whose value differs from the earlier run's (none when
+    that run finished no input, so that nothing of it could be mixed up)."""
     if not any(f.status in ("ok", "skipped") for f in old.files):
-        return
+        return []
     previous = old.signature
     if not previous:
         # Records written before signatures existed: compare the weights only.
         old_sha = old.model.get("weights", {}).get("sha256")
         previous = {**signature, "weights_sha256": old_sha}
-    differences = [
-        _SIGNATURE_NAMES.get(k, k) for k in signature if previous.get(k) != signature.get(k)
-    ]
+    return [k for k in signature if previous.get(k) != signature.get(k)]
+
+
+def check_same_setup(old: RunRecord, signature: Mapping[str, Any], out_dir: Path) -> None:
+    """Refuse to mix results of another model or other parameters into a folder."""
+    differences = [_SIGNATURE_NAMES.get(k, k) for k in setup_differences(old, signature)]
     if differences:
         model = old.model.get("name") or old.model.get("id") or "another model"
         hint = ""

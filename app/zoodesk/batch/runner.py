@@ -175,6 +175,24 @@ def _model_identity(package: ModelPackage, predictor: Predictor) -> dict[str, An
     }
 
 
+def _carried_over(
+    old: RunRecord, entries: list[FileEntry], signature: dict[str, Any], out_dir: Path
+) -> list[FileEntry]:
+    """The earlier run's finished inputs that this run does not process, kept as done
+    earlier (only when both runs have one set-up, even when this one redoes its own)."""
+    check_same_setup(old, signature, out_dir)
+    covered = {(e.input, e.series or 0) for e in entries}
+    carried = []
+    for earlier in old.files:
+        if (
+            earlier.status in ("ok", "skipped")
+            and (earlier.input, earlier.series or 0) not in covered
+        ):
+            earlier.status = "skipped"
+            carried.append(earlier)
+    return carried
+
+
 def _load_previous(record_path: Path) -> tuple[RunRecord | None, str | None]:
     if not record_path.is_file():
         return None, None
@@ -405,6 +423,8 @@ def _run_locked(
             to_do.append(len(entries) - 1)
             with contextlib.suppress(OSError):
                 to_do_bytes += path.stat().st_size
+    if old is not None and request.add_to_earlier:
+        entries.extend(_carried_over(old, entries, signature, out_dir))
     record.files.extend(entries)
     try:
         record.save()

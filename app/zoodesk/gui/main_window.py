@@ -58,7 +58,7 @@ class MainWindow(QMainWindow):
         self._started = False
         self.setWindowTitle("ZooDesk")
         self.setWindowIcon(app_icon())
-        self.resize(1280, 820)
+        self.resize(1280, 680)
         self.setMinimumSize(QSize(900, 600))
 
         self.library_page = LibraryWidget(services, self.runner)

@@ -21,6 +21,7 @@ from zoodesk.errors import ZooDeskError
 from zoodesk.settings import Settings, load_settings, save_settings
 
 if TYPE_CHECKING:
+    from zoodesk.batch.earlier import EarlierRun
     from zoodesk.batch.objects import MeasureEvent, ObjectTable, RunMeasurements
     from zoodesk.batch.preview import InputInfo
     from zoodesk.batch.record import RunRecord
@@ -333,6 +334,27 @@ class Services:
         if chosen is not None:
             choices.sort(key=lambda c: c[1] != str(chosen))
         return choices
+
+    def default_output_folder(self, first_input: Path, *, samples: Path | None, stamp: str) -> Path:
+        """The output folder that goes with the inputs (see
+        :func:`zoodesk.batch.outfolder.default_output_folder`)."""
+        from zoodesk.batch.outfolder import default_output_folder
+
+        return default_output_folder(
+            first_input, samples=samples, home=self.settings.home, stamp=stamp
+        )
+
+    def earlier_run(self, request: PredictionRequest, package: ModelPackage) -> EarlierRun | None:
+        """The run already in the request's output folder, seen from this request."""
+        from zoodesk.batch.earlier import find_earlier_run
+
+        return find_earlier_run(request, package)
+
+    def fresh_folder(self, folder: Path) -> Path:
+        """A sibling of ``folder`` that does not exist yet."""
+        from zoodesk.batch.earlier import fresh_folder
+
+        return fresh_folder(folder)
 
     def prediction_request(self, **fields: Any) -> PredictionRequest:
         """Build the runner's request (threads from the settings)."""

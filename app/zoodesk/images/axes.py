@@ -86,6 +86,29 @@ class AxisMapping:
             text += f", channel(s) {','.join(map(str, self.channels))}"
         return text
 
+    def in_words(self) -> str:
+        """The mapping for people, e.g. ``Y, X → model's y, x`` or ``C, Y, X → model's
+        c, y, x; 12 frames over T, one at a time``."""
+        fed = [
+            (letter, a.id)
+            for a in self.tensor.axes
+            if (letter := image_letter(a)) is not None and letter in self.image_axes
+        ]
+        text = (
+            f"{', '.join(letter for letter, _ in fed)} → model's "
+            f"{', '.join(axis_id for _, axis_id in fed)}"
+        )
+        if self.channels is not None:
+            chosen = ", ".join(map(str, self.channels))
+            text += f" (channel{'s' if len(self.channels) > 1 else ''} {chosen})"
+        if self.frame_axes:
+            count = self.frame_count
+            text += (
+                f"; {count} {'frame' if count == 1 else 'frames'} over "
+                f"{', '.join(self.frame_axes)}, one at a time"
+            )
+        return text
+
     def frames(self, array: np.ndarray) -> Iterator[tuple[tuple[int, ...], np.ndarray]]:
         """Yield ``(frame index, model-ordered array with batch 1)`` for every frame.
 
