@@ -342,7 +342,7 @@ def test_results_page_shows_times_in_local_time(
 ) -> None:
     import time
 
-    from zoodesk.gui.results import local_time
+    from zoodesk.gui.wording import local_time
 
     if not hasattr(time, "tzset"):
         pytest.skip("the time zone can be changed for a test only where time.tzset exists")

@@ -107,6 +107,9 @@ class BatchWidget(QWidget):
     open_results_requested = Signal(Path)
     #: A line for the status bar.
     status_message = Signal(str)
+    #: A line for the status bar that stays until the next one (where a run's
+    #: outputs went: looked for after the run, maybe long after).
+    lasting_message = Signal(str)
 
     def __init__(
         self, services: Services, runner: TaskRunner, parent: QWidget | None = None
@@ -754,7 +757,7 @@ class BatchWidget(QWidget):
         for entry in record.files:
             self.table.show_entry(entry)
         self._update_buttons()
-        self.status_message.emit(f"Run {verdict.lower()}: the outputs are in {record.path.parent}")
+        self.lasting_message.emit(f"Run {verdict.lower()}: the outputs are in {record.path.parent}")
         self.run_finished.emit(record)
 
     def _on_run_failed(self, exc: BaseException) -> None:

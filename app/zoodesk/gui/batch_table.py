@@ -3,7 +3,6 @@ and what the run made of it."""
 
 from __future__ import annotations
 
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,6 +16,7 @@ from PySide6.QtWidgets import (
 )
 
 from zoodesk.batch.console import input_name
+from zoodesk.gui.wording import local_time, problem_cell
 
 if TYPE_CHECKING:
     from zoodesk.batch.preview import InputInfo
@@ -85,7 +85,11 @@ class FilesTableWidget(QTableWidget):
         row = self.rowCount()
         self.insertRow(row)
         shape = " × ".join(str(s) for s in info.shape) if info.shape else ""
-        fit = info.problem or info.mapping_words or info.mapping or "not checked"
+        if info.problem:
+            fit, fit_tip = problem_cell(info.problem, info.path)
+        else:
+            fit = info.mapping_words or info.mapping or "not checked"
+            fit_tip = info.mapping or ""
         cells = {
             COL_FILE: input_name(info.path, info.scene),
             COL_AXES: info.axes or "",
@@ -105,7 +109,7 @@ class FilesTableWidget(QTableWidget):
                 cell.setData(Qt.ItemDataRole.UserRole, str(info.path))
                 cell.setData(_SCENE_ROLE, info.scene)
             if col == COL_FIT:
-                cell.setToolTip(info.problem or info.mapping or "")
+                cell.setToolTip(fit_tip)
                 if info.problem:
                     cell.setForeground(Qt.GlobalColor.red)
             self.setItem(row, col, cell)
@@ -159,7 +163,7 @@ class FilesTableWidget(QTableWidget):
         if cell is not None and entry.status == "failed":
             cell.setForeground(Qt.GlobalColor.red)
         if entry.seconds is not None and entry.status == "ok":
-            finished = local_time(entry.finished)
+            finished = local_time(entry.finished, seconds=True)
             self.set_cell(
                 row,
                 COL_TIME,
@@ -179,18 +183,6 @@ def status_cell(entry: FileEntry) -> tuple[str, str]:
     elif "error" in found and entry.status == "ok":
         return f"{text} · objects failed", str(found["error"])
     return text, entry.error or ""
-
-
-def local_time(iso: str | None) -> str:
-    """A recorded time (ISO 8601, UTC) as this computer's local date and time; empty
-    when there is none, the text as it is when it is not a time."""
-    if not iso:
-        return ""
-    try:
-        moment = datetime.fromisoformat(iso)
-    except ValueError:
-        return iso
-    return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S")
 
 
 def human_bytes(n: int) -> str:

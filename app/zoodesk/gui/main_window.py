@@ -197,6 +197,7 @@ class MainWindow(QMainWindow):
         self.library_page.use_model_requested.connect(self._on_use_model_requested)
         self.library_page.status_message.connect(self._on_status_message)
         self.batch_page.status_message.connect(self._on_status_message)
+        self.batch_page.lasting_message.connect(self.statusBar().showMessage)
         self.batch_page.run_finished.connect(self._on_run_finished)
         self.batch_page.running_changed.connect(self._on_running_changed)
         self.batch_page.open_results_requested.connect(self._on_open_results_requested)

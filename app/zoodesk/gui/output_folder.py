@@ -17,7 +17,7 @@ from PySide6.QtWidgets import (
 
 from zoodesk.batch.earlier import EarlierRun
 from zoodesk.gui._style import icon
-from zoodesk.gui.batch_table import local_time
+from zoodesk.gui.wording import local_time
 
 #: The run signature's keys, named as the batch page's controls name them.
 _SETUP_NAMES = {

@@ -5,7 +5,6 @@ from __future__ import annotations
 import html
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -35,7 +34,7 @@ from zoodesk.gui.errors import readable_message, report_error
 from zoodesk.gui.objects_panel import ObjectsPanelWidget
 from zoodesk.gui.services import Services
 from zoodesk.gui.viewer import STEP_AXES, ViewerContent, ViewerWidget
-from zoodesk.gui.wording import problem_cell
+from zoodesk.gui.wording import local_time, problem_cell
 
 if TYPE_CHECKING:
     from zoodesk.batch.objects import ObjectTable, RunMeasurements
@@ -50,17 +49,6 @@ COL_INPUT, COL_STATUS, COL_OUTPUTS, COL_OBJECTS, COL_TIME, COL_PROBLEM = range(l
 OBJECTS_KEY = "objects"
 #: An output with more channels than this is overlaid by its first ones only.
 MAX_OVERLAY_CHANNELS = 8
-
-
-def local_time(stamp: str | None) -> str:
-    """A run record's ISO 8601 time (UTC) as this computer's local time, to the minute."""
-    if not stamp:
-        return ""
-    try:
-        moment = datetime.fromisoformat(stamp)
-    except ValueError:
-        return stamp
-    return moment.astimezone().strftime("%Y-%m-%d %H:%M")
 
 
 def _output_key(output: OutputEntry) -> str | None:

@@ -149,13 +149,20 @@ def rich_tooltip(text: str) -> str:
     return "<qt>" + "<br>".join(html.escape(line) for line in text.splitlines()) + "</qt>"
 
 
-def local_time(when: datetime | str) -> str:
-    """A time as this computer's clock shows it: ``"2026-05-20 14:03"``.
+def local_time(when: datetime | str | None, *, seconds: bool = False) -> str:
+    """A time as this computer's clock shows it: ``"2026-05-20 14:03"`` (with
+    ``:SS`` when ``seconds``).
 
-    ``when`` is a timezone-aware datetime or ISO 8601 text (times without a zone are
-    taken as UTC, as ZooDesk records them).
+    ``when`` is a datetime or ISO 8601 text (times without a zone are taken as UTC,
+    as ZooDesk records them); empty for None, and text that is not a time is
+    returned as it is.
     """
-    moment = datetime.fromisoformat(when) if isinstance(when, str) else when
+    if not when:
+        return ""
+    try:
+        moment = datetime.fromisoformat(when) if isinstance(when, str) else when
+    except ValueError:
+        return str(when)
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone().strftime("%Y-%m-%d %H:%M")
+    return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M")
