@@ -34,6 +34,22 @@ SNAPSHOT = SHARED / "zoo-snapshot"
 SIZE = (1360, 860)
 
 
+def save_screenshot(widget: Any, path: Path) -> None:
+    """The widget as a PNG of at most 256 colours: the documents (and the bundle, which
+    carries the user guide's pictures) stay small; window chrome, text and the
+    pictures shown are still faithful at that depth."""
+    from PIL import Image
+
+    raw = path.with_suffix(".raw.png")
+    widget.grab().save(str(raw))
+    with Image.open(raw) as picture:
+        reduced = picture.convert("RGB").quantize(
+            colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE
+        )
+    reduced.save(path, optimize=True)
+    raw.unlink()
+
+
 def _prepare_home(home: Path) -> str | None:
     """Fill a fresh data folder: the catalogue snapshot and the nuclei model."""
     from zoodesk.models.cache import ModelCache
@@ -214,7 +230,7 @@ def _shoot(out: Path, work: Path, dark: bool) -> int:
     library.run_test()
     _wait(app, library.test_finished)
     _settle(app)
-    window.grab().save(str(out / "main_window.png"))
+    save_screenshot(window, out / "main_window.png")
 
     batch = window.batch_page
     item = library.library.get(wanted) if library.library else None
@@ -244,7 +260,7 @@ def _shoot(out: Path, work: Path, dark: bool) -> int:
     batch._run.signals.yielded.connect(count)
     _wait(app, batch._run.signals.yielded, until=lambda: done["files"] >= 2)
     _settle(app, 200)
-    window.grab().save(str(out / "batch_running.png"))
+    save_screenshot(window, out / "batch_running.png")
     _wait(app, batch.running_changed, timeout_s=300, until=lambda: not batch.running)
 
     results = window.results_page
@@ -261,9 +277,9 @@ def _shoot(out: Path, work: Path, dark: bool) -> int:
     _wait(app, results.measurements_shown, until=lambda: results.objects_panel.measurements)
     _click_an_object(results)
     _settle(app)
-    window.grab().save(str(out / "results.png"))
+    save_screenshot(window, out / "results.png")
     _show_viewer(app, results)
-    window.grab().save(str(out / "viewer.png"))
+    save_screenshot(window, out / "viewer.png")
     window.close()
     for name in ("main_window.png", "batch_running.png", "results.png", "viewer.png"):
         print(out / name)
