@@ -119,6 +119,8 @@ def test_preview_shows_the_output_over_the_input(
         "mask",
     ]
     assert "ran on cpu" in batch.preview_label.text()
+    assert "Y, X → model's y, x" in batch.preview_label.text()
+    assert "->" not in batch.preview_label.text()
     # Selecting a region on the picture previews that region.
     with qtbot.waitSignal(batch.preview_shown, timeout=60000) as shown:
         batch.view.region_selected.emit(10, 20, 100, 120)

@@ -220,6 +220,8 @@ class PreviewResult:
         for a z-stack fed to a 2D model); empty when there is none.
     mapping
         How the image fed the model input, e.g. ``"YX -> bcyx"``.
+    mapping_words
+        The same for people (e.g. ``"Y, X → model's y, x"``).
     device
         The device that ran the model.
     seconds
@@ -235,6 +237,7 @@ class PreviewResult:
     mapping: str
     device: str
     seconds: float
+    mapping_words: str = ""
 
 
 def run_preview(
@@ -330,4 +333,5 @@ def run_preview(
         mapping=whole.describe(),
         device=predictor.session.device.name,
         seconds=float(result.seconds),
+        mapping_words=whole.in_words(),
     )

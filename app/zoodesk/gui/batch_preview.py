@@ -196,9 +196,10 @@ class PreviewPanelWidget(QWidget):
         y, x, h, w = result.region
         frame = ", ".join(f"{k}={v}" for k, v in result.frame.items())
         name = self._overview_path.name if self._overview_path else ""
+        fed = result.mapping_words or result.mapping
         self.preview_label.setText(
             f"Region y {y}–{y + h}, x {x}–{x + w} of {name}"
-            f"{f' ({frame})' if frame else ''}; {result.mapping}; ran on {result.device} in "
+            f"{f' ({frame})' if frame else ''}; {fed}; ran on {result.device} in "
             f"{result.seconds:.2f} s. Drag to preview another region."
         )
         self._draw()
