@@ -270,8 +270,47 @@ def test_outputs_of_inputs_left_out_of_a_rerun_are_not_overwritten(
     other.mkdir()
     pixels = np.full((16, 24), 3.0, np.float32)
     tifffile.imwrite(other / "a.tif", pixels)
-    _events, finished = run(request(box2d, [other / "a.tif"], out))
-    [entry] = finished.record.files
+    _events, finished = run(request(box2d, [other / "a.tif"], out, add_to_earlier=True))
+    entry = next(f for f in finished.record.files if f.input == str(other / "a.tif"))
     assert entry.key == "a-2"
+    assert {f.key for f in finished.record.files} == {"a", "a-2"}
     assert (out / "a_out.ome.tif").read_bytes() == kept
     np.testing.assert_allclose(output_array(out, "a-2_out.ome.tif"), box_filter(pixels), atol=1e-6)
+
+
+def test_a_run_that_would_drop_an_earlier_runs_inputs_is_refused_unless_added(
+    tmp_path: Path, box2d: ModelPackage, inputs: dict[str, np.ndarray]
+) -> None:
+    out = tmp_path / "out"
+    _events, first = run(request(box2d, [tmp_path / "in"], out))
+    other = tmp_path / "other"
+    other.mkdir()
+    tifffile.imwrite(other / "d.tif", inputs["a.tif"] + 1)
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    with pytest.raises(ZooDeskError) as refused:
+        run(request(box2d, [other], out))
+    message = str(refused.value)
+    assert str(out) in message and "3 input(s)" in message and "--add" in message
+    # Nothing was written: the earlier record still names its inputs and outputs.
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+
+    # Added: the earlier inputs stay in the record, with their outputs, as done.
+    _events, added = run(request(box2d, [other], out, add_to_earlier=True))
+    assert statuses(added) == {
+        "d.tif": "ok",
+        "a.tif": "skipped",
+        "b.tif": "skipped",
+        "c.tif": "skipped",
+    }
+    kept = {Path(f.input).name: f.run_id for f in added.record.files}
+    assert kept["a.tif"] == first.record.run_id and kept["d.tif"] == added.record.run_id
+    # The command line says the same, and --add adds; a folder that holds several
+    # runs' inputs takes --add for every later run over a part of them.
+    third = tmp_path / "third"
+    third.mkdir()
+    tifffile.imwrite(third / "e.tif", inputs["b.tif"])
+    command = ["predict", "-m", str(box2d.root), "-i", str(third), "-o", str(out)]
+    assert main([*command, "--device", "cpu"]) == 1
+    assert main([*command, "--device", "cpu", "--add"]) == 0
+    names = {Path(f["input"]).name for f in json.loads((out / RECORD_NAME).read_text())["files"]}
+    assert names == {"a.tif", "b.tif", "c.tif", "d.tif", "e.tif"}

@@ -324,6 +324,13 @@ def _register_inference_commands(
         help="redo inputs already done, also when the output folder holds results of "
         "another model or other parameters",
     )
+    p.add_argument(
+        "--add",
+        action="store_true",
+        dest="add_to_earlier",
+        help="add to the run already in the output folder: its inputs that this run "
+        "does not process stay in the run record (without it, such a folder is refused)",
+    )
     p.add_argument("--quiet", "-q", action="store_true")
     p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
     p.set_defaults(handler=_cmd_predict)

@@ -464,6 +464,7 @@ def run_prediction_cli(
         tile=_parse_tile(args.tile, spatial),
         threads=args.threads or settings.threads or None,
         overwrite=args.overwrite,
+        add_to_earlier=getattr(args, "add_to_earlier", False),
         extra={"model_argument": args.model},
         lists=lists,
         series=getattr(args, "series", None),

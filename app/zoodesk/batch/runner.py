@@ -193,6 +193,33 @@ def _carried_over(
     return carried
 
 
+def _refuse_to_orphan(old: RunRecord, this_run: set[str], out_dir: Path) -> None:
+    """Refuse a run that would drop finished inputs of the folder's run from its record.
+
+    Their outputs would stay in the folder with no record naming them: the folder's
+    record would then describe this run's inputs only.  Adding to that run keeps them;
+    redoing every input (``--overwrite``) is the user's explicit choice to replace it.
+    """
+    left_out = list(
+        dict.fromkeys(
+            f.input
+            for f in old.files
+            if f.status in ("ok", "skipped") and f.outputs and f.input not in this_run
+        )
+    )
+    if not left_out:
+        return
+    model = old.model.get("name") or old.model.get("id") or "another model"
+    example = Path(left_out[0]).name + (
+        f" and {len(left_out) - 1} more" if len(left_out) > 1 else ""
+    )
+    raise ZooDeskError(
+        f"{out_dir}: holds the results of an earlier run ({model}, started {old.started}) "
+        f"over {len(left_out)} input(s) this run does not process ({example}); write into "
+        "another --output folder, or add --add to add this run's inputs to that run"
+    )
+
+
 def _load_previous(record_path: Path) -> tuple[RunRecord | None, str | None]:
     if not record_path.is_file():
         return None, None
@@ -366,6 +393,8 @@ def _run_locked(
             },
         ]
     this_run = {str(path) for path, _root in files}
+    if old is not None and not request.add_to_earlier and not request.overwrite:
+        _refuse_to_orphan(old, this_run, out_dir)
     base_keys = unique_keys(
         files,
         preferred={Path(f.input): f.key for f in previous.values() if f.key and f.scene is None},

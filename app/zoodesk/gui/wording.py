@@ -30,6 +30,10 @@ GUI_PHRASES: tuple[tuple[str, str], ...] = (
         "tick “Redo files already done” to redo every input",
     ),
     (r"choose one with --instances", "choose one in Method"),
+    (
+        r"write into another --output folder, or add --add to add this run's inputs to that run",
+        "choose another output folder, or add this run's inputs to that run",
+    ),
     (r"zoodesk measure remakes", "Remake objects… on the Results page remakes"),
     (r"the same 'zoodesk predict' command again", "the same batch run again"),
     (r"'zoodesk predict' again", "the batch run again"),
