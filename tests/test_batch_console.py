@@ -15,11 +15,12 @@ from rich.console import Console
 
 from tests.batch_helpers import box_package
 from tests.unprivileged import run_unprivileged, unreadable
-from zoodesk.batch.console import _duration, _ProgressView, summary_table
+from zoodesk.batch.console import _ProgressView, summary_table
 from zoodesk.batch.record import FileEntry, RunRecord
 from zoodesk.batch.runner import FileFinished, FileStarted, RunStarted
 from zoodesk.cli import main
 from zoodesk.models.package import ModelPackage
+from zoodesk.units import duration, human_size
 
 
 @pytest.fixture(scope="module")
@@ -134,8 +135,15 @@ def test_progress_shows_throughput_and_an_eta_from_the_bytes_left() -> None:
     detail = view._detail()
     assert "0.1 MP/s" in detail and "0.10 files/s" in detail
     assert "ETA 30 s" in detail and "a.tif" in detail
-    assert _duration(4000) == "1 h 06 min"
-    assert _duration(75) == "1 min 15 s"
+    assert duration(4000) == "1 h 06 min"
+    assert duration(75) == "1 min 15 s"
+    assert duration(float("inf")) == "–"
+    assert [human_size(n) for n in (512, 1_500, 6_000_000, 2_300_000_000)] == [
+        "512 B",
+        "1.5 kB",
+        "6.0 MB",
+        "2.3 GB",
+    ]
 
 
 def test_long_runs_list_only_the_inputs_that_are_not_ok(tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ from zoodesk.conversion.launch import WORKER_COMMAND
 from zoodesk.errors import ZooDeskError, not_enough_memory
 from zoodesk.logs import command_logging
 from zoodesk.paths import LOGS_FOLDER, zoodesk_home
+from zoodesk.units import human_size
 
 log = logging.getLogger("zoodesk")
 
@@ -381,15 +382,6 @@ def _register_inference_commands(
 # (download, list, show, verify, remove, import, convert, report, catalogue, bundle)
 
 
-def _human_size(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "kB", "MB", "GB"):
-        if size < 1000 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1000
-    return f"{n} B"  # pragma: no cover - the loop always returns
-
-
 def _cached_model_dict(model: Any) -> dict[str, Any]:
     data = model.as_dict()
     data["path"] = str(model.root)
@@ -431,7 +423,7 @@ def _cmd_models_list(args: argparse.Namespace) -> int:
         ident = f"{m.id} {m.version or ''}".strip() if m.id else "(no id)"
         weights = ",".join(m.weights_formats) or "no weights"
         console.info(
-            f"{m.key:36s} {m.name[:36]:36s} {ident:40s} {weights:24s} {_human_size(m.size):>9s}"
+            f"{m.key:36s} {m.name[:36]:36s} {ident:40s} {weights:24s} {human_size(m.size):>9s}"
         )
     return EXIT_OK
 
@@ -491,7 +483,7 @@ def _cmd_models_show(args: argparse.Namespace) -> int:
         console.info(f"  output {t.id}: axes {t.axes_letters}")
     for note in cached.notes:
         console.info(f"  note: {note}")
-    console.info(f"  {len(cached.files)} files, {_human_size(cached.size)}")
+    console.info(f"  {len(cached.files)} files, {human_size(cached.size)}")
     return EXIT_OK
 
 
@@ -729,7 +721,7 @@ def _cmd_bundle_export(args: argparse.Namespace) -> int:
         return EXIT_OK
     what = ", ".join(m.key for m in result.models)
     cat = "the catalogue and " if result.catalogue is not None else ""
-    console.info(f"wrote {cat}{what} to {result.path} ({_human_size(result.size)})")
+    console.info(f"wrote {cat}{what} to {result.path} ({human_size(result.size)})")
     return EXIT_OK
 
 
@@ -1021,7 +1013,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         if isinstance(event, ExportStarted):
             console.info(
                 f"exporting run {event.run_id} ({event.inputs_done} of {event.inputs} inputs "
-                f"with results, {event.outputs} outputs, {_human_size(event.total_bytes)}) "
+                f"with results, {event.outputs} outputs, {human_size(event.total_bytes)}) "
                 f"to {event.destination}"
             )
         elif isinstance(event, ExportWarning):
@@ -1035,7 +1027,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
                 reason = error if error.startswith(image) else f"{image}: {error}"
                 console.warn(f"no results for {reason} (listed in the provenance)")
             console.info(
-                f"wrote {result.files} files ({_human_size(result.size)}) to {result.destination}"
+                f"wrote {result.files} files ({human_size(result.size)}) to {result.destination}"
             )
             if result.draft:
                 console.warn(

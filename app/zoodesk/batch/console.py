@@ -32,6 +32,7 @@ from zoodesk.batch.runner import (
 )
 from zoodesk.errors import ZooDeskError
 from zoodesk.inference.streaming import DEFAULT_MAX_MEGAPIXELS, StreamingPolicy
+from zoodesk.units import duration
 
 
 def one_line(text: str) -> str:
@@ -134,7 +135,7 @@ class _ProgressView:
         if not self.bytes_done or elapsed <= 0:
             return "ETA -"
         seconds = remaining / (self.bytes_done / elapsed)
-        return f"ETA {_duration(seconds)}"
+        return f"ETA {duration(seconds)}"
 
     def _detail(self) -> str:
         parts = [p for p in (self._rate(), self._eta(), self.current) if p]
@@ -224,17 +225,6 @@ class _ProgressView:
             self.progress.console.print(f"warning: {message}", style="yellow", markup=False)
         else:
             self.console.warn(message)
-
-
-def _duration(value: float) -> str:
-    seconds = round(value)
-    if seconds < 60:
-        return f"{seconds} s"
-    minutes, seconds = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes} min {seconds:02d} s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes:02d} min"
 
 
 def _live_progress(err_console: Any) -> Any:

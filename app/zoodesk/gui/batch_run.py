@@ -4,7 +4,6 @@ Cancel / Resume, and the progress of a run."""
 from __future__ import annotations
 
 import logging
-import math
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +23,7 @@ from PySide6.QtWidgets import (
 from zoodesk.gui._style import icon
 from zoodesk.gui.output_folder import OutputFolderWidget
 from zoodesk.gui.services import Services
+from zoodesk.units import duration
 
 if TYPE_CHECKING:
     from zoodesk.batch.record import FileEntry, RunRecord
@@ -259,17 +259,3 @@ class RunPanelWidget(QGroupBox):
         per_file = elapsed / self._files_done
         eta = f"about {duration(per_file * remaining)} left" if remaining else "finishing"
         return f"{self._files_done} of {self._to_do} processed · {rate:.1f} files/min{mp} · {eta}"
-
-
-def duration(seconds: float) -> str:
-    """``42 s``, ``3 min 05 s``, ``2 h 07 min``."""
-    if not math.isfinite(seconds):
-        return "–"
-    whole = max(0, round(seconds))
-    if whole < 60:
-        return f"{whole} s"
-    minutes, seconds_left = divmod(whole, 60)
-    if minutes < 60:
-        return f"{minutes} min {seconds_left:02d} s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes:02d} min"

@@ -17,6 +17,7 @@ from PySide6.QtWidgets import (
 
 from zoodesk.batch.console import input_name
 from zoodesk.gui.wording import local_time, problem_cell
+from zoodesk.units import human_size
 
 if TYPE_CHECKING:
     from zoodesk.batch.preview import InputInfo
@@ -96,7 +97,7 @@ class FilesTableWidget(QTableWidget):
             COL_SHAPE: shape,
             COL_TYPE: info.dtype or "",
             COL_PIXEL: pixel_size_text(info.pixel_sizes),
-            COL_SIZE: human_bytes(info.size_bytes),
+            COL_SIZE: human_size(info.size_bytes),
             COL_FIT: fit,
             COL_STATUS: "",
             COL_TIME: "",
@@ -183,15 +184,6 @@ def status_cell(entry: FileEntry) -> tuple[str, str]:
     elif "error" in found and entry.status == "ok":
         return f"{text} · objects failed", str(found["error"])
     return text, entry.error or ""
-
-
-def human_bytes(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "kB", "MB", "GB"):
-        if size < 1000 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1000
-    return f"{n} B"
 
 
 def pixel_size_text(sizes: dict[str, tuple[float, str]]) -> str:
