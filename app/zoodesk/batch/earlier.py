@@ -89,8 +89,7 @@ def find_earlier_run(request: PredictionRequest, package: ModelPackage) -> Earli
     files, _missing = collect_inputs(
         request.inputs, request.patterns, request.recursive, lists=request.lists, exclude=out_dir
     )
-    processed = {str(path) for path, _root in files}
-    left_out = tuple(dict.fromkeys(f.input for f in done if f.input not in processed))
+    left_out = old.inputs_left_out({str(path) for path, _root in files})
     if request.instances is not None:
         # The runner records the objects' settings as checked against the model.
         request = replace(request, instances=check_against(package.spec, request.instances))

@@ -12,6 +12,7 @@ import json
 import platform
 import sys
 import uuid
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
@@ -146,6 +147,18 @@ class RunRecord:
         data.pop("path")
         data["summary"] = self.summary()
         return data
+
+    def inputs_left_out(self, processed: Collection[str]) -> tuple[str, ...]:
+        """This run's inputs that have outputs (finished, or done by a run before it)
+        and are not among ``processed``, the inputs of a run about to start here: the
+        record of that run would leave them, and their outputs, unnamed."""
+        return tuple(
+            dict.fromkeys(
+                f.input
+                for f in self.files
+                if f.status in ("ok", "skipped") and f.outputs and f.input not in processed
+            )
+        )
 
     def summary(self) -> dict[str, int]:
         counts: dict[str, int] = {"total": len(self.files)}

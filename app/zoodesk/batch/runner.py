@@ -200,13 +200,7 @@ def _refuse_to_orphan(old: RunRecord, this_run: set[str], out_dir: Path) -> None
     record would then describe this run's inputs only.  Adding to that run keeps them;
     redoing every input (``--overwrite``) is the user's explicit choice to replace it.
     """
-    left_out = list(
-        dict.fromkeys(
-            f.input
-            for f in old.files
-            if f.status in ("ok", "skipped") and f.outputs and f.input not in this_run
-        )
-    )
+    left_out = old.inputs_left_out(this_run)
     if not left_out:
         return
     model = old.model.get("name") or old.model.get("id") or "another model"
