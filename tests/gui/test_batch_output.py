@@ -118,6 +118,16 @@ def _asked(qtbot: Any, batch: Any) -> Any:
     return dialog
 
 
+def _plate_a_into(qtbot: Any, batch: Any, images: dict[str, Path], out: Path) -> None:
+    """The sample model (chosen by the samples button), the inputs of ``plate_a`` only,
+    and ``out`` typed as the output folder."""
+    qtbot.mouseClick(batch.samples_button, Qt.MouseButton.LeftButton)
+    _remove_all_inputs(qtbot, batch)
+    batch.add_inputs([images["a"]])
+    _scanned(qtbot, batch)
+    batch.output_edit.setText(str(out))
+
+
 def _inputs_in_record(folder: Path) -> list[str]:
     record = json.loads((folder / "zoodesk-run.json").read_text(encoding="utf-8"))
     return sorted(Path(f["input"]).name for f in record["files"])
@@ -128,11 +138,7 @@ def test_a_run_into_another_runs_folder_asks_new_folder_or_add(
 ) -> None:
     batch = window.batch_page
     out = tmp_path / "out"
-    qtbot.mouseClick(batch.samples_button, Qt.MouseButton.LeftButton)
-    _remove_all_inputs(qtbot, batch)
-    batch.add_inputs([images["a"]])
-    _scanned(qtbot, batch)
-    batch.output_edit.setText(str(out))
+    _plate_a_into(qtbot, batch, images, out)
     first = _run(qtbot, batch)
     assert first.status == "finished"
     # The same inputs again: a resume, without a question.
@@ -187,11 +193,7 @@ def test_another_set_up_is_not_offered_to_add_to(
 ) -> None:
     batch = window.batch_page
     out = tmp_path / "out"
-    qtbot.mouseClick(batch.samples_button, Qt.MouseButton.LeftButton)
-    _remove_all_inputs(qtbot, batch)
-    batch.add_inputs([images["a"]])
-    _scanned(qtbot, batch)
-    batch.output_edit.setText(str(out))
+    _plate_a_into(qtbot, batch, images, out)
     _run(qtbot, batch)
     record_before = (out / "zoodesk-run.json").read_bytes()
     batch.channel_spin.setValue(0)
