@@ -11,7 +11,6 @@ every record on the console.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -74,8 +73,6 @@ def log_file_handler(logs_dir: Path) -> logging.Handler | None:
     folder cannot be written."""
     try:
         logs_dir.mkdir(parents=True, exist_ok=True)
-        if not os.access(logs_dir, os.W_OK):
-            return None
         handler = RotatingLogFile(logs_dir / LOG_FILE_NAME)
     except OSError:
         return None
