@@ -176,3 +176,59 @@ def test_gpu_request_without_gpu_falls_back_with_a_warning(nuclei_dir: Path) -> 
     doc = json.loads(result.stdout)
     assert doc["device"] == "cpu"
     assert any("GPU" in w for w in doc["warnings"])
+
+
+# ------------------------------------------------------------- lines as they are written
+
+
+def test_lines_off_a_terminal_are_written_verbatim_without_rich(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from zoodesk.cli import _Console
+
+    monkeypatch.delenv("FORCE_COLOR", raising=False)
+    monkeypatch.delenv("TTY_COMPATIBLE", raising=False)
+    console = _Console()
+    console.info("plate [1] :warning: done")
+    console.warn("a_:smile:.tif: skipped")
+    console.error("[red]not markup[/]")
+    captured = capsys.readouterr()
+    assert captured.out == "plate [1] :warning: done\n"
+    assert captured.err == ("warning: a_:smile:.tif: skipped\nerror: [red]not markup[/]\n")
+    assert console._out is None and console._err is None  # rich never drew
+
+    quiet = _Console(quiet=True)
+    quiet.info("not shown")
+    quiet.warn("shown")
+    assert capsys.readouterr() == ("", "warning: shown\n")
+
+
+def test_names_a_stream_cannot_encode_are_escaped_not_fatal(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import io
+
+    from zoodesk.cli import _Console
+
+    monkeypatch.delenv("FORCE_COLOR", raising=False)
+    monkeypatch.delenv("TTY_COMPATIBLE", raising=False)
+    raw = io.BytesIO()
+    stream = io.TextIOWrapper(raw, encoding="ascii")
+    monkeypatch.setattr(sys, "stderr", stream)
+    _Console().warn("Zellkern-Übersicht_α.tif: skipped")
+    stream.flush()
+    assert raw.getvalue() == b"warning: Zellkern-\\xdcbersicht_\\u03b1.tif: skipped\n"
+
+
+def test_forced_colour_draws_with_rich_and_still_keeps_names_verbatim(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from zoodesk.cli import _Console
+
+    monkeypatch.setenv("FORCE_COLOR", "1")
+    console = _Console()
+    console.warn("a_:smile:.tif: skipped")
+    err = capsys.readouterr().err
+    assert console._err is not None  # drawn by rich, in colour
+    assert "\x1b[" in err
+    assert "a_:smile:.tif: skipped" in err

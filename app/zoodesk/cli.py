@@ -35,29 +35,82 @@ EXIT_NO_DESKTOP = 3
 
 
 class _Console:
-    """Human output (stderr when --json is on, so stdout carries only the document)."""
+    """Human output (stderr when --json is on, so stdout carries only the document).
+
+    rich draws on terminals only: lines to a file, a pipe or a scheduler's log are
+    written as they are, and rich (a noticeable part of a short command's start-up)
+    is imported only when a command draws a table or a bar, or a stream is a terminal.
+    """
 
     def __init__(self, json_mode: bool = False, quiet: bool = False) -> None:
-        from rich.console import Console
-
         self.json_mode = json_mode
         self.quiet = quiet
-        self.out = Console(stderr=json_mode, highlight=False, soft_wrap=True)
-        self.err = Console(stderr=True, highlight=False, soft_wrap=True)
+        self._out: Any = None
+        self._err: Any = None
+
+    @property
+    def out(self) -> Any:
+        """rich's console on the stream of human output."""
+        if self._out is None:
+            from rich.console import Console
+
+            self._out = Console(stderr=self.json_mode, highlight=False, soft_wrap=True, emoji=False)
+        return self._out
+
+    @property
+    def err(self) -> Any:
+        """rich's console on the error stream."""
+        if self._err is None:
+            from rich.console import Console
+
+            self._err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
+        return self._err
+
+    def err_is_terminal(self) -> bool:
+        """Whether the error stream is drawn on (a terminal, or colour forced)."""
+        return _draws(sys.stderr)
 
     def info(self, message: str) -> None:
         if not self.quiet:
-            self.out.print(message, markup=False)
+            self._print(message, None, to_err=self.json_mode)
+
+    def line(self, text: str, style: str | None = None) -> None:
+        """One line on the error stream (``style`` only where it is drawn)."""
+        self._print(text, style, to_err=True)
 
     def warn(self, message: str) -> None:
-        self.err.print(f"warning: {message}", style="yellow", markup=False)
+        self.line(f"warning: {message}", style="yellow")
 
     def error(self, message: str) -> None:
-        self.err.print(f"error: {message}", style="bold red", markup=False)
+        self.line(f"error: {message}", style="bold red")
 
     def document(self, data: Any) -> None:
         sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
         sys.stdout.flush()
+
+    def _print(self, text: str, style: str | None, *, to_err: bool) -> None:
+        stream = sys.stderr if to_err else sys.stdout
+        if _draws(stream):
+            (self.err if to_err else self.out).print(text, style=style, markup=False)
+            return
+        try:
+            stream.write(text + "\n")
+        except UnicodeEncodeError:  # a name the stream's encoding cannot carry
+            encoding = getattr(stream, "encoding", None) or "ascii"
+            stream.write(text.encode(encoding, "backslashreplace").decode(encoding) + "\n")
+        stream.flush()
+
+
+def _draws(stream: Any) -> bool:
+    """Whether rich would draw on ``stream``: a terminal, or colour forced as rich
+    reads it from the environment."""
+    if os.environ.get("FORCE_COLOR") or os.environ.get("TTY_COMPATIBLE") == "1":
+        return True
+    isatty = getattr(stream, "isatty", None)
+    try:
+        return bool(isatty and isatty())
+    except ValueError:  # a closed stream
+        return False
 
 
 def _failure_document(arguments: Sequence[str], error: str, kind: str = "UsageError") -> None:

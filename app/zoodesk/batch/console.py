@@ -13,10 +13,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from rich.markup import escape
-
-from zoodesk.batch.objects import SUMMARY_NAME
-from zoodesk.batch.record import RunRecord
+from zoodesk.batch.record import SUMMARY_NAME, RunRecord
 from zoodesk.batch.runner import (
     DEFAULT_SETTLE_SECONDS,
     BlockProgress,
@@ -105,8 +102,8 @@ class _ProgressView:
     def __init__(self, console: Any, quiet: bool) -> None:
         self.console = console
         self.quiet = quiet
-        self.live = not quiet and bool(console.err.is_terminal)
-        self.progress: Any = _live_progress(console.err) if self.live else _NoProgress(console.err)
+        self.live = not quiet and console.err_is_terminal()
+        self.progress: Any = _live_progress(console.err) if self.live else _NoProgress()
         self.files_task: Any = None
         self.blocks_task: Any = None
         self.total = 0
@@ -211,13 +208,13 @@ class _ProgressView:
         name = one_line(input_name(event.path, entry.scene))
         head = f"[{self.finished:>{width}}/{self.total}] {entry.status:8s} {name}"
         if entry.status == "failed":
-            self.console.err.print(f"{head}: {error}", style="red", markup=False)
+            self.console.line(f"{head}: {error}", style="red")
         elif entry.status == "ok":
             seconds = f"  {entry.seconds:.2f} s" if entry.seconds is not None else ""
             streamed = "  (block by block from disk)" if entry.streamed else ""
-            self.console.err.print(f"{head}{seconds}{streamed}", markup=False)
+            self.console.line(f"{head}{seconds}{streamed}")
         else:
-            self.console.err.print(head, markup=False)
+            self.console.line(head)
 
     def _print_warning(self, message: str) -> None:
         message = one_line(message)
@@ -246,8 +243,7 @@ class _NoProgress:
     schedulers, scripts): nothing is drawn, and rich's progress module, a noticeable
     part of a short run's start-up, is never imported."""
 
-    def __init__(self, err_console: Any) -> None:
-        self.console = err_console
+    def __init__(self) -> None:
         self._tasks = 0
 
     def __enter__(self) -> _NoProgress:
@@ -292,6 +288,7 @@ def summary_table(record: RunRecord) -> Any:
     For long runs only the inputs that failed or were not done are listed; the
     caption gives the counts of every status.
     """
+    from rich.markup import escape
     from rich.table import Table
 
     counts = record.summary()
