@@ -21,7 +21,14 @@ from typing import Any
 import numpy as np
 
 from zoodesk.batch.outfolder import FolderLock
-from zoodesk.batch.record import RECORD_NAME, FileEntry, OutputEntry, RunRecord, now_iso
+from zoodesk.batch.record import (
+    RECORD_NAME,
+    SUMMARY_NAME,
+    FileEntry,
+    OutputEntry,
+    RunRecord,
+    now_iso,
+)
 from zoodesk.errors import CancelledError, ZooDeskError
 from zoodesk.fileutils import path_inside, sha256_input
 from zoodesk.instances import InstanceSettings, InstanceSettingsError
@@ -37,8 +44,6 @@ from zoodesk.instances.settings import check_against, resolve
 from zoodesk.models.spec import ModelSpec, TensorSpec
 
 log = logging.getLogger(__name__)
-
-SUMMARY_NAME = "summary.csv"
 
 #: The kinds of the outputs that the instance step adds to an image.
 INSTANCE_KINDS = ("instance-labels", "measurements")

@@ -24,6 +24,8 @@ from zoodesk.fileutils import UnsafePathError, atomic_write_text, parse_json, pa
 from zoodesk.versions import installed_versions
 
 RECORD_NAME = "zoodesk-run.json"
+#: The per-image table of a run that made objects (written by :mod:`zoodesk.batch.objects`).
+SUMMARY_NAME = "summary.csv"
 RECORD_SCHEMA = "zoodesk-run/1"
 
 FileStatus = Literal["pending", "ok", "failed", "skipped", "not done"]

@@ -71,9 +71,15 @@ from zoodesk.batch.events import (
 )
 from zoodesk.batch.inputs import collect_inputs, expand_series, unique_keys
 from zoodesk.batch.messages import describe_error
-from zoodesk.batch.objects import SUMMARY_NAME, instance_names, write_summary
 from zoodesk.batch.outfolder import LOCK_NAME, FolderLock, clean_leftovers, prepare_output_folder
-from zoodesk.batch.record import RECORD_NAME, FileEntry, OutputEntry, RunRecord, now_iso
+from zoodesk.batch.record import (
+    RECORD_NAME,
+    SUMMARY_NAME,
+    FileEntry,
+    OutputEntry,
+    RunRecord,
+    now_iso,
+)
 from zoodesk.batch.request import (
     DEFAULT_SETTLE_SECONDS,
     PredictionRequest,
@@ -404,6 +410,9 @@ def _run_locked(
         f"{f.key}_{t.id}{suffix}" for f in (old.files if old else []) if f.key for t in spec.outputs
     }
     if request.instances is not None:
+        # Objects are made by a part of ZooDesk that runs without them never imports.
+        from zoodesk.batch.objects import instance_names
+
         keys = [s.key for s in samples] + [f.key for f in (old.files if old else []) if f.key]
         planned |= {name for k in keys for name in instance_names(k, request.output_format)}
         planned.add(SUMMARY_NAME)
@@ -499,6 +508,8 @@ def _run_locked(
     record.status = "cancelled" if cancelled_run else "finished"
     record.finished = now_iso()
     if request.instances is not None:
+        from zoodesk.batch.objects import write_summary
+
         try:
             write_summary(record)
         except OSError as exc:

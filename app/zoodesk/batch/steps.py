@@ -21,7 +21,6 @@ import numpy as np
 
 from zoodesk.batch.events import BlockProgress, Event
 from zoodesk.batch.messages import describe_error
-from zoodesk.batch.objects import add_instances, instance_names
 from zoodesk.batch.record import FileEntry, OutputEntry, RunRecord, now_iso
 from zoodesk.batch.request import PredictionRequest
 from zoodesk.errors import CancelledError, ImageReadError
@@ -224,7 +223,6 @@ def write_outputs(
     acquisition: Mapping[str, Any],
 ) -> list[OutputEntry]:
     from zoodesk.images import write_ome_tiff
-    from zoodesk.images.zarr_writer import write_ome_zarr
 
     spec = predictor.spec
     written: list[OutputEntry] = []
@@ -239,6 +237,8 @@ def write_outputs(
         names = channel_names if channel_names and "C" in axes else None
         prov = provenance(record, predictor, tensor, entry)
         if output_format == "ome-zarr":
+            from zoodesk.images.zarr_writer import write_ome_zarr
+
             write_ome_zarr(
                 path,
                 array,
@@ -353,6 +353,9 @@ def objects_step(
     settings = request.instances
     if settings is None or settings.source is None:
         return None
+    # Objects are made by a part of ZooDesk that runs without them never imports.
+    from zoodesk.batch.objects import add_instances
+
     spec = predictor.spec
     tensor = spec.tensor(settings.source)
     sizes = None
@@ -592,6 +595,8 @@ def settle_outputs(
             reason = describe_error(Path(entry.input), exc.cause, out_dir)
             entry.error = f"objects not made: {reason}"
         entry.instances = {"error": entry.error}
+        from zoodesk.batch.objects import instance_names
+
         # Objects of an earlier run of this input would pass for this run's.
         for name in instance_names(entry.key, output_format):
             with contextlib.suppress(OSError):
