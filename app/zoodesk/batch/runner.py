@@ -410,7 +410,7 @@ def _run_locked(
         f"{f.key}_{t.id}{suffix}" for f in (old.files if old else []) if f.key for t in spec.outputs
     }
     if request.instances is not None:
-        # Objects are made by a part of ZooDesk that runs without them never imports.
+        # Imported here: a run without objects never loads the objects step.
         from zoodesk.batch.objects import instance_names
 
         keys = [s.key for s in samples] + [f.key for f in (old.files if old else []) if f.key]

@@ -353,7 +353,7 @@ def objects_step(
     settings = request.instances
     if settings is None or settings.source is None:
         return None
-    # Objects are made by a part of ZooDesk that runs without them never imports.
+    # Imported here: a run without objects never loads the objects step.
     from zoodesk.batch.objects import add_instances
 
     spec = predictor.spec
