@@ -232,3 +232,54 @@ def test_forced_colour_draws_with_rich_and_still_keeps_names_verbatim(
     assert console._err is not None  # drawn by rich, in colour
     assert "\x1b[" in err
     assert "a_:smile:.tif: skipped" in err
+
+
+@pytest.mark.parametrize("json_flag", [[], ["--json"]])
+def test_a_reader_that_went_away_is_not_an_error(
+    nuclei_dir: Path, isolated_home: Path, json_flag: list[str]
+) -> None:
+    """``zoodesk models list | head``: the reader may stop before ZooDesk writes."""
+    import os
+
+    from zoodesk.models.cache import ModelCache
+
+    ModelCache(isolated_home / "models").import_package(nuclei_dir)
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the command writes anything
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "zoodesk.cli", "models", "list", *json_flag],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+            env={**os.environ, "ZOODESK_HOME": str(isolated_home)},
+        )
+    finally:
+        os.close(write_end)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+
+
+def test_a_run_whose_reader_went_away_still_finishes(tmp_path: Path) -> None:
+    """``zoodesk demo | head -1``: the run is the work; its lines are not."""
+    import os
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "zoodesk.cli", "demo", "-o", str(tmp_path / "out")],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=300,
+            env={**os.environ, "ZOODESK_HOME": str(tmp_path / "home")},
+        )
+    finally:
+        os.close(write_end)
+    assert done.returncode == 0, done.stderr
+    record = json.loads((tmp_path / "out" / "zoodesk-run.json").read_text())
+    assert record["status"] == "finished"
+    assert len(record["files"]) >= 2
+    assert {f["status"] for f in record["files"]} == {"ok"}

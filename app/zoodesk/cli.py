@@ -8,6 +8,7 @@ document on stdout; human-readable progress then goes to stderr.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -85,20 +86,42 @@ class _Console:
         self.line(f"error: {message}", style="bold red")
 
     def document(self, data: Any) -> None:
-        sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
-        sys.stdout.flush()
+        try:
+            sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+            sys.stdout.flush()
+        except BrokenPipeError:
+            _reader_gone(sys.stdout)
+
+    def show(self, renderable: Any) -> None:
+        """A rich table (or other renderable) on the stream of human output."""
+        try:
+            self.out.print(renderable)
+        except BrokenPipeError:
+            _reader_gone(sys.stderr if self.json_mode else sys.stdout)
 
     def _print(self, text: str, style: str | None, *, to_err: bool) -> None:
         stream = sys.stderr if to_err else sys.stdout
-        if _draws(stream):
-            (self.err if to_err else self.out).print(text, style=style, markup=False)
-            return
         try:
-            stream.write(text + "\n")
-        except UnicodeEncodeError:  # a name the stream's encoding cannot carry
-            encoding = getattr(stream, "encoding", None) or "ascii"
-            stream.write(text.encode(encoding, "backslashreplace").decode(encoding) + "\n")
-        stream.flush()
+            if _draws(stream):
+                (self.err if to_err else self.out).print(text, style=style, markup=False)
+                return
+            try:
+                stream.write(text + "\n")
+            except UnicodeEncodeError:  # a name the stream's encoding cannot carry
+                encoding = getattr(stream, "encoding", None) or "ascii"
+                stream.write(text.encode(encoding, "backslashreplace").decode(encoding) + "\n")
+            stream.flush()
+        except BrokenPipeError:
+            _reader_gone(stream)
+
+
+def _reader_gone(stream: Any) -> None:
+    """The reader of ``stream`` stopped (``zoodesk models list | head``): the command
+    goes on, and what it still writes there, or left in the buffer, goes nowhere."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stream.fileno())
+        os.close(devnull)
 
 
 def _draws(stream: Any) -> bool:
@@ -1267,10 +1290,6 @@ def _handle(
         if json_mode:
             _failure_document(arguments, message, kind="InternalError")
         return EXIT_FAILED
-    except BrokenPipeError:
-        # Output piped into a closed reader (e.g. `| head`): not an error of ours.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return EXIT_OK
 
 
 if __name__ == "__main__":  # pragma: no cover

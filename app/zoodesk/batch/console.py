@@ -398,7 +398,7 @@ def execute(
     if json_mode:
         console.document(record_document(record))
     elif not quiet:
-        console.out.print(summary_table(record))
+        console.show(summary_table(record))
         counts = record.summary()
         console.info(
             f"{counts.get('ok', 0)} ok, {counts.get('skipped', 0)} already done, "
