@@ -20,7 +20,8 @@ Both run ``--rounds`` times, interleaved, and the best round of each counts.
 The ratio ZooDesk / bare compute is the overhead of everything ZooDesk adds beyond
 the model itself, reading and writing included (target: at most 1.2).  A second
 bare pass over a subset measures ONNX Runtime with its worker threads' spinning
-turned off, as ZooDesk configures it, to show what that setting costs.
+turned off against its default (on, as ZooDesk keeps it), to show what that
+setting is worth.
 
 Usage::
 

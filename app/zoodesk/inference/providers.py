@@ -11,7 +11,7 @@
   fixed, since a graph replays fixed buffers.
 - **CoreML**: an ML Program on all compute units (Neural Engine, GPU, CPU), with
   static input shapes required when the blocks have a fixed shape.
-- **CPU**: the defaults, with the intra-op threads not spinning (set in the session).
+- **CPU**: ONNX Runtime's defaults (its intra-op threads spin between operators).
 
 What is used is recorded with every run (the run record's ``device``).
 """

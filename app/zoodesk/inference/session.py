@@ -116,9 +116,10 @@ class OnnxSession:
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = self.threads or 0
-        # Our own pipeline overlaps I/O with inference; ORT's spinning worker
-        # threads would otherwise burn the cores the reader and writer need.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # The worker threads keep ONNX Runtime's default and spin between operators:
+        # measured on two cores, turning that off to leave the reader and writer
+        # threads more room made inference 25-30% slower and whole runs slower too
+        # (docs/benchmarks.md, bench_batch.py's spinning check).
         apply_session_options(options, self.setup)
         providers: list[Any] = [(wanted.provider, self.setup.provider_options)]
         if wanted.provider != "CPUExecutionProvider":
