@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -206,8 +208,6 @@ def test_lines_off_a_terminal_are_written_verbatim_without_rich(
 def test_names_a_stream_cannot_encode_are_escaped_not_fatal(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import io
-
     from zoodesk.cli import _Console
 
     monkeypatch.delenv("FORCE_COLOR", raising=False)
@@ -239,8 +239,6 @@ def test_a_reader_that_went_away_is_not_an_error(
     nuclei_dir: Path, isolated_home: Path, json_flag: list[str]
 ) -> None:
     """``zoodesk models list | head``: the reader may stop before ZooDesk writes."""
-    import os
-
     from zoodesk.models.cache import ModelCache
 
     ModelCache(isolated_home / "models").import_package(nuclei_dir)
@@ -263,8 +261,6 @@ def test_a_reader_that_went_away_is_not_an_error(
 
 def test_a_run_whose_reader_went_away_still_finishes(tmp_path: Path) -> None:
     """``zoodesk demo | head -1``: the run is the work; its lines are not."""
-    import os
-
     read_end, write_end = os.pipe()
     os.close(read_end)
     try:
