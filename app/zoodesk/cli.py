@@ -53,18 +53,14 @@ class _Console:
     def out(self) -> Any:
         """rich's console on the stream of human output."""
         if self._out is None:
-            from rich.console import Console
-
-            self._out = Console(stderr=self.json_mode, highlight=False, soft_wrap=True, emoji=False)
+            self._out = _rich_console(stderr=self.json_mode)
         return self._out
 
     @property
     def err(self) -> Any:
         """rich's console on the error stream."""
         if self._err is None:
-            from rich.console import Console
-
-            self._err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
+            self._err = _rich_console(stderr=True)
         return self._err
 
     def err_is_terminal(self) -> bool:
@@ -113,6 +109,14 @@ class _Console:
             stream.flush()
         except BrokenPipeError:
             _reader_gone(stream)
+
+
+def _rich_console(*, stderr: bool) -> Any:
+    """A rich console that prints text as given: no highlighting, no wrapping, and no
+    emoji codes (``:smile:`` in a file name stays as it is)."""
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False, soft_wrap=True, emoji=False)
 
 
 def _reader_gone(stream: Any) -> None:
