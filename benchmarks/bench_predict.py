@@ -14,7 +14,8 @@ with the model already in its cache (on a home folder of the benchmark's own),
 ``processes/bare_predict.py`` (import, one session, read, normalise, run,
 sigmoid, write with the same compression) and ``processes/core_predict.py``
 (bioimageio.core's pipeline with tifffile reading and writing).  Per image
-"after start-up" is (folder - one image) / (images - 1).
+"after start-up" is (folder - one image) / (images - 1).  ``zoodesk --version``
+is timed in the same rounds (the command line's own start).
 
 Each measurement runs ``--rounds`` times, interleaved, and the best round counts,
 so that a passing load on the machine does not favour one of them.
@@ -248,11 +249,16 @@ def bench_processes(
     times: dict[str, dict[str, list[float]]] = {
         name: {"one_image_s": [], "folder_s": []} for name in commands
     }
+    version_s: list[float] = []
     for _ in range(rounds):
+        version_s.append(wall([*zoodesk_command(), "--version"], env, out))
         for name, command in commands.items():
             times[name]["one_image_s"].append(wall(command(one), env, out))
             times[name]["folder_s"].append(wall(command(folder), env, out))
-    results: dict[str, Any] = {"images": count}
+    results: dict[str, Any] = {
+        "images": count,
+        "zoodesk_version": {"seconds": min(version_s), "rounds": version_s},
+    }
     for name, measured in times.items():
         one_s, folder_s = min(measured["one_image_s"]), min(measured["folder_s"])
         results[name] = {
@@ -417,6 +423,7 @@ def print_processes(processes: dict[str, Any]) -> None:
             f"  {label:<20} {row['one_image_s']:8.2f}s {row['folder_s']:10.2f}s "
             f"{row['per_image_after_start_s'] * 1000:22.1f} ms{ratios}"
         )
+    print(f"  zoodesk --version    {processes['zoodesk_version']['seconds']:8.3f}s")
 
 
 if __name__ == "__main__":
